@@ -1,0 +1,129 @@
+//! The `tenantry` command line: one typed configuration per subcommand,
+//! parsed by clap from flags with environment fallbacks. `main.rs` only
+//! calls [`run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::api_key::AdminKeys,
+    config::{DatabaseConfig, DevConfig, LogFormat, ServeConfig},
+    db, dev,
+    startup::App,
+    telemetry,
+};
+
+/// Tenantry: tenants, identity, usage, rate limits and jobs over gRPC and REST.
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about)]
+struct Cli {
+    /// Log format: json for production, pretty for a terminal, auto picks.
+    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC API and the HTTP endpoints.
+    Serve {
+        #[command(flatten)]
+        serve: ServeConfig,
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        dev: DevConfig,
+    },
+    /// Apply pending platform migrations, then exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Create a platform-admin API key and print only the key on stdout.
+    Bootstrap {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// A label for the key, kept with it for audit.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+    },
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an
+/// exit code; errors are printed once, without internals of secrets.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { serve, database, dev } if dev.dev => {
+            dev::serve(serve, database, dev, shutdown_on_signals()).await
+        }
+        Command::Serve { serve, database, .. } => {
+            database.validate()?;
+            let app = App::build(serve, database).await?;
+            tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "serving");
+            app.run_until_stopped(shutdown_on_signals()).await?;
+            Ok(())
+        }
+        Command::Migrate { database } => {
+            let pool = db::connect(&database).await?;
+            db::migrate(&pool).await?;
+            let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
+            tracing::info!(version = latest, "platform schema is up to date");
+            Ok(())
+        }
+        Command::Bootstrap { database, name } => {
+            let pool = db::connect(&database).await?;
+            db::check_migrations(&pool).await?;
+            let (_id, key) = AdminKeys::new(pool).create(&name).await?;
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+/// A token cancelled by SIGTERM or SIGINT (Ctrl-C).
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutdown requested; draining in-flight calls");
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,264 @@
+//! The one typed configuration: flags with environment fallbacks (clap),
+//! validated at start with messages that name the flag, secrets wrapped so
+//! they never print.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+
+/// A configuration value that must never appear in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+/// A configuration error, naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid { setting: &'static str, problem: String },
+}
+
+fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting, problem: problem.into() }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "" | "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        "h" => Duration::from_secs(value * 3600),
+        _ => return Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
+    };
+    Ok(duration)
+}
+
+/// Where PostgreSQL is and how the pool behaves.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/tenantry.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub url: Option<Secret>,
+    /// Largest number of pooled connections per process.
+    #[arg(long = "db-max-connections", env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection before UNAVAILABLE.
+    #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+    /// Connection options built by code (the embedded cluster); wins over `url`.
+    #[arg(skip)]
+    pub connect_options: Option<PgConnectOptions>,
+}
+
+impl DatabaseConfig {
+    /// A configuration for explicit connect options (tests, the embedded cluster).
+    pub fn from_options(options: PgConnectOptions) -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(3),
+            connect_options: Some(options),
+        }
+    }
+
+    /// Checks the settings, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.connect_options.is_none() && self.url.is_none() {
+            return Err(invalid(
+                "DATABASE_URL",
+                "is required (or --database-url); `tenantry serve --dev` runs a private PostgreSQL instead",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("--db-max-connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The options the pool connects with.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
+        if let Some(options) = &self.connect_options {
+            return Ok(options.clone());
+        }
+        let url = self.url.as_ref().ok_or_else(|| invalid("DATABASE_URL", "is not set"))?;
+        if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+            return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
+        }
+        // The parser's message may echo the URL, password included: keep it out.
+        PgConnectOptions::from_str(url.expose()).map_err(|_| invalid("DATABASE_URL", "is not a valid postgres:// URL"))
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines for production log pipelines.
+    Json,
+    /// Readable, coloured lines for a terminal.
+    Pretty,
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+}
+
+/// Settings of `tenantry serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the gRPC listener (port 0 picks a free port).
+    #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP listener (/healthz, /readyz; REST later).
+    #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Apply pending platform migrations at start instead of refusing to start.
+    #[arg(long, env = "TENANTRY_MIGRATE")]
+    pub migrate: bool,
+    /// Redis URL for distributed rate limits; optional.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    /// Do not run job workers in this process.
+    #[arg(long, env = "TENANTRY_NO_WORKERS")]
+    pub no_workers: bool,
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    pub max_concurrent_streams: u32,
+    /// Calls in flight in this process before new ones are shed with UNAVAILABLE.
+    #[arg(long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = 2048)]
+    pub max_in_flight: usize,
+    /// Ceiling on any call's deadline; a shorter `grpc-timeout` wins.
+    #[arg(long, env = "TENANTRY_MAX_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub max_deadline: Duration,
+    /// How long shutdown waits for in-flight calls before closing them.
+    #[arg(long, env = "TENANTRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// How often dependencies are probed for health and readiness.
+    #[arg(long, env = "TENANTRY_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+    /// Largest decoded request message, in bytes.
+    #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Checks the settings, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_in_flight == 0 {
+            return Err(invalid("--max-in-flight", "must be at least 1"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(invalid("--max-concurrent-streams", "must be at least 1"));
+        }
+        if self.max_deadline.is_zero() {
+            return Err(invalid("--max-deadline", "must be longer than 0"));
+        }
+        if self.health_interval < Duration::from_millis(100) {
+            return Err(invalid("--health-interval", "must be at least 100ms"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid("--max-message-bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        Ok(())
+    }
+
+    /// Defaults for a server on loopback with both ports chosen by the OS.
+    pub fn ephemeral() -> Self {
+        ServeConfig {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            migrate: true,
+            redis_url: None,
+            no_workers: false,
+            max_concurrent_streams: 200,
+            max_in_flight: 2048,
+            max_deadline: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+            health_interval: Duration::from_secs(2),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Settings of `serve --dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevConfig {
+    /// Run the embedded default: a private PostgreSQL unless DATABASE_URL is set.
+    #[arg(long)]
+    pub dev: bool,
+    /// Where `--dev` keeps its PostgreSQL cluster and admin key.
+    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
+    pub data_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret: Secret = "postgres://u:hunter2@db/x".parse().unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_database_url_is_reported_without_echoing_it() {
+        let config = DatabaseConfig {
+            url: Some("mysql://u:hunter2@db".parse().unwrap()),
+            ..DatabaseConfig::from_options(PgConnectOptions::new())
+        };
+        let config = DatabaseConfig { connect_options: None, ..config };
+        let error = config.connect_options().unwrap_err().to_string();
+        assert!(error.contains("DATABASE_URL") && !error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn serve_settings_are_validated() {
+        let mut config = ServeConfig::ephemeral();
+        assert!(config.validate().is_ok());
+        config.max_in_flight = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("--max-in-flight"));
+    }
+}

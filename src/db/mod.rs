@@ -1,0 +1,103 @@
+//! PostgreSQL: the connection pool, the embedded platform migrations, and
+//! the start-up check that refuses to serve on a schema that is behind.
+//!
+//! # Layout
+//!
+//! - this file: [`connect`], [`migrate`], [`check_migrations`], [`ping`].
+//! - [`embedded`]: the private cluster `serve --dev` and the tests start.
+
+pub mod embedded;
+
+use std::{collections::HashMap, time::Duration};
+
+use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+
+use crate::config::{ConfigError, DatabaseConfig};
+
+/// The platform schema's migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/platform");
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot reach PostgreSQL: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    #[error(
+        "the database schema is behind this build ({pending} pending migration(s), first {first}); run `tenantry migrate` or start with --migrate"
+    )]
+    Behind { pending: usize, first: i64 },
+    #[error("migration {version} failed part-way earlier; fix it by hand, then run `tenantry migrate`")]
+    Dirty { version: i64 },
+    #[error("migration {version} was changed after it was applied; the database and this build disagree")]
+    Changed { version: i64 },
+    #[error("migrating failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Opens the pool and proves the server answers, failing fast otherwise.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    config.validate()?;
+    let options = config.connect_options()?;
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_with(options)
+        .await
+        .map_err(DbError::Unreachable)
+}
+
+/// Applies pending platform migrations (idempotent; concurrent runs wait on
+/// sqlx's advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Applied {
+    version: i64,
+    checksum: Vec<u8>,
+    success: bool,
+}
+
+/// Fails unless every embedded migration is applied, cleanly and unchanged.
+pub async fn check_migrations(pool: &PgPool) -> Result<(), DbError> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text").fetch_one(pool).await?;
+    let applied: HashMap<i64, Applied> = if exists.is_some() {
+        sqlx::query_as::<_, Applied>("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.version, row))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut pending =
+        MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).filter(|m| !applied.contains_key(&m.version));
+    if let Some(first) = pending.next() {
+        return Err(DbError::Behind { pending: 1 + pending.count(), first: first.version });
+    }
+    for migration in MIGRATOR.iter() {
+        if let Some(row) = applied.get(&migration.version) {
+            if !row.success {
+                return Err(DbError::Dirty { version: row.version });
+            }
+            if row.checksum != migration.checksum.as_ref() {
+                return Err(DbError::Changed { version: row.version });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether PostgreSQL answers a trivial query within `timeout`.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+}

@@ -1,0 +1,99 @@
+//! `tenantry serve --dev`: the embedded default. Without `DATABASE_URL` it
+//! runs a private PostgreSQL cluster under `--data-dir`, migrates, makes sure
+//! a platform-admin key exists (kept in `<data-dir>/admin-api-key`, mode
+//! 0600), prints ready-to-paste commands, and stops the cluster on shutdown.
+
+use std::{
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::api_key::AdminKeys,
+    config::{DatabaseConfig, DevConfig, ServeConfig},
+    db::embedded::EmbeddedPostgres,
+    startup::App,
+};
+
+/// The database `--dev` uses inside its private cluster.
+const DEV_DATABASE: &str = "tenantry";
+/// The file holding the dev platform-admin key.
+pub const ADMIN_KEY_FILE: &str = "admin-api-key";
+
+/// Runs the dev server until `shutdown`.
+pub async fn serve(
+    serve: ServeConfig,
+    mut database: DatabaseConfig,
+    dev: DevConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&dev.data_dir)
+        .with_context(|| format!("creating the data directory {}", dev.data_dir.display()))?;
+    let cluster = if database.url.is_none() {
+        let cluster = EmbeddedPostgres::start(&dev.data_dir.join("postgres")).await?;
+        cluster.ensure_database(DEV_DATABASE).await?;
+        database.connect_options = Some(cluster.connect_options(DEV_DATABASE));
+        Some(cluster)
+    } else {
+        None
+    };
+    let result = run(ServeConfig { migrate: true, ..serve }, database, &dev.data_dir, shutdown).await;
+    if let Some(cluster) = cluster {
+        match cluster.stop().await {
+            Ok(()) => tracing::info!("private PostgreSQL cluster stopped"),
+            Err(error) => tracing::error!(%error, "stopping the private PostgreSQL cluster failed"),
+        }
+    }
+    result
+}
+
+async fn run(
+    serve: ServeConfig,
+    database: DatabaseConfig,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = App::build(serve, database).await?;
+    let key_file = data_dir.join(ADMIN_KEY_FILE);
+    let key = admin_key(&AdminKeys::new(app.pool().clone()), &key_file).await?;
+    let (grpc, http) = (app.grpc_addr(), app.http_addr());
+    let key_path = key_file.display();
+    println!(
+        "\nTenantry dev server is ready.\n\
+         \n  gRPC: {grpc}\n  HTTP: http://{http}\n\
+         \n  Platform-admin API key (kept in {key_path}):\n    {key}\n\
+         \nTry:\n\
+         \n  grpcurl -plaintext {grpc} list\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" {grpc} tenantry.v1.TenantService/ListTenants\
+         \n  grpcurl -plaintext -d '{{\"service\":\"tenantry.v1.TenantService\"}}' {grpc} grpc.health.v1.Health/Check\
+         \n  curl -s http://{http}/readyz\n"
+    );
+    std::io::stdout().flush().ok();
+    app.run_until_stopped(shutdown).await?;
+    Ok(())
+}
+
+/// The key in `file` when it still authenticates, else a new one written there.
+async fn admin_key(keys: &AdminKeys, file: &Path) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(file) {
+        let existing = existing.trim().to_owned();
+        if keys.authenticate(&existing).await.is_ok() {
+            return Ok(existing);
+        }
+    }
+    let (_id, key) = keys.create("dev").await?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    out.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(out, "{key}")?;
+    Ok(key)
+}

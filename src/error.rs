@@ -1,0 +1,165 @@
+//! The restricted set of errors the API returns, and their one mapping to
+//! `tonic::Status` (with `google.rpc` rich details) and to HTTP status codes.
+//!
+//! Every module has its own `thiserror` enum and converts into [`ApiError`] at
+//! the edge. Internal errors are logged here with their context and leave the
+//! process as an opaque message with the request id, never as their text.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error Tenantry returns.
+pub const ERROR_DOMAIN: &str = "tenantry.v1";
+
+/// An error as the API reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is invalid; `field` is its path (`tenant.slug`).
+    #[error("{field}: {description}")]
+    InvalidArgument { field: String, description: String },
+    /// The credential is missing, malformed, unknown, expired or revoked.
+    #[error("{message}")]
+    Unauthenticated { reason: &'static str, message: String },
+    /// The caller is known but may not do this.
+    #[error("{message}")]
+    PermissionDenied { reason: &'static str, message: String },
+    /// The resource does not exist (or belongs to another tenant).
+    #[error("{resource} not found")]
+    NotFound { resource: String },
+    /// The resource already exists.
+    #[error("{message}")]
+    AlreadyExists { message: String },
+    /// The system is not in a state that allows the call.
+    #[error("{message}")]
+    FailedPrecondition { reason: &'static str, message: String },
+    /// A rate limit or quota is exhausted; retry after `retry_after`.
+    #[error("{message}")]
+    ResourceExhausted { message: String, retry_after: Option<Duration> },
+    /// The server is overloaded or a dependency is down; retry with backoff.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: Option<Duration> },
+    /// The call's deadline passed before it finished.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The method exists in the contract but is not served by this build.
+    #[error("{method} is not implemented by this server yet")]
+    Unimplemented { method: String },
+    /// Anything else: logged with context, returned opaque.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// An invalid field, named by its path in the request message.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument { field: field.into(), description: description.into() }
+    }
+
+    /// Wraps any error as an internal one.
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ApiError::Internal(error.into())
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
+            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::PermissionDenied { .. } => Code::PermissionDenied,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists { .. } => Code::AlreadyExists,
+            ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ApiError::Unavailable { .. } => Code::Unavailable,
+            ApiError::DeadlineExceeded => Code::DeadlineExceeded,
+            ApiError::Unimplemented { .. } => Code::Unimplemented,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        let code = error.code();
+        match error {
+            ApiError::InvalidArgument { field, description } => {
+                let message = format!("invalid {field}: {description}");
+                let details = ErrorDetails::with_bad_request_violation(field, description);
+                Status::with_error_details(code, message, details)
+            }
+            ApiError::Unauthenticated { reason, message }
+            | ApiError::PermissionDenied { reason, message }
+            | ApiError::FailedPrecondition { reason, message } => {
+                let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
+                Status::with_error_details(code, message, details)
+            }
+            ApiError::ResourceExhausted { message, retry_after } | ApiError::Unavailable { message, retry_after } => {
+                match retry_after {
+                    Some(delay) => {
+                        Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
+                    }
+                    None => Status::new(code, message),
+                }
+            }
+            ApiError::Internal(source) => {
+                tracing::error!(error = %source, source = ?source, "internal error");
+                Status::internal("internal error; the server logged the details under this call's request id")
+            }
+            other => Status::new(code, other.to_string()),
+        }
+    }
+}
+
+/// The HTTP status the REST side uses for a gRPC code (the grpc-gateway table).
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    match code {
+        Code::Ok => S::OK,
+        Code::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::OutOfRange => S::BAD_REQUEST,
+        Code::FailedPrecondition => S::BAD_REQUEST,
+        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+        Code::NotFound => S::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
+        Code::PermissionDenied => S::FORBIDDEN,
+        Code::Unauthenticated => S::UNAUTHORIZED,
+        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        Code::Unimplemented => S::NOT_IMPLEMENTED,
+        Code::Unavailable => S::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_the_field_in_bad_request_details() {
+        let status = Status::from(ApiError::invalid("slug", "must be 3 to 63 characters"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let violations = &details.bad_request().expect("bad request details").field_violations;
+        assert_eq!(violations[0].field, "slug");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_text() {
+        let status = Status::from(ApiError::internal("relation \"secret_table\" does not exist"));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret_table"));
+    }
+
+    #[test]
+    fn exhausted_carries_retry_info() {
+        let status = Status::from(ApiError::ResourceExhausted {
+            message: "rate limit".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        let details = status.get_error_details();
+        assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(2)));
+        assert_eq!(http_status(status.code()), http::StatusCode::TOO_MANY_REQUESTS);
+    }
+}

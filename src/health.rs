@@ -1,0 +1,133 @@
+//! Health and readiness that follow the dependencies: a probe task checks
+//! PostgreSQL (and Redis when configured) on an interval, sets every
+//! service's `grpc.health.v1` status, and backs `/readyz`.
+//!
+//! PostgreSQL down makes every Tenantry service NOT_SERVING and `/readyz`
+//! 503. Redis down is reported but keeps the node ready: rate limits fall
+//! back to local buckets (DESIGN §5), so pulling every node out of the load
+//! balancer would turn a degraded cache into an outage.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use fred::prelude::{Client, ClientLike};
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// What the probe last saw of a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyState {
+    /// Not configured.
+    Disabled,
+    /// Answering.
+    Up,
+    /// Not answering.
+    Down,
+}
+
+/// The last probe's results, shared with `/readyz`.
+#[derive(Debug)]
+pub struct Readiness {
+    postgres: AtomicBool,
+    redis: AtomicU8,
+}
+
+impl Readiness {
+    fn new(redis_configured: bool) -> Self {
+        let redis = if redis_configured { DependencyState::Up } else { DependencyState::Disabled };
+        Readiness { postgres: AtomicBool::new(true), redis: AtomicU8::new(redis as u8) }
+    }
+
+    /// Whether this node should receive traffic.
+    pub fn is_ready(&self) -> bool {
+        self.postgres.load(Ordering::Relaxed)
+    }
+
+    /// PostgreSQL's state.
+    pub fn postgres(&self) -> DependencyState {
+        if self.postgres.load(Ordering::Relaxed) { DependencyState::Up } else { DependencyState::Down }
+    }
+
+    /// Redis's state.
+    pub fn redis(&self) -> DependencyState {
+        match self.redis.load(Ordering::Relaxed) {
+            x if x == DependencyState::Up as u8 => DependencyState::Up,
+            x if x == DependencyState::Down as u8 => DependencyState::Down,
+            _ => DependencyState::Disabled,
+        }
+    }
+}
+
+/// Probes dependencies and publishes the result.
+pub struct HealthProbe {
+    /// The gRPC health service's reporter.
+    pub reporter: HealthReporter,
+    /// Service names whose status follows PostgreSQL.
+    pub services: Vec<String>,
+    /// The pool to probe.
+    pub pool: PgPool,
+    /// The Redis client to probe, when configured.
+    pub redis: Option<Client>,
+    /// Time between probes.
+    pub interval: Duration,
+}
+
+impl HealthProbe {
+    /// Probes once (so every service has a status before the first call),
+    /// then keeps probing until `shutdown`. The readiness is shared.
+    pub async fn start(self, shutdown: CancellationToken) -> Arc<Readiness> {
+        let readiness = Arc::new(Readiness::new(self.redis.is_some()));
+        let mut serving = None;
+        self.probe(&readiness, &mut serving).await;
+        let shared = readiness.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(self.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = ticker.tick() => self.probe(&shared, &mut serving).await,
+                }
+            }
+            // Draining: tell load balancers to stop sending work.
+            for service in self.services.iter().map(String::as_str).chain([""]) {
+                self.reporter.set_service_status(service, ServingStatus::NotServing).await;
+            }
+        });
+        readiness
+    }
+
+    /// One round: probe the dependencies, publish changes.
+    async fn probe(&self, readiness: &Readiness, serving: &mut Option<bool>) {
+        let timeout = self.interval.min(Duration::from_secs(2));
+        let postgres_up = crate::db::ping(&self.pool, timeout).await;
+        readiness.postgres.store(postgres_up, Ordering::Relaxed);
+        if let Some(redis) = &self.redis {
+            let up = matches!(tokio::time::timeout(timeout, redis.ping::<()>(None)).await, Ok(Ok(())));
+            let state = if up { DependencyState::Up } else { DependencyState::Down };
+            readiness.redis.store(state as u8, Ordering::Relaxed);
+        }
+        if *serving == Some(postgres_up) {
+            return;
+        }
+        let status = if postgres_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if postgres_up {
+            tracing::info!("PostgreSQL answers; serving");
+        } else {
+            tracing::warn!("PostgreSQL does not answer; NOT_SERVING");
+        }
+        for service in self.services.iter().map(String::as_str).chain([""]) {
+            self.reporter.set_service_status(service, status).await;
+        }
+        *serving = Some(postgres_up);
+    }
+}

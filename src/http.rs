@@ -1,0 +1,46 @@
+//! The HTTP listener: liveness (`/healthz`), readiness (`/readyz`), and a
+//! JSON 404 in the API's error shape for everything else. The REST gateway
+//! mounts here once it lands.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, Uri},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::health::Readiness;
+
+/// The HTTP routes.
+pub fn router(readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(readiness)
+}
+
+/// Liveness: the process answers; dependencies are not consulted.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: whether this node should get traffic, and why.
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Value>) {
+    let ready = readiness.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "postgres": readiness.postgres(),
+        "redis": readiness.redis(),
+    });
+    (status, Json(body))
+}
+
+async fn not_found(uri: Uri) -> (StatusCode, Json<Value>) {
+    let body = json!({ "code": 5, "message": format!("no route for {}", uri.path()), "details": [] });
+    (StatusCode::NOT_FOUND, Json(body))
+}

@@ -1,0 +1,47 @@
+//! Tenantry: the multi-tenant backend a SaaS product runs on. It owns tenants,
+//! identity, usage metering, rate limits and background jobs, and serves them
+//! over gRPC (and the same API over REST/JSON) so other services can stay
+//! tenant-unaware.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the `tenantry` command line (serve, migrate, bootstrap); `main.rs`
+//!   only calls [`cli::run`].
+//! - [`config`]: the one typed configuration, from flags with env fallbacks.
+//! - [`telemetry`]: `tracing` subscriber set-up (JSON or readable logs).
+//! - [`startup`]: [`startup::App`] builds the servers from a config and runs
+//!   them until a shutdown signal, draining in-flight calls.
+//! - [`dev`]: `serve --dev`, the embedded default with its private PostgreSQL.
+//! - [`proto`]: code generated from `proto/` and the embedded descriptor set.
+//! - [`policy`]: the authorization policy of every RPC, read from the
+//!   descriptor; the server refuses to start if a method has none.
+//! - [`stack`]: the one tower stack every call passes through (request id and
+//!   tracing, load shedding, deadline, authenticate, tenant context, rate
+//!   limit, authorize), assembled in `stack/mod.rs`.
+//! - [`context`]: [`context::RequestContext`], what the stack learns about a
+//!   call, carried in request extensions.
+//! - [`auth`]: principals and credentials (platform-admin API keys).
+//! - [`tenancy`]: tenant ids and the tenant lookup behind the tenant context.
+//! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
+//! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
+//! - [`health`]: gRPC health and readiness, following the dependencies.
+//! - [`http`]: the HTTP listener (`/healthz`, `/readyz`).
+//! - [`error`]: the restricted error enum every module maps into, with its
+//!   mapping to `tonic::Status` (rich details) and to HTTP.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod policy;
+pub mod proto;
+pub mod stack;
+pub mod startup;
+pub mod telemetry;
+pub mod tenancy;

@@ -1,0 +1,27 @@
+//! Code generated from `proto/` by `build.rs`, and the encoded descriptor set
+//! embedded once for server reflection, the policy table and the gateway.
+
+/// Tenantry's own API, package `tenantry.v1`.
+pub mod tenantry {
+    /// Version 1 of the API.
+    pub mod v1 {
+        #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+        include!(concat!(env!("OUT_DIR"), "/tenantry.v1.rs"));
+    }
+}
+
+/// Our minimal copy of `google.api` (HTTP rules for REST transcoding).
+pub mod google {
+    /// The `google.api` package.
+    pub mod api {
+        #![allow(clippy::doc_lazy_continuation)]
+        include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every file under `proto/`, with imports,
+/// custom options and source comments.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tenantry_descriptor.bin"));
+
+/// The package all Tenantry services live in.
+pub const PACKAGE: &str = "tenantry.v1";

@@ -1,0 +1,78 @@
+//! The one tower stack every call passes through, gRPC and (later) REST
+//! alike, assembled here and read top to bottom: the first layer is the
+//! outermost.
+//!
+//! # Layout
+//!
+//! - [`observe`]: request id, tracing span, method lookup, one log line per call.
+//! - [`limits`]: load shedding and the call's deadline.
+//! - [`guard`]: the mechanism the remaining checks share.
+//! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
+
+pub mod authenticate;
+pub mod authorize;
+pub mod guard;
+pub mod limits;
+pub mod observe;
+pub mod rate_limit;
+pub mod tenant;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
+
+use self::{
+    authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer, observe::ObserveLayer,
+    rate_limit::RateLimit, tenant::TenantContext,
+};
+use crate::{auth::api_key::AdminKeys, policy::PolicyTable, tenancy::TenantDirectory};
+
+/// What the stack's layers need, as cheap-clone handles.
+#[derive(Clone)]
+pub struct StackState {
+    /// Every method's policy.
+    pub policies: Arc<PolicyTable>,
+    /// Services this server serves; other contract methods answer UNIMPLEMENTED.
+    pub mounted: Arc<HashSet<String>>,
+    /// Verifies platform-admin API keys.
+    pub admin_keys: AdminKeys,
+    /// Resolves tenants for the tenant context.
+    pub tenants: TenantDirectory,
+    /// Calls in flight before shedding.
+    pub max_in_flight: usize,
+    /// Ceiling on every call's deadline.
+    pub max_deadline: Duration,
+}
+
+/// The stack's layers, outermost first.
+pub type Layers = Stack<
+    GuardLayer<Authorize>,
+    Stack<
+        GuardLayer<RateLimit>,
+        Stack<
+            GuardLayer<TenantContext>,
+            Stack<GuardLayer<Authenticate>, Stack<LimitsLayer, Stack<ObserveLayer, Identity>>>,
+        >,
+    >,
+>;
+
+/// Builds the stack. Apply it to the gRPC routes for the network server and
+/// to the same routes for the in-process REST gateway: one stack, two doors.
+pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
+    ServiceBuilder::new()
+        // First, so every later refusal is logged with a request id, a method and a latency.
+        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline))
+        // Before any work: shed when overloaded, and bound the call by its deadline.
+        .layer(LimitsLayer::new(state.max_in_flight))
+        // Who is calling; everything below depends on it.
+        .layer(GuardLayer::new(Authenticate::new(state.admin_keys)))
+        // Which tenant the call acts in: needs the principal, feeds limits and authorization.
+        .layer(GuardLayer::new(TenantContext::new(state.tenants)))
+        // Per-tenant limits: after the tenant is known, before authorization so refused calls count.
+        .layer(GuardLayer::new(RateLimit))
+        // Last: the declared policy against principal and tenant, then the handler.
+        .layer(GuardLayer::new(Authorize::new(state.mounted)))
+}

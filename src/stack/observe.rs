@@ -1,0 +1,189 @@
+//! The outermost layer: gives every call a request id and a tracing span,
+//! resolves its method policy (an unknown method stops here), and logs one
+//! line per call with its code and latency when the response ends, including
+//! for streams, whose status arrives in trailers.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body::Frame;
+use tonic::{Code, Status, body::Body};
+use tower::{Layer, Service};
+use tracing::{Instrument, Span, field::Empty};
+
+use crate::{
+    context::{RequestContext, RequestId},
+    policy::PolicyTable,
+};
+
+/// Header carrying the request id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Builds [`Observe`].
+#[derive(Clone)]
+pub struct ObserveLayer {
+    policies: Arc<PolicyTable>,
+    max_deadline: Duration,
+}
+
+impl ObserveLayer {
+    /// Resolves methods in `policies`; deadlines start at `max_deadline`.
+    pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration) -> Self {
+        ObserveLayer { policies, max_deadline }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner, policies: self.policies.clone(), max_deadline: self.max_deadline }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    policies: Arc<PolicyTable>,
+    max_deadline: Duration,
+}
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(RequestId::generate);
+        let path = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "rpc",
+            request_id = %request_id,
+            method = %path,
+            tenant = Empty,
+            principal = Empty,
+        );
+        let Some(method) = self.policies.get(&path).cloned() else {
+            let status = Status::unimplemented(format!("unknown method {path}"));
+            let response = finish(status.into_http(), &request_id, span, started);
+            return Box::pin(async move { Ok(response) });
+        };
+        request.extensions_mut().insert(RequestContext {
+            request_id: request_id.clone(),
+            method,
+            deadline: started + self.max_deadline,
+            principal: None,
+            tenant: None,
+        });
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).instrument(span.clone()).await?;
+            Ok(finish(response, &request_id, span, started))
+        })
+    }
+}
+
+/// Adds the request id and arranges the call's log line.
+fn finish(mut response: Response<Body>, request_id: &RequestId, span: Span, started: Instant) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let outcome = Outcome { span, started };
+    // A trailers-only response (every error the stack makes) has its status
+    // in the headers; otherwise it comes in the trailers at the body's end.
+    if let Some(code) = status_code(response.headers()) {
+        outcome.record(code);
+        return response;
+    }
+    response.map(|body| Body::new(ObservedBody { inner: body, outcome: Some(outcome) }))
+}
+
+fn status_code(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(Code::from_i32(value))
+}
+
+struct Outcome {
+    span: Span,
+    started: Instant,
+}
+
+impl Outcome {
+    fn record(self, code: Code) {
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        match code {
+            Code::Ok => tracing::info!(code = ?code, latency_ms, "call finished"),
+            Code::Internal | Code::Unknown | Code::DataLoss => {
+                tracing::error!(code = ?code, latency_ms, "call failed")
+            }
+            _ => tracing::info!(code = ?code, latency_ms, "call refused"),
+        }
+    }
+}
+
+/// A response body that reports the call's status when it ends.
+struct ObservedBody {
+    inner: Body,
+    outcome: Option<Outcome>,
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| status_code(t).unwrap_or(Code::Unknown)),
+            Poll::Ready(Some(Err(status))) => Some(status.code()),
+            Poll::Ready(None) => Some(Code::Ok),
+            Poll::Pending => None,
+        };
+        if let (Some(code), Some(outcome)) = (code, this.outcome.take()) {
+            outcome.record(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // The client went away before the status was sent.
+        if let Some(outcome) = self.outcome.take() {
+            outcome.record(Code::Cancelled);
+        }
+    }
+}

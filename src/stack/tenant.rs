@@ -1,0 +1,91 @@
+//! Tenant context: decides which tenant a call acts in and puts it in the
+//! request context. The tenant comes from the credential; a platform admin
+//! names it with `x-tenant-id` (an id or a slug). Unknown and deleted tenants
+//! are NOT_FOUND; a suspended tenant is FAILED_PRECONDITION for every
+//! tenant-scoped call.
+
+use http::Request;
+use tonic::body::Body;
+
+use super::guard::{Guard, context, context_mut};
+use crate::{
+    error::ApiError,
+    policy::TenantScope,
+    tenancy::{TenantDirectory, TenantState},
+};
+
+/// The header a platform admin names a tenant with.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct TenantContext {
+    directory: TenantDirectory,
+}
+
+impl TenantContext {
+    /// Resolves tenants through `directory`.
+    pub fn new(directory: TenantDirectory) -> Self {
+        TenantContext { directory }
+    }
+}
+
+impl Guard for TenantContext {
+    async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
+        let named = match request.headers().get(TENANT_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.len() <= 64)
+                    .ok_or_else(|| ApiError::invalid(TENANT_HEADER, "must be a tenant id or slug"))?
+                    .to_owned(),
+            ),
+        };
+        let context = context(request)?;
+        let scope = context.method.tenant_scope;
+        if scope == TenantScope::None {
+            return match named {
+                Some(_) => Err(ApiError::invalid(TENANT_HEADER, "this method is platform-level and takes no tenant")),
+                None => Ok(()),
+            };
+        }
+        let Some(principal) = context.principal() else {
+            return Ok(());
+        };
+        // Only platform admins may choose a tenant; tenant-bound principals
+        // arrive with identity, and take the tenant from their credential.
+        if !principal.is_platform_admin() {
+            return Err(ApiError::PermissionDenied {
+                reason: "TENANT_MISMATCH",
+                message: "only platform admins may name a tenant".into(),
+            });
+        }
+        let Some(key) = named else {
+            return match scope {
+                TenantScope::Required => Err(ApiError::invalid(
+                    TENANT_HEADER,
+                    "platform admins must name the tenant of a tenant-scoped call",
+                )),
+                _ => Ok(()),
+            };
+        };
+        let tenant = self
+            .directory
+            .resolve(&key)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|t| t.state != TenantState::Deleted)
+            .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {key}") })?;
+        if tenant.state == TenantState::Suspended {
+            return Err(ApiError::FailedPrecondition {
+                reason: "TENANT_SUSPENDED",
+                message: format!("tenant {} is suspended", tenant.slug),
+            });
+        }
+        tracing::Span::current().record("tenant", tenant.id.as_str());
+        context_mut(request)?.tenant = Some(tenant);
+        Ok(())
+    }
+}

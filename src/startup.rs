@@ -1,0 +1,203 @@
+//! Building and running the servers. [`App::build`] connects, checks or
+//! applies migrations, loads the policy table and binds both listeners (port 0
+//! works; tests read the bound addresses). [`App::run_until_stopped`] serves
+//! until the token is cancelled, then drains in-flight calls within a bound.
+
+use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use fred::prelude::{Builder, ClientLike, ReconnectPolicy};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    server::NamedService,
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+
+use crate::{
+    auth::api_key::AdminKeys,
+    config::{ConfigError, DatabaseConfig, Secret, ServeConfig},
+    db::{self, DbError},
+    health::HealthProbe,
+    policy::{PolicyError, PolicyTable},
+    proto::FILE_DESCRIPTOR_SET,
+    stack::{self, StackState},
+    tenancy::TenantDirectory,
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("the API contract is incomplete: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("REDIS_URL is not a valid Redis URL")]
+    RedisUrl,
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// A server that is built and bound, not yet serving.
+pub struct App {
+    config: ServeConfig,
+    pool: PgPool,
+    policies: Arc<PolicyTable>,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+}
+
+impl App {
+    /// Validates the configuration, connects, checks (or applies) platform
+    /// migrations and binds both listeners.
+    pub async fn build(config: ServeConfig, database: DatabaseConfig) -> Result<App, StartupError> {
+        config.validate()?;
+        // Before touching the network: a contract without policies never serves.
+        let policies = Arc::new(PolicyTable::embedded()?);
+        let pool = db::connect(&database).await?;
+        if config.migrate {
+            db::migrate(&pool).await?;
+        } else {
+            db::check_migrations(&pool).await?;
+        }
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
+        };
+        let grpc_listener = bind(config.grpc_addr).await?;
+        let http_listener = bind(config.http_addr).await?;
+        Ok(App { config, pool, policies, grpc_listener, http_listener })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().unwrap_or(self.config.http_addr)
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, drains
+    /// in-flight calls for at most the drain timeout, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let App { config, pool, policies, grpc_listener, http_listener } = self;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let mut mounted = HashSet::new();
+        let mut routes = Routes::builder();
+        mount(&mut routes, &mut mounted, health_service);
+        mount(&mut routes, &mut mounted, reflection_v1);
+        mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let routes = routes.routes();
+
+        let redis = config.redis_url.as_ref().map(redis_client).transpose()?;
+        let mut services: Vec<String> = policies
+            .iter()
+            .filter(|p| p.service.starts_with(crate::proto::PACKAGE))
+            .map(|p| p.service.clone())
+            .collect();
+        services.sort();
+        services.dedup();
+        let readiness = HealthProbe { reporter, services, pool: pool.clone(), redis, interval: config.health_interval }
+            .start(shutdown.clone())
+            .await;
+
+        let layers = stack::layers(StackState {
+            policies,
+            mounted: Arc::new(mounted),
+            admin_keys: AdminKeys::new(pool.clone()),
+            tenants: TenantDirectory::new(pool.clone()),
+            max_in_flight: config.max_in_flight,
+            max_deadline: config.max_deadline,
+        });
+
+        let incoming =
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+        let grpc = Server::builder()
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_max_header_list_size(32 * 1024)
+            .layer(layers)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let http = axum::serve(http_listener, crate::http::router(readiness))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+
+        let servers = async {
+            let (grpc, http) = tokio::join!(grpc, http);
+            grpc?;
+            http.map_err(StartupError::Http)
+        };
+        let drain_deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.drain_timeout).await;
+        };
+        tokio::select! {
+            result = servers => result?,
+            () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
+        }
+        pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Adds a service to the routes and records that it is served.
+fn mount<S>(routes: &mut tonic::service::RoutesBuilder, mounted: &mut HashSet<String>, service: S)
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    mounted.insert(S::NAME.to_owned());
+    routes.add_service(service);
+}
+
+/// A Redis client that connects in the background and never blocks start-up:
+/// Redis is optional and its loss only degrades rate limiting.
+fn redis_client(url: &Secret) -> Result<fred::prelude::Client, StartupError> {
+    let config = fred::prelude::Config::from_url(url.expose()).map_err(|_| StartupError::RedisUrl)?;
+    let timeout = Duration::from_millis(250);
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()
+        .map_err(|_| StartupError::RedisUrl)?;
+    drop(client.connect());
+    Ok(client)
+}

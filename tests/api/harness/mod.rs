@@ -1,0 +1,155 @@
+//! The test harness: [`spawn_app`] starts the real server on port 0 against
+//! a fresh database (and real Redis) and hands back typed clients.
+
+pub mod postgres;
+pub mod redis;
+pub mod watchdog;
+
+use std::{net::SocketAddr, time::Duration};
+
+use tenantry::{
+    auth::api_key::AdminKeys,
+    config::{DatabaseConfig, ServeConfig},
+    proto::tenantry::v1::{
+        auth_service_client::AuthServiceClient, tenant_service_client::TenantServiceClient,
+        usage_service_client::UsageServiceClient,
+    },
+    startup::App,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Request,
+    metadata::{AsciiMetadataValue, MetadataMap},
+    transport::Channel,
+};
+use tonic_health::pb::health_client::HealthClient;
+
+pub use self::postgres::TestDatabase;
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// The HTTP address.
+    pub http_addr: SocketAddr,
+    /// A platform-admin API key.
+    pub admin_key: String,
+    /// A channel to the gRPC listener.
+    pub channel: Channel,
+    /// The database pool the server uses (for arranging state directly).
+    pub pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<Result<(), tenantry::startup::StartupError>>>,
+    /// Dropped last, so the database outlives the server.
+    _database: TestDatabase,
+}
+
+/// A server on a fresh database with test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestDatabase::create().await, |_| {}).await
+}
+
+/// A server on `database`, with settings adjusted by `configure`.
+pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig::ephemeral();
+    config.health_interval = Duration::from_millis(200);
+    config.drain_timeout = Duration::from_secs(5);
+    config.redis_url = Some(redis::url().await.to_owned().into());
+    configure(&mut config);
+    let app =
+        App::build(config, DatabaseConfig::from_options(database.options.clone())).await.expect("the server builds");
+    let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
+    let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connect to the server");
+    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: database }
+}
+
+impl TestApp {
+    /// A tenant-service client.
+    pub fn tenants(&self) -> TenantServiceClient<Channel> {
+        TenantServiceClient::new(self.channel.clone())
+    }
+    /// An auth-service client.
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+    /// A usage-service client.
+    pub fn usage(&self) -> UsageServiceClient<Channel> {
+        UsageServiceClient::new(self.channel.clone())
+    }
+    /// A health client.
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// `message` with the platform-admin key as a bearer token.
+    pub fn as_admin<T>(&self, message: T) -> Request<T> {
+        with_metadata(message, &[("authorization", &format!("Bearer {}", self.admin_key))])
+    }
+
+    /// A GET on the HTTP listener; returns status and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_addr, path).await
+    }
+
+    /// Cancels the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `message` with the given metadata.
+pub fn with_metadata<T>(message: T, pairs: &[(&'static str, &str)]) -> Request<T> {
+    let mut request = Request::new(message);
+    set_metadata(request.metadata_mut(), pairs);
+    request
+}
+
+fn set_metadata(metadata: &mut MetadataMap, pairs: &[(&'static str, &str)]) {
+    for (name, value) in pairs {
+        metadata.insert(*name, AsciiMetadataValue::try_from(*value).expect("ascii metadata"));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read response");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

@@ -1,0 +1,40 @@
+//! Limits at the edge: oversized messages, the request id round trip, and
+//! a graceful stop while clients are connected.
+
+use tenantry::proto::tenantry::v1::ListTenantsRequest;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::harness::{spawn_app, with_metadata};
+
+#[tokio::test]
+async fn a_message_over_four_mib_is_refused_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let huge = HealthCheckRequest { service: "x".repeat(5 * 1024 * 1024) };
+    let status = app.health().check(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let ok = app.health().check(HealthCheckRequest { service: String::new() }).await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let request = with_metadata(ListTenantsRequest::default(), &[("x-request-id", "trace-me-123")]);
+    let status = app.tenants().list_tenants(request).await.unwrap_err();
+    assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-me-123");
+
+    let hostile = with_metadata(ListTenantsRequest::default(), &[("x-request-id", "bad id\twith spaces")]);
+    let status = app.tenants().list_tenants(hostile).await.unwrap_err();
+    let generated = status.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert!(generated.starts_with("req_"), "{generated}");
+}
+
+#[tokio::test]
+async fn the_server_stops_cleanly_with_a_connected_client() {
+    let app = spawn_app().await;
+    app.health().check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let started = std::time::Instant::now();
+    app.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "drain is bounded");
+}

@@ -1,0 +1,13 @@
+//! Integration tests: one binary, real PostgreSQL and Redis, the real server
+//! on port 0, generated tonic clients. See `harness` for how each test gets
+//! its own database.
+
+mod harness;
+
+mod cli;
+mod contract;
+mod credentials;
+mod dev_mode;
+mod health;
+mod limits;
+mod tenant_context;
