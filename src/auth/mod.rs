@@ -10,7 +10,7 @@ pub mod api_key;
 
 use http::HeaderMap;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, tenancy::TenantId};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,14 @@ impl Principal {
     pub fn id(&self) -> &str {
         match self {
             Principal::PlatformAdmin { key_id, .. } => key_id,
+        }
+    }
+
+    /// The tenant the principal belongs to; `None` for platform admins, who
+    /// name a tenant per call with `x-tenant-id`.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            Principal::PlatformAdmin { .. } => None,
         }
     }
 

@@ -54,22 +54,28 @@ impl Guard for TenantContext {
         let Some(principal) = context.principal() else {
             return Ok(());
         };
-        // Only platform admins may choose a tenant; tenant-bound principals
-        // arrive with identity, and take the tenant from their credential.
-        if !principal.is_platform_admin() {
-            return Err(ApiError::PermissionDenied {
-                reason: "TENANT_MISMATCH",
-                message: "only platform admins may name a tenant".into(),
-            });
-        }
-        let Some(key) = named else {
-            return match scope {
-                TenantScope::Required => Err(ApiError::invalid(
+        let key = match (principal.tenant(), named) {
+            // A tenant-bound credential acts in its own tenant; naming
+            // another one is refused, not silently ignored.
+            (Some(own), Some(named)) if named != own.as_str() => {
+                let resolved = self.directory.resolve(&named).await.map_err(ApiError::internal)?;
+                if resolved.is_none_or(|t| &t.id != own) {
+                    return Err(ApiError::PermissionDenied {
+                        reason: "TENANT_MISMATCH",
+                        message: "the credential belongs to another tenant than x-tenant-id names".into(),
+                    });
+                }
+                own.as_str().to_owned()
+            }
+            (Some(own), _) => own.as_str().to_owned(),
+            (None, Some(named)) => named,
+            (None, None) if scope == TenantScope::Required => {
+                return Err(ApiError::invalid(
                     TENANT_HEADER,
                     "platform admins must name the tenant of a tenant-scoped call",
-                )),
-                _ => Ok(()),
-            };
+                ));
+            }
+            (None, None) => return Ok(()),
         };
         let tenant = self
             .directory
