@@ -164,6 +164,9 @@ pub struct ServeConfig {
     /// How often dependencies are probed for health and readiness.
     #[arg(long, env = "TENANTRY_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub health_interval: Duration,
+    /// How long a deleted tenant's data is kept before its schema is purged.
+    #[arg(long, env = "TENANTRY_TENANT_PURGE_GRACE", default_value = "168h", value_parser = parse_duration)]
+    pub tenant_purge_grace: Duration,
     /// Largest decoded request message, in bytes.
     #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -209,6 +212,7 @@ impl ServeConfig {
             drain_timeout: Duration::from_secs(20),
             health_interval: Duration::from_secs(2),
             max_message_bytes: 4 * 1024 * 1024,
+            tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

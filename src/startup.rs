@@ -22,8 +22,9 @@ use crate::{
     health::HealthProbe,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
+    proto::tenantry::v1::tenant_service_server::TenantServiceServer,
     stack::{self, StackState},
-    tenancy::TenantDirectory,
+    tenancy::{TenantDirectory, service::TenantApi},
 };
 
 /// Why the server could not start or stopped with an error.
@@ -112,6 +113,12 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        mount(
+            &mut routes,
+            &mut mounted,
+            TenantServiceServer::new(TenantApi::new(pool.clone(), config.tenant_purge_grace))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
         let routes = routes.routes();
 
         let redis = config.redis_url.as_ref().map(redis_client).transpose()?;
@@ -126,11 +133,13 @@ impl App {
             .start(shutdown.clone())
             .await;
 
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(shutdown.clone());
         let layers = stack::layers(StackState {
             policies,
             mounted: Arc::new(mounted),
             admin_keys: AdminKeys::new(pool.clone()),
-            tenants: TenantDirectory::new(pool.clone()),
+            tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
         });
