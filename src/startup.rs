@@ -113,10 +113,12 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
-            TenantServiceServer::new(TenantApi::new(pool.clone(), config.tenant_purge_grace))
+            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
                 .max_decoding_message_size(config.max_message_bytes),
         );
         let routes = routes.routes();
@@ -133,8 +135,6 @@ impl App {
             .start(shutdown.clone())
             .await;
 
-        let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(shutdown.clone());
         let layers = stack::layers(StackState {
             policies,
             mounted: Arc::new(mounted),

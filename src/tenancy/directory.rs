@@ -112,6 +112,12 @@ impl TenantDirectory {
         .transpose()
     }
 
+    /// Forgets a tenant on this node at once, so the node that changed it
+    /// reads its own write; other nodes follow through the notification.
+    pub fn forget(&self, id: &TenantId, slug: &str) {
+        self.evict(&format!("{id}:{slug}"));
+    }
+
     /// Evicts a tenant (by the `<id>:<slug>` payload of a notification).
     fn evict(&self, payload: &str) {
         let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());

@@ -11,3 +11,4 @@ mod dev_mode;
 mod health;
 mod limits;
 mod tenant_context;
+mod tenants;
