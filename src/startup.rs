@@ -52,6 +52,7 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     pool: PgPool,
+    listen_pool: PgPool,
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -65,6 +66,7 @@ impl App {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&database).await?;
+        let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
             db::migrate(&pool).await?;
         } else {
@@ -75,7 +77,7 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, policies, grpc_listener, http_listener })
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
     }
 
     /// The bound gRPC address.
@@ -96,7 +98,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -114,7 +116,7 @@ impl App {
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
         let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(shutdown.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
@@ -172,6 +174,7 @@ impl App {
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
         pool.close().await;
+        listen_pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

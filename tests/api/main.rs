@@ -9,6 +9,8 @@ mod contract;
 mod credentials;
 mod dev_mode;
 mod health;
+mod isolation;
 mod limits;
 mod tenant_context;
+mod tenant_migrations;
 mod tenants;

@@ -1,6 +1,7 @@
 //! The test harness: [`spawn_app`] starts the real server on port 0 against
 //! a fresh database (and real Redis) and hands back typed clients.
 
+pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
 pub mod watchdog;
@@ -104,6 +105,11 @@ impl TestApp {
     /// `message` with the platform-admin key as a bearer token.
     pub fn as_admin<T>(&self, message: T) -> Request<T> {
         with_metadata(message, &[("authorization", &format!("Bearer {}", self.admin_key))])
+    }
+
+    /// A `postgres://` URL to this app's database, for child processes.
+    pub fn database_url(&self) -> String {
+        self._database.as_ref().map(|d| d.url.clone()).expect("the app owns its database")
     }
 
     /// Creates a tenant on the free plan as the platform admin.
