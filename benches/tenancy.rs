@@ -113,7 +113,9 @@ async fn main() {
 
     // 2. 1,000 schemas: one new migration, then a no-op run.
     let mut ids = provision_many(&pool, 0, 900).await;
-    ids.extend(store::list(&pool, &Default::default(), 1000, None).await.unwrap().0.into_iter().map(|t| t.id).take(100));
+    ids.extend(
+        store::list(&pool, &Default::default(), 1000, None).await.unwrap().0.into_iter().map(|t| t.id).take(100),
+    );
     let thousand: Vec<TenantId> = ids.iter().take(1000).cloned().collect();
     roll_back_latest_migration(&pool, &thousand).await;
     let report = migrate_all(&pool, 8).await.unwrap();
