@@ -196,10 +196,10 @@ impl Metrics {
             "Usage rows dropped (buffer full or retries exhausted)",
             inner.usage_dropped.clone(),
         );
-        registry.register("jobs_queued", "Jobs in the queue by state", inner.job_depth.clone());
+        registry.register("jobs_queue_depth", "Jobs in the queue by state", inner.job_depth.clone());
         registry.register_with_unit(
-            "jobs_lag",
-            "Age of the oldest job in each state (how far the queue is behind)",
+            "jobs_oldest_age",
+            "Age of the oldest job in each state (for ready jobs: how far the queue is behind)",
             Unit::Seconds,
             inner.job_lag.clone(),
         );
@@ -269,12 +269,13 @@ impl Metrics {
         self.inner.usage_dropped.inc_by(rows);
     }
 
-    /// Sets the job queue's depth and lag for one state (`queued`,
-    /// `running`, …; a fixed string in code). The jobs module calls this
-    /// whenever it measures the queue.
-    pub fn set_job_queue(&self, state: &'static str, depth: i64, lag: Duration) {
+    /// Sets the job queue's depth and the age of its oldest job for one
+    /// state (`ready`, `scheduled`, `running`, …; a fixed string in code).
+    /// The jobs module calls this whenever it measures the queue; the age of
+    /// the oldest ready job is the queue's lag.
+    pub fn set_job_queue(&self, state: &'static str, depth: i64, oldest: Duration) {
         self.inner.job_depth.get_or_create(&StateLabels { state }).set(depth);
-        self.inner.job_lag.get_or_create(&StateLabels { state }).set(lag.as_secs_f64());
+        self.inner.job_lag.get_or_create(&StateLabels { state }).set(oldest.as_secs_f64());
     }
 
     /// Records a failed Redis command; `operation` names what it was for
@@ -350,7 +351,7 @@ mod tests {
         metrics.record_usage_flush(FlushOutcome::Ok, 40);
         metrics.record_usage_flush(FlushOutcome::Failed, 7);
         metrics.record_usage_dropped(3);
-        metrics.set_job_queue("queued", 12, Duration::from_millis(1500));
+        metrics.set_job_queue("ready", 12, Duration::from_millis(1500));
         metrics.record_redis_error("ping");
         let text = metrics.render();
         for line in [
@@ -358,8 +359,8 @@ mod tests {
             "tenantry_usage_flushes_total{outcome=\"failed\"} 1",
             "tenantry_usage_flushed_rows_total 40",
             "tenantry_usage_dropped_rows_total 3",
-            "tenantry_jobs_queued{state=\"queued\"} 12",
-            "tenantry_jobs_lag_seconds{state=\"queued\"} 1.5",
+            "tenantry_jobs_queue_depth{state=\"ready\"} 12",
+            "tenantry_jobs_oldest_age_seconds{state=\"ready\"} 1.5",
             "tenantry_redis_errors_total{operation=\"ping\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");

@@ -23,8 +23,9 @@ use crate::{
     metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
+    proto::tenantry::v1::tenant_service_server::TenantServiceServer,
     stack::{self, StackState},
-    tenancy::TenantDirectory,
+    tenancy::{TenantDirectory, service::TenantApi},
 };
 
 /// Why the server could not start or stopped with an error.
@@ -52,6 +53,7 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     pool: PgPool,
+    listen_pool: PgPool,
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -66,6 +68,7 @@ impl App {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&database).await?;
+        let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
             db::migrate(&pool).await?;
         } else {
@@ -78,7 +81,7 @@ impl App {
         let http_listener = bind(config.http_addr).await?;
         let metrics = Metrics::new();
         metrics.watch_pool(pool.clone());
-        Ok(App { config, pool, policies, grpc_listener, http_listener, metrics })
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics })
     }
 
     /// The bound gRPC address.
@@ -104,7 +107,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener, metrics } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -121,6 +124,14 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
+        mount(
+            &mut routes,
+            &mut mounted,
+            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
         let routes = routes.routes();
 
         let redis = config.redis_url.as_ref().map(redis_client).transpose()?;
@@ -146,7 +157,7 @@ impl App {
             policies,
             mounted: Arc::new(mounted),
             admin_keys: AdminKeys::new(pool.clone()),
-            tenants: TenantDirectory::new(pool.clone()),
+            tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
             metrics: metrics.clone(),
@@ -180,6 +191,7 @@ impl App {
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
         pool.close().await;
+        listen_pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }
