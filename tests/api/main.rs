@@ -10,4 +10,5 @@ mod credentials;
 mod dev_mode;
 mod health;
 mod limits;
+mod rest;
 mod tenant_context;
