@@ -13,6 +13,7 @@ use crate::{
     db, dev,
     startup::App,
     telemetry,
+    tenancy::{migrate, purge},
 };
 
 /// Tenantry: tenants, identity, usage, rate limits and jobs over gRPC and REST.
@@ -37,10 +38,21 @@ enum Command {
         #[command(flatten)]
         dev: DevConfig,
     },
-    /// Apply pending platform migrations, then exit.
+    /// Apply pending platform migrations, then upgrade every tenant schema.
     Migrate {
         #[command(flatten)]
         database: DatabaseConfig,
+        /// Tenant schemas upgraded at once.
+        #[arg(long, env = "TENANTRY_MIGRATE_CONCURRENCY", default_value_t = 8)]
+        concurrency: usize,
+        /// Only report: schemas per version and the lagging tenants.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Tenant maintenance.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
     },
     /// Create a platform-admin API key and print only the key on stdout.
     Bootstrap {
@@ -49,6 +61,15 @@ enum Command {
         /// A label for the key, kept with it for audit.
         #[arg(long, default_value = "bootstrap")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Drop the schemas of deleted tenants whose grace period is over.
+    Purge {
+        #[command(flatten)]
+        database: DatabaseConfig,
     },
 }
 
@@ -85,11 +106,56 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_on_signals()).await?;
             Ok(())
         }
-        Command::Migrate { database } => {
+        Command::Migrate { database, status: true, .. } => {
+            let pool = db::connect(&database).await?;
+            db::check_migrations(&pool).await?;
+            let status = migrate::status(&pool).await?;
+            println!("latest tenant schema version: {}", status.latest);
+            for (version, count) in &status.per_version {
+                println!("  version {version}: {count} schema(s)");
+            }
+            println!("lagging tenants: {}", status.lagging.len());
+            for (tenant, version) in status.lagging.iter().take(100) {
+                println!("  {tenant} at {version}");
+            }
+            Ok(())
+        }
+        Command::Migrate { database, concurrency, .. } => {
+            if concurrency == 0 {
+                anyhow::bail!("--concurrency: must be at least 1");
+            }
             let pool = db::connect(&database).await?;
             db::migrate(&pool).await?;
             let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
             tracing::info!(version = latest, "platform schema is up to date");
+            let report = migrate::migrate_all(&pool, concurrency).await?;
+            println!(
+                "tenant schemas: {} checked, {} upgraded ({} migrations), {} failed in {:.2?}",
+                report.schemas,
+                report.upgraded,
+                report.applied,
+                report.failed.len(),
+                report.elapsed
+            );
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} tenant schema(s) failed to migrate; fix them and run again", report.failed.len());
+            }
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Purge { database } } => {
+            let pool = db::connect(&database).await?;
+            db::check_migrations(&pool).await?;
+            let mut purged = 0;
+            loop {
+                let due = purge::tenants_due_for_purge(&pool, 100).await?;
+                if due.is_empty() {
+                    break;
+                }
+                for tenant in &due {
+                    purged += usize::from(purge::purge_tenant(&pool, tenant).await?);
+                }
+            }
+            println!("purged {purged} tenant(s)");
             Ok(())
         }
         Command::Bootstrap { database, name } => {

@@ -63,3 +63,10 @@ impl RequestContext {
         self.principal.as_ref()
     }
 }
+
+/// The context the stack attached to a call; handlers start from it.
+pub fn of<T>(request: &tonic::Request<T>) -> Result<&RequestContext, tonic::Status> {
+    request.extensions().get::<RequestContext>().ok_or_else(|| {
+        tonic::Status::from(crate::error::ApiError::internal("request context missing: the stack did not run"))
+    })
+}

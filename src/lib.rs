@@ -21,8 +21,9 @@
 //! - [`context`]: [`context::RequestContext`], what the stack learns about a
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
-//! - [`tenancy`]: tenant ids and the tenant lookup behind the tenant context.
+//! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
+//! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
 //! - [`health`]: gRPC health and readiness, following the dependencies.
 //! - [`http`]: the HTTP listener (`/healthz`, `/readyz`).
@@ -42,6 +43,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod pagination;
 pub mod policy;
 pub mod proto;
 pub mod stack;

@@ -25,3 +25,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 /// The package all Tenantry services live in.
 pub const PACKAGE: &str = "tenantry.v1";
+
+/// A protobuf timestamp for a UTC time.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+}
+
+/// The UTC time of a protobuf timestamp, if it is a valid one.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    u32::try_from(ts.nanos).ok().and_then(|nanos| chrono::DateTime::from_timestamp(ts.seconds, nanos))
+}

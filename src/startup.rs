@@ -22,8 +22,9 @@ use crate::{
     health::HealthProbe,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
+    proto::tenantry::v1::tenant_service_server::TenantServiceServer,
     stack::{self, StackState},
-    tenancy::TenantDirectory,
+    tenancy::{TenantDirectory, service::TenantApi},
 };
 
 /// Why the server could not start or stopped with an error.
@@ -53,6 +54,7 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     pool: PgPool,
+    listen_pool: PgPool,
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -66,6 +68,7 @@ impl App {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&database).await?;
+        let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
             db::migrate(&pool).await?;
         } else {
@@ -76,7 +79,7 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, policies, grpc_listener, http_listener })
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
     }
 
     /// The bound gRPC address.
@@ -97,7 +100,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
         // Conflicting or broken HTTP rules stop the server before it serves anything.
         let rest_routes = crate::gateway::routes::RouteTable::embedded()?;
 
@@ -116,6 +119,14 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
+        mount(
+            &mut routes,
+            &mut mounted,
+            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
         let routes = routes.routes();
 
         let redis = config.redis_url.as_ref().map(redis_client).transpose()?;
@@ -134,7 +145,7 @@ impl App {
             policies: policies.clone(),
             mounted: Arc::new(mounted),
             admin_keys: AdminKeys::new(pool.clone()),
-            tenants: TenantDirectory::new(pool.clone()),
+            tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
         });
@@ -172,6 +183,7 @@ impl App {
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
         pool.close().await;
+        listen_pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

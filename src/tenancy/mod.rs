@@ -1,12 +1,31 @@
-//! Tenants as the rest of the code sees them: the [`TenantId`] newtype, the
-//! [`TenantRef`] the stack puts in a call's context, and the lookup by id or
-//! slug behind the tenant context layer.
+//! Tenants: ids, the tenant context's lookup, schemas, the one door to
+//! tenant data, and the lifecycle.
+//!
+//! # Layout
+//!
+//! - this file: [`TenantId`], [`TenantRef`], [`TenantState`], [`TenancyError`].
+//! - [`model`]: validated domain types (slugs, names, labels, plans).
+//! - [`store`]: tenants and plans in `platform`; provisioning; lifecycle.
+//! - [`tx`]: [`TenantTx`], the only way to touch a tenant's tables.
+//! - [`schema`]: tenant schemas and the migrations inside them.
+//! - [`migrate`]: upgrading every tenant schema (`tenantry migrate`).
+//! - [`directory`]: cached lookups for the hot path, invalidated by NOTIFY.
+//! - [`purge`]: dropping deleted tenants' schemas after the grace period.
+//! - [`service`]: the TenantService gRPC handlers.
+
+pub mod directory;
+pub mod migrate;
+pub mod model;
+pub mod purge;
+pub mod schema;
+pub mod service;
+pub mod store;
+pub mod tx;
 
 use std::fmt;
 
-use sqlx::PgPool;
-
-use crate::ids;
+pub use self::{directory::TenantDirectory, tx::TenantTx};
+use crate::{error::ApiError, ids};
 
 /// A tenant's id, `ten_` followed by 24 of `[0-9a-z]`. Only ever built from
 /// checked text, so it is safe to derive a schema name from.
@@ -59,12 +78,22 @@ pub enum TenantState {
 }
 
 impl TenantState {
-    fn from_db(text: &str) -> Option<Self> {
+    /// Reads the stored form.
+    pub fn from_db(text: &str) -> Option<Self> {
         match text {
             "active" => Some(TenantState::Active),
             "suspended" => Some(TenantState::Suspended),
             "deleted" => Some(TenantState::Deleted),
             _ => None,
+        }
+    }
+
+    /// The stored form.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            TenantState::Active => "active",
+            TenantState::Suspended => "suspended",
+            TenantState::Deleted => "deleted",
         }
     }
 }
@@ -80,53 +109,45 @@ pub struct TenantRef {
     pub state: TenantState,
 }
 
-/// Why a tenant lookup failed.
+/// What can go wrong in tenancy.
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
     #[error("tenant store unavailable")]
     Store(#[from] sqlx::Error),
-    #[error("tenant row has an unknown state `{0}`")]
+    #[error("tenant row has an unexpected value `{0}`")]
     CorruptState(String),
+    #[error("tenant migration {0} was changed after it was applied")]
+    MigrationChanged(i64),
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("a live tenant already has this slug")]
+    SlugTaken,
+    #[error("no plan `{0}`")]
+    UnknownPlan(String),
+    #[error("tenant not found")]
+    NotFound,
+    #[error("the tenant is deleted")]
+    Deleted,
 }
 
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: String,
-    slug: String,
-    state: String,
-}
-
-/// Looks tenants up by id or slug.
-#[derive(Debug, Clone)]
-pub struct TenantDirectory {
-    pool: PgPool,
-}
-
-impl TenantDirectory {
-    /// The directory over a pool.
-    pub fn new(pool: PgPool) -> Self {
-        TenantDirectory { pool }
+impl From<TenancyError> for ApiError {
+    fn from(error: TenancyError) -> Self {
+        match error {
+            TenancyError::Invalid { field, problem } => ApiError::invalid(field, problem),
+            TenancyError::SlugTaken => ApiError::AlreadyExists { message: "a tenant with this slug exists".into() },
+            TenancyError::UnknownPlan(plan) => ApiError::invalid("plan_id", format!("no plan `{plan}`")),
+            TenancyError::NotFound => ApiError::NotFound { resource: "tenant".into() },
+            TenancyError::Deleted => {
+                ApiError::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted".into() }
+            }
+            other => ApiError::internal(other),
+        }
     }
+}
 
-    /// The tenant named by `key` (an id or a slug), if there is one.
-    pub async fn resolve(&self, key: &str) -> Result<Option<TenantRef>, TenancyError> {
-        let row: Option<TenantRow> = if ids::is_id("ten", key) {
-            sqlx::query_as("SELECT id, slug, state FROM platform.tenants WHERE id = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-        } else {
-            sqlx::query_as("SELECT id, slug, state FROM platform.tenants WHERE slug = $1 AND state <> 'deleted'")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-        };
-        row.map(|row| {
-            let state = TenantState::from_db(&row.state).ok_or(TenancyError::CorruptState(row.state))?;
-            let id = TenantId::parse(&row.id).ok_or_else(|| TenancyError::CorruptState(row.id.clone()))?;
-            Ok(TenantRef { id, slug: row.slug, state })
-        })
-        .transpose()
+impl From<TenancyError> for tonic::Status {
+    fn from(error: TenancyError) -> Self {
+        ApiError::from(error).into()
     }
 }
 

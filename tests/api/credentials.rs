@@ -57,17 +57,13 @@ async fn a_revoked_admin_key_is_refused() {
 }
 
 #[tokio::test]
-async fn a_valid_admin_key_passes_authentication_and_authorization_in_either_header() {
+async fn a_valid_admin_key_is_accepted_in_either_header() {
     let app = spawn_app().await;
-    // TenantService has not landed in this build: the call gets past the
-    // whole stack and is answered UNIMPLEMENTED, naming the method.
-    let status = app.tenants().list_tenants(app.as_admin(ListTenantsRequest::default())).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("tenantry.v1.TenantService.ListTenants"), "{}", status.message());
-
+    let response = app.tenants().list_tenants(app.as_admin(ListTenantsRequest::default())).await;
+    assert!(response.is_ok(), "{response:?}");
     let request = with_metadata(ListTenantsRequest::default(), &[("x-api-key", &app.admin_key)]);
-    let status = app.tenants().list_tenants(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    let response = app.tenants().list_tenants(request).await;
+    assert!(response.is_ok(), "{response:?}");
 }
 
 #[tokio::test]
@@ -83,8 +79,10 @@ async fn sending_both_credential_headers_is_refused() {
 #[tokio::test]
 async fn public_methods_need_no_credential() {
     let app = spawn_app().await;
-    let status = app.auth().get_jwks(GetJwksRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    match app.auth().get_jwks(GetJwksRequest::default()).await {
+        Ok(_) => {}
+        Err(status) => assert_eq!(status.code(), Code::Unimplemented, "{status:?}"),
+    }
 }
 
 #[tokio::test]
@@ -126,17 +124,25 @@ async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
 }
 
 #[tokio::test]
-async fn an_admin_reaches_every_platform_level_method() {
+async fn an_admin_gets_past_authentication_and_authorization_on_every_method() {
     let app = spawn_app().await;
     let table = tenantry::policy::PolicyTable::embedded().unwrap();
     let bearer = format!("Bearer {}", app.admin_key);
     for policy in table.iter().filter(|p| p.service.starts_with("tenantry.v1.")) {
         let status = call_raw(&app, &policy.path, &[("authorization", &bearer)]).await;
-        let expected = match policy.tenant_scope {
+        let code = status.code();
+        assert!(
+            ![Code::Unauthenticated, Code::PermissionDenied, Code::Internal].contains(&code),
+            "{}: {status:?}",
+            policy.path
+        );
+        if policy.tenant_scope == tenantry::policy::TenantScope::Required {
             // Tenant-scoped calls need a tenant named first.
-            tenantry::policy::TenantScope::Required => Code::InvalidArgument,
-            _ => Code::Unimplemented,
-        };
-        assert_eq!(status.code(), expected, "{}: {status:?}", policy.path);
+            assert_eq!(code, Code::InvalidArgument, "{}: {status:?}", policy.path);
+        }
+        if code == Code::Unimplemented {
+            let name = format!("{}.{}", policy.service, policy.method);
+            assert!(status.message().contains(&name), "an unlanded method is named: {status:?}");
+        }
     }
 }

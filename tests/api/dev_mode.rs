@@ -9,7 +9,6 @@ use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
-use tonic::Code;
 
 use crate::harness::with_metadata;
 
@@ -60,8 +59,8 @@ async fn terminate(mut server: DevServer) {
 async fn admin_call_reaches_the_handler(server: &DevServer) {
     let mut client = TenantServiceClient::connect(format!("http://{}", server.grpc)).await.unwrap();
     let request = with_metadata(ListTenantsRequest::default(), &[("x-api-key", &server.key)]);
-    let status = client.list_tenants(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let response = client.list_tenants(request).await;
+    assert!(response.is_ok(), "{response:?}");
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ async fn the_request_id_is_echoed_or_generated() {
     let request = with_metadata(ListTenantsRequest::default(), &[("x-request-id", "trace-me-123")]);
     let status = app.tenants().list_tenants(request).await.unwrap_err();
     assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-me-123");
+    let response = app.tenants().list_tenants(app.as_admin(ListTenantsRequest::default())).await.unwrap();
+    assert!(response.metadata().get("x-request-id").is_some(), "successful calls carry it too");
 
     let hostile = with_metadata(ListTenantsRequest::default(), &[("x-request-id", "bad id\twith spaces")]);
     let status = app.tenants().list_tenants(hostile).await.unwrap_err();

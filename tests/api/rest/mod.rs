@@ -7,6 +7,7 @@ mod documents;
 mod errors;
 mod parity;
 mod reachability;
+mod tenants;
 
 use std::net::SocketAddr;
 
