@@ -70,7 +70,8 @@ async fn run(
          \n  grpcurl -plaintext {grpc} list\
          \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" {grpc} tenantry.v1.TenantService/ListTenants\
          \n  grpcurl -plaintext -d '{{\"service\":\"tenantry.v1.TenantService\"}}' {grpc} grpc.health.v1.Health/Check\
-         \n  curl -s http://{http}/readyz\n"
+         \n  curl -s -H \"authorization: Bearer $(cat {key_path})\" http://{http}/v1/tenants\
+         \n  curl -s http://{http}/readyz\n\nREST reference: http://{http}/docs\n"
     );
     std::io::stdout().flush().ok();
     app.run_until_stopped(shutdown).await?;

@@ -165,7 +165,11 @@ impl App {
         let stack = tower::util::BoxCloneSyncService::new(layers.service(routes));
         let gateway =
             crate::gateway::Gateway::new(rest_routes, &policies, stack, &config.rest, config.max_message_bytes);
-        let http = axum::serve(http_listener, crate::http::router(readiness).fallback_service(gateway.router()))
+        // Connect info gives REST calls the client address gRPC calls have (login throttling, logs).
+        let http_service = crate::http::router(readiness)
+            .fallback_service(gateway.router())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(http_listener, http_service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
 

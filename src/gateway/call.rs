@@ -3,12 +3,12 @@
 //! listener uses (no network hop), and reads the response frames and the
 //! status from the trailers (or from the headers of a trailers-only answer).
 
-use std::convert::Infallible;
+use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{BodyExt, Full};
-use tonic::{Status, body::Body};
+use tonic::{Status, body::Body, transport::server::TcpConnectInfo};
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
 /// The layered gRPC routes, as one cloneable service.
@@ -46,8 +46,16 @@ pub enum Event {
 }
 
 /// Calls `grpc_path` through the stack with `message` and the request's
-/// credentials, tenant, deadline, trace context and `Grpc-Metadata-*`.
-pub async fn call(stack: &StackService, grpc_path: &str, headers: &HeaderMap, message: Bytes, max: usize) -> Reply {
+/// credentials, tenant, deadline, trace context and `Grpc-Metadata-*`; the
+/// client's address goes where tonic puts it for gRPC calls.
+pub async fn call(
+    stack: &StackService,
+    grpc_path: &str,
+    headers: &HeaderMap,
+    remote_addr: Option<SocketAddr>,
+    message: Bytes,
+    max: usize,
+) -> Reply {
     let mut framed = BytesMut::with_capacity(message.len() + 5);
     framed.put_u8(0);
     framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
@@ -60,6 +68,7 @@ pub async fn call(stack: &StackService, grpc_path: &str, headers: &HeaderMap, me
     metadata.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     metadata.insert(header::TE, HeaderValue::from_static("trailers"));
     copy_request_metadata(headers, metadata);
+    request.extensions_mut().insert(TcpConnectInfo { local_addr: None, remote_addr });
 
     let response = match stack.clone().oneshot(request).await {
         Ok(response) => response,
@@ -74,7 +83,7 @@ pub async fn call(stack: &StackService, grpc_path: &str, headers: &HeaderMap, me
 }
 
 /// Copies the forwarded headers and `Grpc-Metadata-*` into gRPC metadata.
-fn copy_request_metadata(from: &HeaderMap, to: &mut HeaderMap) {
+pub fn copy_request_metadata(from: &HeaderMap, to: &mut HeaderMap) {
     for name in FORWARDED {
         for value in from.get_all(*name) {
             to.append(*name, value.clone());
@@ -178,5 +187,37 @@ impl GrpcBody {
         }
         self.buffer.advance(5);
         Ok(Some(self.buffer.split_to(length).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_and_grpc_metadata_become_metadata() {
+        let mut from = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer t"),
+            ("x-tenant-id", "acme"),
+            ("grpc-timeout", "2S"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("grpc-metadata-x-client", "cli/1.0"),
+            ("grpc-metadata-grpc-status", "0"),
+            ("grpc-metadata-content-type", "text/plain"),
+            ("cookie", "session=secret"),
+            ("content-type", "application/json"),
+        ] {
+            from.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut to = HeaderMap::new();
+        copy_request_metadata(&from, &mut to);
+        assert_eq!(to["authorization"], "Bearer t");
+        assert_eq!(to["x-tenant-id"], "acme");
+        assert_eq!(to["grpc-timeout"], "2S");
+        assert!(to.contains_key("traceparent"));
+        assert_eq!(to["x-client"], "cli/1.0");
+        // Transport headers cannot be smuggled in as metadata; cookies stay out.
+        assert!(!to.contains_key("grpc-status") && !to.contains_key("content-type") && !to.contains_key("cookie"));
     }
 }

@@ -199,6 +199,48 @@ mod tests {
     }
 
     #[test]
+    fn every_grpc_code_maps_to_its_http_status_with_the_code_in_the_body() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, http) in table {
+            let response = status_response(&Status::new(code, "m"), &HeaderMap::new(), false);
+            assert_eq!(response.status().as_u16(), http, "{code:?}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            assert_eq!(error_body(&Status::new(code, "m"))["code"], code as i32);
+        }
+    }
+
+    #[test]
+    fn response_metadata_goes_out_prefixed_and_transport_headers_stay_in() {
+        let mut metadata = HeaderMap::new();
+        metadata.insert("x-request-id", HeaderValue::from_static("req_1"));
+        metadata.insert("x-shard", HeaderValue::from_static("7"));
+        metadata.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut out = HeaderMap::new();
+        copy_response_metadata(&metadata, &mut out);
+        assert_eq!(out["x-request-id"], "req_1");
+        assert_eq!(out["grpc-metadata-x-shard"], "7");
+        assert!(!out.contains_key("grpc-status") && !out.contains_key("grpc-metadata-grpc-status"));
+    }
+
+    #[test]
     fn retry_delays_print_as_duration_strings() {
         assert_eq!(trim_seconds(1.5), "1.5");
         assert_eq!(trim_seconds(2.0), "2");

@@ -31,7 +31,7 @@ pub mod streaming;
 pub mod template;
 pub mod transcode;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -185,7 +185,9 @@ impl Gateway {
             Ok(body) => body,
             Err(response) => return *response,
         };
-        self.call(&route, &captures, &query, &body, &parts.headers, pretty).await
+        let remote = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let request = Incoming { headers: &parts.headers, remote, query: &query, body: &body, pretty };
+        self.call(&route, &captures, request).await
     }
 
     /// The body, within the size limit and in JSON.
@@ -224,22 +226,15 @@ impl Gateway {
     }
 
     /// Transcodes, calls the stack, and transcodes the answer.
-    async fn call(
-        &self,
-        route: &Route,
-        captures: &Captures,
-        query: &[(String, String)],
-        body: &[u8],
-        headers: &HeaderMap,
-        pretty: bool,
-    ) -> Response {
+    async fn call(&self, route: &Route, captures: &Captures, request: Incoming<'_>) -> Response {
+        let Incoming { headers, remote, query, body, pretty } = request;
         let message = match transcode::request_message(route, captures, query, body, self.inner.deny_unknown_fields) {
             Ok(message) => message,
             Err(error) => return api_error_response(error, pretty),
         };
         let encoded = Bytes::from(prost::Message::encode_to_vec(&message));
         let max = self.inner.max_body_bytes;
-        let reply = call::call(&self.inner.stack, &route.grpc_path, headers, encoded, max).await;
+        let reply = call::call(&self.inner.stack, &route.grpc_path, headers, remote, encoded, max).await;
         let call::Reply { metadata, mut body } = reply;
         if route.rpc.is_server_streaming() {
             return stream_response(metadata, body, route.rpc.output(), Framing::from_accept(headers)).await;
@@ -267,6 +262,15 @@ impl Gateway {
             (_, _) => status_response(&status, &all, pretty),
         }
     }
+}
+
+/// What the call needs from the HTTP request, once routed.
+struct Incoming<'a> {
+    headers: &'a HeaderMap,
+    remote: Option<SocketAddr>,
+    query: &'a [(String, String)],
+    body: &'a [u8],
+    pretty: bool,
 }
 
 async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
