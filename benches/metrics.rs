@@ -13,7 +13,10 @@ fn record_call(c: &mut Criterion) {
     let method = policies.get("/tenantry.v1.TenantService/GetTenant").expect("a known method").clone();
     let metrics = Metrics::new();
     c.bench_function("record_call (known method, existing series)", |b| {
-        b.iter(|| metrics.record_call(Some(black_box(&method)), Code::Ok, Duration::from_micros(850)))
+        b.iter(|| {
+            metrics.call_started();
+            metrics.record_call(Some(black_box(&method)), Code::Ok, Duration::from_micros(850))
+        })
     });
     let threads = std::thread::available_parallelism().map_or(2, usize::from).max(2);
     c.bench_function(&format!("record_call x1000 on {threads} threads"), |b| {
@@ -22,6 +25,7 @@ fn record_call(c: &mut Criterion) {
                 for _ in 0..threads {
                     scope.spawn(|| {
                         for _ in 0..1000 / threads {
+                            metrics.call_started();
                             metrics.record_call(Some(&method), Code::Ok, Duration::from_micros(850));
                         }
                     });

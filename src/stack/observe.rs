@@ -160,6 +160,7 @@ struct Outcome {
 
 impl Outcome {
     fn new(span: Span, started: Instant, method: Option<Arc<MethodPolicy>>, metrics: Metrics) -> Self {
+        metrics.call_started();
         Outcome { span, started, method, metrics, reported: false }
     }
 
@@ -250,5 +251,6 @@ mod tests {
         };
         assert_eq!(count("CANCELLED").as_deref(), Some("1"), "{text}");
         assert_eq!(count("OK").as_deref(), Some("1"), "{text}");
+        assert!(text.lines().any(|l| l == "tenantry_rpc_in_flight 0"), "{text}");
     }
 }
