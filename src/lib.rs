@@ -22,6 +22,8 @@
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
+//! - [`ratelimit`]: per-tenant rate limits (in process or Redis) and quotas.
+//! - [`usage`]: the usage meter, client usage events and UsageService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
@@ -43,7 +45,9 @@ pub mod ids;
 pub mod pagination;
 pub mod policy;
 pub mod proto;
+pub mod ratelimit;
 pub mod stack;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;
+pub mod usage;

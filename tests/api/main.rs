@@ -10,4 +10,6 @@ mod credentials;
 mod dev_mode;
 mod health;
 mod limits;
+mod rate_limits;
 mod tenant_context;
+mod usage;

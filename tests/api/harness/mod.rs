@@ -3,6 +3,8 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
+pub mod tenants;
 pub mod watchdog;
 
 use std::{net::SocketAddr, time::Duration};
@@ -40,7 +42,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<Result<(), tenantry::startup::StartupError>>>,
     /// Dropped last, so the database outlives the server.
-    _database: TestDatabase,
+    database: Option<TestDatabase>,
 }
 
 /// A server on a fresh database with test defaults.
@@ -66,7 +68,7 @@ pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut 
         .connect()
         .await
         .expect("connect to the server");
-    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: database }
+    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), database: Some(database) }
 }
 
 impl TestApp {
@@ -103,6 +105,18 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server stops cleanly");
         }
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and hands back its database, so a test
+    /// can inspect what the server left behind or start another on it.
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+        self.database.take().expect("the database is still owned")
     }
 }
 
