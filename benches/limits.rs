@@ -55,6 +55,8 @@ struct Fixture {
     admin_key: String,
     tenant: TenantId,
     redis: fred::prelude::Client,
+    /// The private Redis this run started, if any.
+    redis_pid_file: Option<PathBuf>,
     shutdown: CancellationToken,
     _cluster: Option<(EmbeddedPostgres, PathBuf)>,
 }
@@ -87,24 +89,49 @@ async fn fixture() -> Fixture {
         .execute(&pool)
         .await
         .expect("tenant");
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| start_redis());
+    let (redis_url, redis_pid_file) = match std::env::var("REDIS_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let (url, pid_file) = start_redis();
+            (url, Some(pid_file))
+        }
+    };
     let config = fred::prelude::Config::from_url(&redis_url).expect("REDIS_URL");
     let redis = fred::prelude::Builder::from_config(config).build().expect("redis client");
     fred::prelude::ClientLike::init(&redis).await.expect("connect to Redis");
-    Fixture { pool, admin_key, tenant, redis, shutdown: CancellationToken::new(), _cluster: cluster }
+    Fixture { pool, admin_key, tenant, redis, redis_pid_file, shutdown: CancellationToken::new(), _cluster: cluster }
 }
 
-fn start_redis() -> String {
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Stop the private Redis this run started (by its pid), and PostgreSQL.
+        if let Some(pid) = self.redis_pid_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+            std::process::Command::new("kill").arg(pid.trim()).status().ok();
+        }
+        if let Some((cluster, dir)) = self._cluster.take() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(cluster.stop()).ok();
+            std::fs::remove_dir_all(dir).ok();
+        }
+    }
+}
+
+fn start_redis() -> (String, PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = std::env::temp_dir();
+    let pid_file = std::env::temp_dir().join(format!("tenantry-bench-redis-{port}.pid"));
     std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
         .args(["--daemonize", "yes", "--pidfile"])
-        .arg(dir.join(format!("tenantry-bench-redis-{port}.pid")))
+        .arg(&pid_file)
         .status()
         .expect("redis-server");
-    std::thread::sleep(Duration::from_millis(300));
-    format!("redis://127.0.0.1:{port}")
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("redis://127.0.0.1:{port}"), pid_file)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -258,7 +285,10 @@ fn main() {
     }
     println!("ratios:");
     println!("  full (local) / bare           = {:.3}  (target >= 0.80)", rate("FullLocal") / rate("Bare"));
-    println!("  full (local) / auth + tenant  = {:.3}  (cost of rate limit + meter)", rate("FullLocal") / rate("AuthTenant"));
+    println!(
+        "  full (local) / auth + tenant  = {:.3}  (cost of rate limit + meter)",
+        rate("FullLocal") / rate("AuthTenant")
+    );
     println!("  full (redis) / full (local)   = {:.3}  (target >= 0.50)", rate("FullRedis") / rate("FullLocal"));
     criterion.final_summary();
 }

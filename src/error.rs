@@ -136,14 +136,10 @@ impl From<ApiError> for Status {
                 }
                 Status::with_error_details_and_metadata(code, message, details, metadata)
             }
-            ApiError::Unavailable { message, retry_after } => {
-                match retry_after {
-                    Some(delay) => {
-                        Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
-                    }
-                    None => Status::new(code, message),
-                }
-            }
+            ApiError::Unavailable { message, retry_after } => match retry_after {
+                Some(delay) => Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay))),
+                None => Status::new(code, message),
+            },
             ApiError::Internal(source) => {
                 tracing::error!(error = %source, source = ?source, "internal error");
                 Status::internal("internal error; the server logged the details under this call's request id")
@@ -204,7 +200,10 @@ mod tests {
         let status = Status::from(ApiError::ResourceExhausted {
             message: "rate limit".into(),
             retry_after: Some(Duration::from_millis(1500)),
-            violation: Some(QuotaViolation { subject: "tenants/x/requests_per_second".into(), description: "d".into() }),
+            violation: Some(QuotaViolation {
+                subject: "tenants/x/requests_per_second".into(),
+                description: "d".into(),
+            }),
             rate: Some(RateHeaders { limit: 20, remaining: 0, reset: Duration::from_millis(2100) }),
         });
         let details = status.get_error_details();

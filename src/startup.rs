@@ -127,11 +127,9 @@ impl App {
         let meter = Meter::new(config.usage_buffer_entries, quotas.clone());
         meter.spawn_flusher(pool.clone(), config.usage_flush_interval, shutdown.clone());
         let limiter = match (config.rate_limit_engine, &config.redis_url) {
-            (RateLimitEngine::Redis, Some(url)) => RateLimiter::redis(
-                redis_client(url)?,
-                config.rate_limit_expected_nodes,
-                config.rate_limit_fail_mode,
-            ),
+            (RateLimitEngine::Redis, Some(url)) => {
+                RateLimiter::redis(redis_client(url)?, config.rate_limit_expected_nodes, config.rate_limit_fail_mode)
+            }
             _ => RateLimiter::local(),
         };
         limiter.housekeep(shutdown.clone());

@@ -60,7 +60,12 @@ pub struct RedisLimiter {
 impl RedisLimiter {
     /// An engine over a connected (or connecting) client.
     pub fn new(client: Client) -> Self {
-        RedisLimiter { client, script: Script::from_lua(GCRA), epoch: Instant::now(), unavailable_until: AtomicU64::new(0) }
+        RedisLimiter {
+            client,
+            script: Script::from_lua(GCRA),
+            epoch: Instant::now(),
+            unavailable_until: AtomicU64::new(0),
+        }
     }
 
     fn now_ms(&self) -> u64 {

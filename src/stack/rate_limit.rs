@@ -28,8 +28,8 @@ use super::{
 use crate::{
     error::{ApiError, QuotaViolation},
     policy::MethodPolicy,
-    tenancy::TenantId,
     ratelimit::{PlanBook, QuotaBook, RateHeaders, RateLimiter, quota::month_bounds},
+    tenancy::TenantId,
 };
 
 /// Builds [`RateLimit`].

@@ -77,10 +77,7 @@ pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime
     if !(0..1_000_000_000).contains(&value.nanos) {
         return Err(ApiError::invalid(field, "nanos must be between 0 and 999,999,999"));
     }
-    let at = Utc
-        .timestamp_opt(value.seconds, 0)
-        .single()
-        .ok_or_else(|| ApiError::invalid(field, "is out of range"))?;
+    let at = Utc.timestamp_opt(value.seconds, 0).single().ok_or_else(|| ApiError::invalid(field, "is out of range"))?;
     Ok(at + Duration::microseconds(i64::from(value.nanos / 1000)))
 }
 
@@ -123,8 +120,7 @@ pub fn validate(events: Vec<pb::UsageEvent>, now: DateTime<Utc>) -> Result<Vec<U
             if event.dimensions.len() > 16 {
                 return Err(ApiError::invalid(field("dimensions"), "at most 16 entries"));
             }
-            if let Some((key, _)) =
-                event.dimensions.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+            if let Some((key, _)) = event.dimensions.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
             {
                 return Err(ApiError::invalid(
                     format!("events[{i}].dimensions[{key}]"),
@@ -274,7 +270,8 @@ mod tests {
         let error = validate(vec![event("a"), old], now).unwrap_err();
         assert!(matches!(&error, ApiError::InvalidArgument { field, .. } if field == "events[1].event_time"));
         let mut future = event("c");
-        future.event_time = Some(prost_types::Timestamp { seconds: (now + Duration::minutes(6)).timestamp(), nanos: 0 });
+        future.event_time =
+            Some(prost_types::Timestamp { seconds: (now + Duration::minutes(6)).timestamp(), nanos: 0 });
         assert!(validate(vec![future], now).is_err());
         let mut reserved = event("d");
         reserved.metric = "api.requests".into();

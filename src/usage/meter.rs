@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher, RandomState},
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -121,6 +121,13 @@ struct Inner {
     flushing: tokio::sync::Mutex<()>,
 }
 
+impl Inner {
+    /// Calls of one tenant and method always meet in the same shard.
+    fn shard_of(&self, key: &Key) -> usize {
+        self.hasher.hash_one((&key.tenant, &key.method)) as usize % SHARDS
+    }
+}
+
 /// See the module docs; cheap to clone.
 #[derive(Clone)]
 pub struct Meter {
@@ -155,9 +162,7 @@ impl Meter {
             request_bytes: call.request_bytes,
             response_bytes: call.response_bytes,
         };
-        let mut hasher = inner.hasher.build_hasher();
-        (&key.tenant, &key.method).hash(&mut hasher);
-        let shard = &inner.shards[hasher.finish() as usize % SHARDS];
+        let shard = &inner.shards[inner.shard_of(&key)];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = map.get_mut(&key) {
             existing.add(&totals);
@@ -188,9 +193,7 @@ impl Meter {
     fn restore(&self, rows: Vec<(Key, Totals)>) {
         let inner = &self.inner;
         for (key, totals) in rows {
-            let mut hasher = inner.hasher.build_hasher();
-            (&key.tenant, &key.method).hash(&mut hasher);
-            let mut map = inner.shards[hasher.finish() as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = inner.shards[inner.shard_of(&key)].lock().unwrap_or_else(|e| e.into_inner());
             if let Some(existing) = map.get_mut(&key) {
                 existing.add(&totals);
             } else if inner.entries.fetch_add(1, Ordering::AcqRel) < inner.capacity {
@@ -252,7 +255,7 @@ impl Meter {
                     continue;
                 }
                 flushes += 1;
-                if flushes % reconcile_every == 0
+                if flushes.is_multiple_of(reconcile_every)
                     && let Err(error) = meter.inner.quotas.reconcile().await
                 {
                     tracing::warn!(%error, "quota reconciliation failed");

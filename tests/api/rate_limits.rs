@@ -246,8 +246,7 @@ async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst
     upsert_plan(&first.channel, &admin_key, "shared", RPS, BURST, 0).await;
     let tenant = create_tenant(&first.channel, &admin_key, "shared-co", "shared").await;
 
-    let channels: Vec<Channel> =
-        [&first, &others[0], &others[1]].iter().map(|server| server.channel.clone()).collect();
+    let channels: Vec<Channel> = [&first, &others[0], &others[1]].iter().map(|server| server.channel.clone()).collect();
     let admitted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

@@ -52,8 +52,8 @@ async fn quota_calls(channel: &Channel, tenant: &TenantHandle, n: usize) -> (u64
 #[tokio::test]
 async fn metered_totals_equal_ground_truth_across_a_graceful_shutdown() {
     // A flush interval of an hour: only the shutdown flush can write the first server's usage.
-    let app = spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_secs(3600))
-        .await;
+    let app =
+        spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_secs(3600)).await;
     upsert_plan(&app.channel, &app.admin_key, "roomy", 0, 0, 0).await;
     let tenant = create_tenant(&app.channel, &app.admin_key, "metered", "roomy").await;
     let (sent_before, received_before) = quota_calls(&app.channel, &tenant, 40).await;
@@ -96,12 +96,19 @@ async fn metered_totals_equal_ground_truth_across_a_graceful_shutdown() {
     pool.close().await;
 }
 
+/// An event dated from a base fixed once per test process, so a repeat
+/// built later has exactly the same payload.
 fn event(id: usize, metric: &str, quantity: f64) -> UsageEvent {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let minute = *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        now - now % 60
+    });
     UsageEvent {
         event_id: format!("evt-{id}"),
         metric: metric.into(),
         quantity,
-        event_time: Some(ago(Duration::from_secs((id % 7200) as u64))),
+        event_time: Some(Timestamp { seconds: minute - 60 - (id % 7200) as i64, nanos: 0 }),
         dimensions: [("region".to_owned(), format!("r{}", id % 3))].into(),
     }
 }
@@ -229,8 +236,8 @@ async fn events_outside_the_accepted_time_window_are_refused_naming_the_field() 
 
 #[tokio::test]
 async fn get_quota_reports_the_plan_the_period_usage_and_the_rate_state() {
-    let app = spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_millis(100))
-        .await;
+    let app =
+        spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_millis(100)).await;
     upsert_plan(&app.channel, &app.admin_key, "metered", 5, 10, 1000).await;
     let tenant = create_tenant(&app.channel, &app.admin_key, "quota-co", "metered").await;
     quota_calls(&app.channel, &tenant, 3).await;
