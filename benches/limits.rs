@@ -146,12 +146,12 @@ enum Variant {
 async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
     let policies = Arc::new(PolicyTable::embedded().expect("policies"));
     let plans = PlanBook::new(fixture.pool.clone());
-    plans.listen(fixture.shutdown.clone());
+    plans.listen(fixture.pool.clone(), fixture.shutdown.clone());
     let quotas = QuotaBook::new(fixture.pool.clone());
     let meter = Meter::new(100_000, quotas.clone());
     meter.spawn_flusher(fixture.pool.clone(), Duration::from_secs(1), fixture.shutdown.clone());
     let tenants = TenantDirectory::new(fixture.pool.clone());
-    tenants.listen(fixture.shutdown.clone());
+    tenants.listen(fixture.pool.clone(), fixture.shutdown.clone());
     let routes = tonic::service::Routes::new(UsageServiceServer::new(UsageApi::new(
         fixture.pool.clone(),
         plans.clone(),

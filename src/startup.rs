@@ -54,6 +54,7 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     pool: PgPool,
+    listen_pool: PgPool,
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -67,6 +68,7 @@ impl App {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&database).await?;
+        let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
             db::migrate(&pool).await?;
         } else {
@@ -77,7 +79,7 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, policies, grpc_listener, http_listener })
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
     }
 
     /// The bound gRPC address.
@@ -98,7 +100,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -115,14 +117,16 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
-            TenantServiceServer::new(TenantApi::new(pool.clone(), config.tenant_purge_grace))
+            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
                 .max_decoding_message_size(config.max_message_bytes),
         );
         let plans = PlanBook::new(pool.clone());
-        plans.listen(shutdown.clone());
+        plans.listen(listen_pool.clone(), shutdown.clone());
         let quotas = QuotaBook::new(pool.clone());
         let meter = Meter::new(config.usage_buffer_entries, quotas.clone());
         meter.spawn_flusher(pool.clone(), config.usage_flush_interval, shutdown.clone());
@@ -153,8 +157,6 @@ impl App {
             .start(shutdown.clone())
             .await;
 
-        let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(shutdown.clone());
         let layers = stack::layers(StackState {
             policies,
             mounted: Arc::new(mounted),
@@ -201,6 +203,7 @@ impl App {
             Err(error) => tracing::error!(%error, "final usage flush failed; the last interval's usage is lost"),
         }
         pool.close().await;
+        listen_pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -103,15 +103,16 @@ impl PlanBook {
         self.cache.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Listens for tenant and plan changes until `shutdown`, reconnecting
-    /// as needed. Caching is on only while the listener is connected.
-    pub fn listen(&self, shutdown: CancellationToken) {
+    /// Listens for tenant and plan changes on a session connection from
+    /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
+    /// only while the listener is connected.
+    pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
         let book = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let connect = async {
-                    let mut listener = PgListener::connect_with(&book.pool).await?;
+                    let mut listener = PgListener::connect_with(&listen_pool).await?;
                     listener.listen_all([directory::CHANNEL, PLANS_CHANNEL]).await?;
                     Ok::<_, sqlx::Error>(listener)
                 };

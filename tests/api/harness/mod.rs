@@ -1,6 +1,7 @@
 //! The test harness: [`spawn_app`] starts the real server on port 0 against
 //! a fresh database (and real Redis) and hands back typed clients.
 
+pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
 pub mod redis_cluster;
@@ -13,8 +14,8 @@ use tenantry::{
     auth::api_key::AdminKeys,
     config::{DatabaseConfig, ServeConfig},
     proto::tenantry::v1::{
-        auth_service_client::AuthServiceClient, tenant_service_client::TenantServiceClient,
-        usage_service_client::UsageServiceClient,
+        CreateTenantRequest, Tenant, auth_service_client::AuthServiceClient,
+        tenant_service_client::TenantServiceClient, usage_service_client::UsageServiceClient,
     },
     startup::App,
 };
@@ -41,8 +42,9 @@ pub struct TestApp {
     pub pool: sqlx::PgPool,
     shutdown: CancellationToken,
     server: Option<JoinHandle<Result<(), tenantry::startup::StartupError>>>,
-    /// Dropped last, so the database outlives the server.
-    database: Option<TestDatabase>,
+    /// Dropped last, so the database outlives the server (`None` for a
+    /// second node on another test's database).
+    _database: Option<TestDatabase>,
 }
 
 /// A server on a fresh database with test defaults.
@@ -52,13 +54,26 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on `database`, with settings adjusted by `configure`.
 pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let options = DatabaseConfig::from_options(database.options.clone());
+    let mut app = spawn_node(options, configure).await;
+    app._database = Some(database);
+    app
+}
+
+/// Another server ("node") on the same database as `app`.
+pub async fn spawn_second_node(app: &TestApp) -> TestApp {
+    let options = app.pool.connect_options().as_ref().clone();
+    spawn_node(DatabaseConfig::from_options(options), |_| {}).await
+}
+
+/// A server on the database `database` describes; the caller owns the database.
+pub async fn spawn_node(database: DatabaseConfig, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let mut config = ServeConfig::ephemeral();
     config.health_interval = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
     config.redis_url = Some(redis::url().await.to_owned().into());
     configure(&mut config);
-    let app =
-        App::build(config, DatabaseConfig::from_options(database.options.clone())).await.expect("the server builds");
+    let app = App::build(config, database).await.expect("the server builds");
     let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
     let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
     let shutdown = CancellationToken::new();
@@ -68,7 +83,7 @@ pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut 
         .connect()
         .await
         .expect("connect to the server");
-    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), database: Some(database) }
+    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: None }
 }
 
 impl TestApp {
@@ -94,6 +109,28 @@ impl TestApp {
         with_metadata(message, &[("authorization", &format!("Bearer {}", self.admin_key))])
     }
 
+    /// A `postgres://` URL to this app's database, for child processes.
+    pub fn database_url(&self) -> String {
+        self._database.as_ref().map(|d| d.url.clone()).expect("the app owns its database")
+    }
+
+    /// Creates a tenant on the free plan as the platform admin.
+    pub async fn create_tenant(&self, slug: &str) -> Tenant {
+        let request = CreateTenantRequest {
+            slug: slug.to_owned(),
+            display_name: format!("Tenant {slug}"),
+            plan_id: "free".to_owned(),
+            ..CreateTenantRequest::default()
+        };
+        self.tenants().create_tenant(self.as_admin(request)).await.expect("create tenant").into_inner().tenant.unwrap()
+    }
+
+    /// `message` as the platform admin acting in `tenant` (id or slug).
+    pub fn as_admin_in<T>(&self, tenant: &str, message: T) -> Request<T> {
+        let bearer = format!("Bearer {}", self.admin_key);
+        with_metadata(message, &[("authorization", &bearer), ("x-tenant-id", tenant)])
+    }
+
     /// A GET on the HTTP listener; returns status and body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.http_addr, path).await
@@ -116,7 +153,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server stops cleanly");
         }
-        self.database.take().expect("the database is still owned")
+        self._database.take().expect("this node owns its database")
     }
 }
 
