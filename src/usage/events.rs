@@ -42,6 +42,9 @@ pub struct UsageEvent {
     pub quantity: f64,
     /// Within [now − 35 days, now + 5 minutes], at microsecond precision.
     pub event_time: DateTime<Utc>,
+    /// Whether the client dated the event; when the server did, a retry is
+    /// dated anew, so the time is not part of the payload it is compared by.
+    pub time_given: bool,
     /// At most 16 attributes.
     pub dimensions: BTreeMap<String, String>,
 }
@@ -53,7 +56,10 @@ impl UsageEvent {
         hash.update(self.metric.as_bytes());
         hash.update([0]);
         hash.update(self.quantity.to_bits().to_be_bytes());
-        hash.update(self.event_time.timestamp_micros().to_be_bytes());
+        match self.time_given {
+            true => hash.update(self.event_time.timestamp_micros().to_be_bytes()),
+            false => hash.update(b"server time"),
+        }
         for (key, value) in &self.dimensions {
             hash.update((key.len() as u64).to_be_bytes());
             hash.update(key.as_bytes());
@@ -132,6 +138,7 @@ pub fn validate(events: Vec<pb::UsageEvent>, now: DateTime<Utc>) -> Result<Vec<U
                 metric: event.metric,
                 quantity: event.quantity,
                 event_time,
+                time_given: event.event_time.is_some(),
                 dimensions: event.dimensions.into_iter().collect(),
             })
         })
@@ -290,5 +297,12 @@ mod tests {
         assert_eq!(a.payload_hash(), b.payload_hash());
         let c = UsageEvent { quantity: 2.0, ..a.clone() };
         assert_ne!(a.payload_hash(), c.payload_hash());
+        let retried_later = UsageEvent { event_time: a.event_time + Duration::seconds(3), ..a.clone() };
+        assert_eq!(a.payload_hash(), retried_later.payload_hash(), "an undated event is dated by the server");
+        let dated = UsageEvent { time_given: true, ..a.clone() };
+        assert_ne!(
+            dated.payload_hash(),
+            UsageEvent { event_time: retried_later.event_time, ..dated.clone() }.payload_hash()
+        );
     }
 }

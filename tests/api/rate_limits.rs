@@ -69,6 +69,31 @@ async fn a_burst_is_admitted_then_refused_then_admitted_again_after_retry_after(
 }
 
 #[tokio::test]
+async fn a_method_costs_its_declared_rate_cost() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "medium", 1, 25, 0).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "costly", "medium").await;
+    let mut client = UsageServiceClient::new(app.channel.clone());
+    let event = tenantry::proto::tenantry::v1::UsageEvent {
+        event_id: "e1".into(),
+        metric: "emails.sent".into(),
+        quantity: 1.0,
+        ..Default::default()
+    };
+    let request = || tenant.request(tenantry::proto::tenantry::v1::RecordUsageRequest { events: vec![event.clone()] });
+    // RecordUsage declares rate_cost 10 in the contract.
+    let first = client.record_usage(request()).await.expect("within the burst");
+    assert_eq!(header(first.metadata(), "x-ratelimit-remaining"), 15);
+    let second = client.record_usage(request()).await.expect("within the burst");
+    assert_eq!(header(second.metadata(), "x-ratelimit-remaining"), 5);
+    let refused = client.record_usage(request()).await.unwrap_err();
+    assert_rate_limited(&refused, &tenant);
+    // A read costs 1 and still fits.
+    let read = call(&app.channel, &tenant).await.expect("a cheap call fits in what is left");
+    assert_eq!(header(read.metadata(), "x-ratelimit-remaining"), 4);
+}
+
+#[tokio::test]
 async fn one_tenant_exhausting_its_limit_leaves_another_unaffected() {
     let app = spawn_app().await;
     upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 2, 0).await;
