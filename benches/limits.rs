@@ -29,6 +29,7 @@ use tenantry::{
     config::RateLimitFailMode,
     context::RequestContext,
     db::embedded::EmbeddedPostgres,
+    metrics::Metrics,
     policy::PolicyTable,
     proto::tenantry::v1::{
         GetQuotaRequest, usage_service_client::UsageServiceClient, usage_service_server::UsageServiceServer,
@@ -176,6 +177,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
                 tenants,
                 max_in_flight: 4096,
                 max_deadline: deadline,
+                metrics: Metrics::new(),
                 limiter,
                 plans,
                 quotas,
@@ -186,7 +188,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
         }
         Variant::AuthTenant => {
             let layers = ServiceBuilder::new()
-                .layer(ObserveLayer::new(policies, deadline))
+                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
                 .layer(LimitsLayer::new(4096))
                 .layer(GuardLayer::new(Authenticate::new(AdminKeys::new(fixture.pool.clone()))))
                 .layer(GuardLayer::new(TenantContext::new(tenants)))
@@ -196,14 +198,14 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
         }
         Variant::Bare => {
             let tenant = tenants.resolve(fixture.tenant.as_str()).await.unwrap().expect("bench tenant");
-            let layers = ServiceBuilder::new().layer(ObserveLayer::new(policies, deadline)).map_request(
-                move |mut request: Request<Body>| {
+            let layers = ServiceBuilder::new()
+                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
+                .map_request(move |mut request: Request<Body>| {
                     if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
                         context.tenant = Some(tenant.clone());
                     }
                     request
-                },
-            );
+                });
             let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
             tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
         }

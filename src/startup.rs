@@ -20,6 +20,7 @@ use crate::{
     config::{ConfigError, DatabaseConfig, RateLimitEngine, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::{tenant_service_server::TenantServiceServer, usage_service_server::UsageServiceServer},
@@ -58,6 +59,7 @@ pub struct App {
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics: Metrics,
 }
 
 impl App {
@@ -79,7 +81,9 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
+        let metrics = Metrics::new();
+        metrics.watch_pool(pool.clone());
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics })
     }
 
     /// The bound gRPC address.
@@ -97,10 +101,15 @@ impl App {
         &self.pool
     }
 
+    /// The server's metrics, for modules started next to it (workers, flushers).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -128,14 +137,15 @@ impl App {
         let plans = PlanBook::new(pool.clone());
         plans.listen(listen_pool.clone(), shutdown.clone());
         let quotas = QuotaBook::new(pool.clone());
-        let meter = Meter::new(config.usage_buffer_entries, quotas.clone());
+        let meter = Meter::with_metrics(config.usage_buffer_entries, quotas.clone(), metrics.clone());
         meter.spawn_flusher(pool.clone(), config.usage_flush_interval, shutdown.clone());
         let limiter = match (config.rate_limit_engine, &config.redis_url) {
             (RateLimitEngine::Redis, Some(url)) => {
                 RateLimiter::redis(redis_client(url)?, config.rate_limit_expected_nodes, config.rate_limit_fail_mode)
             }
             _ => RateLimiter::local(),
-        };
+        }
+        .with_metrics(metrics.clone());
         limiter.housekeep(shutdown.clone());
         mount(
             &mut routes,
@@ -153,9 +163,16 @@ impl App {
             .collect();
         services.sort();
         services.dedup();
-        let readiness = HealthProbe { reporter, services, pool: pool.clone(), redis, interval: config.health_interval }
-            .start(shutdown.clone())
-            .await;
+        let readiness = HealthProbe {
+            reporter,
+            services,
+            pool: pool.clone(),
+            redis,
+            interval: config.health_interval,
+            metrics: metrics.clone(),
+        }
+        .start(shutdown.clone())
+        .await;
 
         let layers = stack::layers(StackState {
             policies,
@@ -164,6 +181,7 @@ impl App {
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
+            metrics: metrics.clone(),
             limiter,
             plans,
             quotas,
@@ -180,7 +198,7 @@ impl App {
             .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let http = axum::serve(http_listener, crate::http::router(readiness))
+        let http = axum::serve(http_listener, crate::http::router(readiness, metrics))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
 

@@ -32,7 +32,11 @@ use std::{
 use tonic::metadata::MetadataMap;
 
 pub use self::{local::LocalLimiter, plans::PlanBook, quota::QuotaBook, redis::RedisLimiter};
-use crate::{config::RateLimitFailMode, tenancy::TenantId};
+use crate::{
+    config::RateLimitFailMode,
+    metrics::{Metrics, RateLimitDecision, RateLimitEngine},
+    tenancy::TenantId,
+};
 
 /// The limits a tenant's plan sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,12 +143,14 @@ enum Engine {
 pub struct RateLimiter {
     engine: Arc<Engine>,
     counters: Arc<Counters>,
+    /// Where decisions are exported (`tenantry_rate_limit_decisions_total`).
+    metrics: Option<Metrics>,
 }
 
 impl RateLimiter {
     /// Limits in this process only.
     pub fn local() -> Self {
-        RateLimiter { engine: Arc::new(Engine::Local(LocalLimiter::new(1))), counters: Arc::default() }
+        RateLimiter { engine: Arc::new(Engine::Local(LocalLimiter::new(1))), counters: Arc::default(), metrics: None }
     }
 
     /// Limits in Redis; while Redis is unreachable, `fail_mode` decides, with
@@ -152,7 +158,20 @@ impl RateLimiter {
     pub fn redis(client: fred::prelude::Client, expected_nodes: u32, fail_mode: RateLimitFailMode) -> Self {
         let engine =
             Engine::Redis { redis: RedisLimiter::new(client), fallback: LocalLimiter::new(expected_nodes), fail_mode };
-        RateLimiter { engine: Arc::new(engine), counters: Arc::default() }
+        RateLimiter { engine: Arc::new(engine), counters: Arc::default(), metrics: None }
+    }
+
+    /// Also exports every decision to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn export(&self, engine: RateLimitEngine, allowed: bool) {
+        if let Some(metrics) = &self.metrics {
+            let decision = if allowed { RateLimitDecision::Allowed } else { RateLimitDecision::Limited };
+            metrics.record_rate_limit(engine, decision);
+        }
     }
 
     /// Takes `cost` tokens from `tenant`'s bucket. `None` when the plan sets
@@ -161,21 +180,23 @@ impl RateLimiter {
         if limits.requests_per_second == 0 {
             return None;
         }
-        let decision = match &*self.engine {
-            Engine::Local(local) => local.check(tenant, limits, cost),
+        let (engine, decision) = match &*self.engine {
+            Engine::Local(local) => (RateLimitEngine::Local, local.check(tenant, limits, cost)),
             Engine::Redis { redis, fallback, fail_mode } => match redis.check(tenant, limits, cost).await {
-                Ok(decision) => decision,
+                Ok(decision) => (RateLimitEngine::Redis, decision),
                 Err(()) => {
                     self.counters.fallback.fetch_add(1, Ordering::Relaxed);
                     let sensitive = SENSITIVE_METHODS.contains(&method);
                     if *fail_mode == RateLimitFailMode::Open && !sensitive {
                         self.counters.fallback_open.fetch_add(1, Ordering::Relaxed);
+                        self.export(RateLimitEngine::Fallback, true);
                         return None;
                     }
-                    fallback.check(tenant, limits, cost)
+                    (RateLimitEngine::Fallback, fallback.check(tenant, limits, cost))
                 }
             },
         };
+        self.export(engine, decision.allowed);
         let counter = if decision.allowed { &self.counters.allowed } else { &self.counters.limited };
         counter.fetch_add(1, Ordering::Relaxed);
         Some(decision)

@@ -9,7 +9,9 @@
 //! - [`limits`]: load shedding and the call's deadline.
 //! - [`guard`]: the mechanism the remaining checks share.
 //! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
+//! - [`auth_failures`]: counts the authenticate guard's refusals by reason.
 
+pub mod auth_failures;
 pub mod authenticate;
 pub mod authorize;
 pub mod guard;
@@ -27,11 +29,12 @@ use tower::{
 };
 
 use self::{
-    authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer, meter::MeterLayer,
-    observe::ObserveLayer, rate_limit::RateLimitLayer, tenant::TenantContext,
+    auth_failures::CountAuthFailures, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer,
+    limits::LimitsLayer, meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimitLayer, tenant::TenantContext,
 };
 use crate::{
     auth::api_key::AdminKeys,
+    metrics::Metrics,
     policy::PolicyTable,
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
     tenancy::TenantDirectory,
@@ -53,6 +56,8 @@ pub struct StackState {
     pub max_in_flight: usize,
     /// Ceiling on every call's deadline.
     pub max_deadline: Duration,
+    /// The server's metrics (calls, auth failures; rate-limit decisions).
+    pub metrics: Metrics,
     /// Per-tenant rate limits (in process or in Redis).
     pub limiter: RateLimiter,
     /// Tenant → plan limits.
@@ -70,7 +75,10 @@ pub type Layers = Stack<
         RateLimitLayer,
         Stack<
             GuardLayer<TenantContext>,
-            Stack<GuardLayer<Authenticate>, Stack<LimitsLayer, Stack<MeterLayer, Stack<ObserveLayer, Identity>>>>,
+            Stack<
+                GuardLayer<CountAuthFailures<Authenticate>>,
+                Stack<LimitsLayer, Stack<MeterLayer, Stack<ObserveLayer, Identity>>>,
+            >,
         >,
     >,
 >;
@@ -80,13 +88,13 @@ pub type Layers = Stack<
 pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
     ServiceBuilder::new()
         // First, so every later refusal is logged with a request id, a method and a latency.
-        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline))
+        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline, state.metrics.clone()))
         // Before the limits and checks, so calls they refuse are metered too once a tenant is known.
         .layer(MeterLayer::new(state.meter))
         // Before any work: shed when overloaded, and bound the call by its deadline.
         .layer(LimitsLayer::new(state.max_in_flight))
         // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(Authenticate::new(state.admin_keys)))
+        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.admin_keys), state.metrics.clone())))
         // Which tenant the call acts in: needs the principal, feeds limits and authorization.
         .layer(GuardLayer::new(TenantContext::new(state.tenants)))
         // Per-tenant limits: after the tenant is known, before authorization so refused calls count.

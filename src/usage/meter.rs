@@ -24,7 +24,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ratelimit::QuotaBook, tenancy::TenantId};
+use crate::{
+    metrics::{FlushOutcome, Metrics},
+    ratelimit::QuotaBook,
+    tenancy::TenantId,
+};
 
 /// Metric names of the automatic usage.
 pub mod metrics {
@@ -117,6 +121,8 @@ struct Inner {
     capacity: usize,
     counters: Counters,
     quotas: QuotaBook,
+    /// Where flushes and drops are exported.
+    metrics: Option<Metrics>,
     /// One flush at a time (the interval flusher and the final one).
     flushing: tokio::sync::Mutex<()>,
 }
@@ -138,6 +144,15 @@ impl Meter {
     /// A meter holding at most `capacity` entries between flushes, feeding
     /// the in-memory quota counts of `quotas`.
     pub fn new(capacity: usize, quotas: QuotaBook) -> Self {
+        Self::build(capacity, quotas, None)
+    }
+
+    /// [`Self::new`], also exporting flushes and drops to `metrics`.
+    pub fn with_metrics(capacity: usize, quotas: QuotaBook, metrics: Metrics) -> Self {
+        Self::build(capacity, quotas, Some(metrics))
+    }
+
+    fn build(capacity: usize, quotas: QuotaBook, metrics: Option<Metrics>) -> Self {
         Meter {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -146,6 +161,7 @@ impl Meter {
                 capacity,
                 counters: Counters::default(),
                 quotas,
+                metrics,
                 flushing: tokio::sync::Mutex::new(()),
             }),
         }
@@ -171,6 +187,9 @@ impl Meter {
         } else {
             inner.entries.fetch_sub(1, Ordering::AcqRel);
             inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(metrics) = &inner.metrics {
+                metrics.record_usage_dropped(1);
+            }
             tracing::warn!(tenant = %key.tenant, "usage buffer full; a call was not metered");
             return;
         }
@@ -201,6 +220,9 @@ impl Meter {
             } else {
                 inner.entries.fetch_sub(1, Ordering::AcqRel);
                 inner.counters.dropped.fetch_add(totals.requests, Ordering::Relaxed);
+                if let Some(metrics) = &inner.metrics {
+                    metrics.record_usage_dropped(totals.requests);
+                }
                 inner.quotas.dropped(&key.tenant, totals.requests);
             }
         }
@@ -218,6 +240,9 @@ impl Meter {
                     written += count;
                     self.inner.counters.flush_batches.fetch_add(1, Ordering::Relaxed);
                     self.inner.counters.flush_rows.fetch_add(count, Ordering::Relaxed);
+                    if let Some(metrics) = &self.inner.metrics {
+                        metrics.record_usage_flush(FlushOutcome::Ok, count);
+                    }
                     for (key, totals) in &rows {
                         let at = Utc.timestamp_opt(key.minute, 0).single().unwrap_or_else(Utc::now);
                         self.inner.quotas.flushed(&key.tenant, at, totals.requests);
@@ -225,6 +250,9 @@ impl Meter {
                 }
                 Err(error) => {
                     self.inner.counters.flush_failures.fetch_add(1, Ordering::Relaxed);
+                    if let Some(metrics) = &self.inner.metrics {
+                        metrics.record_usage_flush(FlushOutcome::Failed, 0);
+                    }
                     rows.extend(rest);
                     self.restore(rows);
                     return Err(error);

@@ -11,6 +11,7 @@ mod dev_mode;
 mod health;
 mod isolation;
 mod limits;
+mod observability;
 mod rate_limits;
 mod tenant_context;
 mod tenant_migrations;
