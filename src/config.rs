@@ -244,6 +244,44 @@ pub struct ServeConfig {
     /// REST gateway settings.
     #[command(flatten)]
     pub rest: crate::gateway::RestConfig,
+    /// Where per-tenant rate limits are kept: in this process, or in Redis
+    /// (shared by every node; needs REDIS_URL).
+    #[arg(long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum, default_value = "local")]
+    pub rate_limit_engine: RateLimitEngine,
+    /// Nodes expected to share the limits; while Redis is unreachable each
+    /// node limits locally at the plan's rate divided by this.
+    #[arg(long, env = "TENANTRY_RATE_LIMIT_EXPECTED_NODES", default_value_t = 1)]
+    pub rate_limit_expected_nodes: u32,
+    /// What ordinary calls get while Redis is unreachable: a local limit
+    /// (limit / expected nodes) or no limit. Login and API-key creation are
+    /// always limited locally.
+    #[arg(long, env = "TENANTRY_RATE_LIMIT_FAIL_MODE", value_enum, default_value = "local")]
+    pub rate_limit_fail_mode: RateLimitFailMode,
+    /// How often metered usage is written to the database.
+    #[arg(long, env = "TENANTRY_USAGE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub usage_flush_interval: Duration,
+    /// Distinct (tenant, method, minute) entries the meter holds between
+    /// flushes; beyond it, entries are dropped and counted.
+    #[arg(long, env = "TENANTRY_USAGE_BUFFER_ENTRIES", default_value_t = 100_000)]
+    pub usage_buffer_entries: usize,
+}
+
+/// Where rate-limit state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitEngine {
+    /// In this process (exact per node).
+    Local,
+    /// In Redis, shared by every node (GCRA in one Lua script).
+    Redis,
+}
+
+/// How ordinary calls are limited while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitFailMode {
+    /// A local bucket at the plan's limit divided by the expected nodes.
+    Local,
+    /// No rate limit (quotas still apply).
+    Open,
 }
 
 impl ServeConfig {
@@ -265,9 +303,21 @@ impl ServeConfig {
             return Err(invalid("--max-message-bytes", "must be between 1 KiB and 64 MiB"));
         }
         if let Some(url) = &self.redis_url
-            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+            && !["redis://", "rediss://", "redis-cluster://"].iter().any(|scheme| url.expose().starts_with(scheme))
         {
-            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+            return Err(invalid("REDIS_URL", "must start with redis://, rediss:// or redis-cluster://"));
+        }
+        if self.rate_limit_engine == RateLimitEngine::Redis && self.redis_url.is_none() {
+            return Err(invalid("--rate-limit-engine", "redis needs REDIS_URL (or --redis-url)"));
+        }
+        if self.rate_limit_expected_nodes == 0 {
+            return Err(invalid("--rate-limit-expected-nodes", "must be at least 1"));
+        }
+        if self.usage_flush_interval < Duration::from_millis(50) {
+            return Err(invalid("--usage-flush-interval", "must be at least 50ms"));
+        }
+        if self.usage_buffer_entries < 100 {
+            return Err(invalid("--usage-buffer-entries", "must be at least 100"));
         }
         self.rest.validate()
     }
@@ -288,6 +338,11 @@ impl ServeConfig {
             max_message_bytes: 4 * 1024 * 1024,
             tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
             rest: crate::gateway::RestConfig::default(),
+            rate_limit_engine: RateLimitEngine::Local,
+            rate_limit_expected_nodes: 1,
+            rate_limit_fail_mode: RateLimitFailMode::Local,
+            usage_flush_interval: Duration::from_secs(1),
+            usage_buffer_entries: 100_000,
         }
     }
 }

@@ -7,8 +7,20 @@
 
 use std::time::Duration;
 
-use tonic::{Code, Status};
+use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt};
+
+pub use crate::ratelimit::RateHeaders;
+
+/// The limit or quota a RESOURCE_EXHAUSTED refusal is about, sent as a
+/// `google.rpc.QuotaFailure` violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaViolation {
+    /// What is limited: `tenants/<id>/requests_per_second`, `…/monthly_request_quota`.
+    pub subject: String,
+    /// Which limit, in words a developer can act on.
+    pub description: String,
+}
 
 /// The `ErrorInfo.domain` of every error Tenantry returns.
 pub const ERROR_DOMAIN: &str = "tenantry.v1";
@@ -34,9 +46,16 @@ pub enum ApiError {
     /// The system is not in a state that allows the call.
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, message: String },
-    /// A rate limit or quota is exhausted; retry after `retry_after`.
+    /// A rate limit or quota is exhausted; retry after `retry_after`. The
+    /// violation becomes a `QuotaFailure` detail, the rate state the
+    /// `x-ratelimit-*` and `retry-after` metadata.
     #[error("{message}")]
-    ResourceExhausted { message: String, retry_after: Option<Duration> },
+    ResourceExhausted {
+        message: String,
+        retry_after: Option<Duration>,
+        violation: Option<QuotaViolation>,
+        rate: Option<RateHeaders>,
+    },
     /// The server is overloaded or a dependency is down; retry with backoff.
     #[error("{message}")]
     Unavailable { message: String, retry_after: Option<Duration> },
@@ -55,6 +74,11 @@ impl ApiError {
     /// An invalid field, named by its path in the request message.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         ApiError::InvalidArgument { field: field.into(), description: description.into() }
+    }
+
+    /// A limit or quota refusal with only a retry delay.
+    pub fn exhausted(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        ApiError::ResourceExhausted { message: message.into(), retry_after, violation: None, rate: None }
     }
 
     /// Wraps any error as an internal one.
@@ -95,14 +119,27 @@ impl From<ApiError> for Status {
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
                 Status::with_error_details(code, message, details)
             }
-            ApiError::ResourceExhausted { message, retry_after } | ApiError::Unavailable { message, retry_after } => {
-                match retry_after {
-                    Some(delay) => {
-                        Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
-                    }
-                    None => Status::new(code, message),
+            ApiError::ResourceExhausted { message, retry_after, violation, rate } => {
+                let mut details = ErrorDetails::new();
+                if let Some(delay) = retry_after {
+                    details.set_retry_info(Some(delay));
                 }
+                if let Some(violation) = violation {
+                    details.add_quota_failure_violation(violation.subject, violation.description);
+                }
+                let mut metadata = MetadataMap::new();
+                if let Some(rate) = rate {
+                    rate.write_metadata(&mut metadata);
+                }
+                if let Some(delay) = retry_after {
+                    metadata.insert("retry-after", retry_after_seconds(delay).into());
+                }
+                Status::with_error_details_and_metadata(code, message, details, metadata)
             }
+            ApiError::Unavailable { message, retry_after } => match retry_after {
+                Some(delay) => Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay))),
+                None => Status::new(code, message),
+            },
             ApiError::Internal(source) => {
                 tracing::error!(error = %source, source = ?source, "internal error");
                 Status::internal("internal error; the server logged the details under this call's request id")
@@ -110,6 +147,12 @@ impl From<ApiError> for Status {
             other => Status::new(code, other.to_string()),
         }
     }
+}
+
+/// `retry-after` in whole seconds, rounded up so a client that waits it out
+/// is admitted.
+pub fn retry_after_seconds(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
 }
 
 /// The HTTP status the REST side uses for a gRPC code (the grpc-gateway table).
@@ -156,10 +199,20 @@ mod tests {
     fn exhausted_carries_retry_info() {
         let status = Status::from(ApiError::ResourceExhausted {
             message: "rate limit".into(),
-            retry_after: Some(Duration::from_secs(2)),
+            retry_after: Some(Duration::from_millis(1500)),
+            violation: Some(QuotaViolation {
+                subject: "tenants/x/requests_per_second".into(),
+                description: "d".into(),
+            }),
+            rate: Some(RateHeaders { limit: 20, remaining: 0, reset: Duration::from_millis(2100) }),
         });
         let details = status.get_error_details();
-        assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(2)));
+        assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_millis(1500)));
+        assert_eq!(details.quota_failure().unwrap().violations[0].subject, "tenants/x/requests_per_second");
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+        assert_eq!(status.metadata().get("x-ratelimit-limit").unwrap(), "20");
+        assert_eq!(status.metadata().get("x-ratelimit-remaining").unwrap(), "0");
+        assert_eq!(status.metadata().get("x-ratelimit-reset").unwrap(), "3");
         assert_eq!(http_status(status.code()), http::StatusCode::TOO_MANY_REQUESTS);
     }
 }

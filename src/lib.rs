@@ -25,6 +25,8 @@
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
+//! - [`ratelimit`]: per-tenant rate limits (in process or Redis) and quotas.
+//! - [`usage`]: the usage meter, client usage events and UsageService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
@@ -50,7 +52,9 @@ pub mod metrics;
 pub mod pagination;
 pub mod policy;
 pub mod proto;
+pub mod ratelimit;
 pub mod stack;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;
+pub mod usage;

@@ -17,15 +17,17 @@ use tonic::{
 
 use crate::{
     auth::api_key::AdminKeys,
-    config::{ConfigError, DatabaseConfig, Secret, ServeConfig},
+    config::{ConfigError, DatabaseConfig, RateLimitEngine, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
     metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
-    proto::tenantry::v1::tenant_service_server::TenantServiceServer,
+    proto::tenantry::v1::{tenant_service_server::TenantServiceServer, usage_service_server::UsageServiceServer},
+    ratelimit::{PlanBook, QuotaBook, RateLimiter},
     stack::{self, StackState},
     tenancy::{TenantDirectory, service::TenantApi},
+    usage::{meter::Meter, service::UsageApi},
 };
 
 /// Why the server could not start or stopped with an error.
@@ -136,6 +138,25 @@ impl App {
             TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
                 .max_decoding_message_size(config.max_message_bytes),
         );
+        let plans = PlanBook::new(pool.clone());
+        plans.listen(listen_pool.clone(), shutdown.clone());
+        let quotas = QuotaBook::new(pool.clone());
+        let meter = Meter::with_metrics(config.usage_buffer_entries, quotas.clone(), metrics.clone());
+        meter.spawn_flusher(pool.clone(), config.usage_flush_interval, shutdown.clone());
+        let limiter = match (config.rate_limit_engine, &config.redis_url) {
+            (RateLimitEngine::Redis, Some(url)) => {
+                RateLimiter::redis(redis_client(url)?, config.rate_limit_expected_nodes, config.rate_limit_fail_mode)
+            }
+            _ => RateLimiter::local(),
+        }
+        .with_metrics(metrics.clone());
+        limiter.housekeep(shutdown.clone());
+        mount(
+            &mut routes,
+            &mut mounted,
+            UsageServiceServer::new(UsageApi::new(pool.clone(), plans.clone(), quotas.clone()))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
         let routes = routes.routes();
 
         let redis = config.redis_url.as_ref().map(redis_client).transpose()?;
@@ -165,6 +186,10 @@ impl App {
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
             metrics: metrics.clone(),
+            limiter,
+            plans,
+            quotas,
+            meter: meter.clone(),
         });
 
         let incoming =
@@ -202,6 +227,11 @@ impl App {
         tokio::select! {
             result = servers => result?,
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
+        }
+        // Drained: every call's usage is in the meter; write it before closing.
+        match meter.flush(&pool).await {
+            Ok(rows) => tracing::info!(rows, "usage flushed"),
+            Err(error) => tracing::error!(%error, "final usage flush failed; the last interval's usage is lost"),
         }
         pool.close().await;
         listen_pool.close().await;

@@ -182,10 +182,7 @@ mod tests {
 
     #[test]
     fn rate_limits_become_429_with_retry_after_and_ietf_headers() {
-        let status = Status::from(ApiError::ResourceExhausted {
-            message: "slow down".into(),
-            retry_after: Some(Duration::from_millis(1500)),
-        });
+        let status = Status::from(ApiError::exhausted("slow down", Some(Duration::from_millis(1500))));
         let mut metadata = HeaderMap::new();
         metadata.insert("x-ratelimit-limit", HeaderValue::from_static("10"));
         metadata.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));

@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`observe`]: request id, tracing span, method lookup, one log line per call.
+//! - [`meter`]: per-tenant usage of every call (count, handler time, bytes).
 //! - [`limits`]: load shedding and the call's deadline.
 //! - [`guard`]: the mechanism the remaining checks share.
 //! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
@@ -15,6 +16,7 @@ pub mod authenticate;
 pub mod authorize;
 pub mod guard;
 pub mod limits;
+pub mod meter;
 pub mod observe;
 pub mod rate_limit;
 pub mod tenant;
@@ -28,9 +30,16 @@ use tower::{
 
 use self::{
     auth_failures::CountAuthFailures, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer,
-    limits::LimitsLayer, observe::ObserveLayer, rate_limit::RateLimit, tenant::TenantContext,
+    limits::LimitsLayer, meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimitLayer, tenant::TenantContext,
 };
-use crate::{auth::api_key::AdminKeys, metrics::Metrics, policy::PolicyTable, tenancy::TenantDirectory};
+use crate::{
+    auth::api_key::AdminKeys,
+    metrics::Metrics,
+    policy::PolicyTable,
+    ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    tenancy::TenantDirectory,
+    usage::meter::Meter,
+};
 
 /// What the stack's layers need, as cheap-clone handles.
 #[derive(Clone)]
@@ -49,16 +58,27 @@ pub struct StackState {
     pub max_deadline: Duration,
     /// The server's metrics (calls, auth failures; rate-limit decisions).
     pub metrics: Metrics,
+    /// Per-tenant rate limits (in process or in Redis).
+    pub limiter: RateLimiter,
+    /// Tenant → plan limits.
+    pub plans: PlanBook,
+    /// Monthly request counts, in memory.
+    pub quotas: QuotaBook,
+    /// Per-tenant usage of every call.
+    pub meter: Meter,
 }
 
 /// The stack's layers, outermost first.
 pub type Layers = Stack<
     GuardLayer<Authorize>,
     Stack<
-        GuardLayer<RateLimit>,
+        RateLimitLayer,
         Stack<
             GuardLayer<TenantContext>,
-            Stack<GuardLayer<CountAuthFailures<Authenticate>>, Stack<LimitsLayer, Stack<ObserveLayer, Identity>>>,
+            Stack<
+                GuardLayer<CountAuthFailures<Authenticate>>,
+                Stack<LimitsLayer, Stack<MeterLayer, Stack<ObserveLayer, Identity>>>,
+            >,
         >,
     >,
 >;
@@ -69,6 +89,8 @@ pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
     ServiceBuilder::new()
         // First, so every later refusal is logged with a request id, a method and a latency.
         .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline, state.metrics.clone()))
+        // Before the limits and checks, so calls they refuse are metered too once a tenant is known.
+        .layer(MeterLayer::new(state.meter))
         // Before any work: shed when overloaded, and bound the call by its deadline.
         .layer(LimitsLayer::new(state.max_in_flight))
         // Who is calling; everything below depends on it.
@@ -76,7 +98,7 @@ pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
         // Which tenant the call acts in: needs the principal, feeds limits and authorization.
         .layer(GuardLayer::new(TenantContext::new(state.tenants)))
         // Per-tenant limits: after the tenant is known, before authorization so refused calls count.
-        .layer(GuardLayer::new(RateLimit))
+        .layer(RateLimitLayer::new(state.limiter, state.plans, state.quotas))
         // Last: the declared policy against principal and tenant, then the handler.
         .layer(GuardLayer::new(Authorize::new(state.mounted)))
 }

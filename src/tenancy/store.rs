@@ -290,6 +290,8 @@ pub async fn upsert_plan(pool: &PgPool, plan: &Plan) -> Result<(Plan, bool), Ten
         .bind(plan.max_replicas)
         .fetch_one(pool)
         .await?;
+        // Nodes cache plan limits for rate limits and quotas: tell them.
+        sqlx::query("SELECT pg_notify('tenantry_plans', $1)").bind(&stored.id).execute(pool).await?;
         (stored, row.0)
     };
     Ok((stored, created))

@@ -4,6 +4,8 @@
 pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
+pub mod tenants;
 pub mod watchdog;
 
 use std::{net::SocketAddr, time::Duration};
@@ -140,6 +142,18 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server stops cleanly");
         }
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and hands back its database, so a test
+    /// can inspect what the server left behind or start another on it.
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+        self._database.take().expect("this node owns its database")
     }
 }
 

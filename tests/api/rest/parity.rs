@@ -86,8 +86,13 @@ async fn tenant_context_is_the_same_over_rest_and_grpc() {
             headers.push(("x-tenant-id", tenant));
         }
         let rest = send(app.http_addr, Method::GET, "/v1/usage/quota", &headers, None).await;
-        let grpc = app.usage().get_quota(with_metadata(GetQuotaRequest::default(), &headers)).await.unwrap_err();
-        assert_same(&rest, &grpc, &format!("{tenant:?}"));
+        match app.usage().get_quota(with_metadata(GetQuotaRequest::default(), &headers)).await {
+            Err(grpc) => assert_same(&rest, &grpc, &format!("{tenant:?}")),
+            Ok(grpc) => {
+                assert_eq!(rest.status, 200, "{tenant:?}: {}", rest.text());
+                assert_eq!(rest.json()["planId"], grpc.get_ref().plan_id, "{tenant:?}");
+            }
+        }
     }
     // The mapping itself, spelled out: missing tenant 400 naming the header,
     // suspended 400 FAILED_PRECONDITION, unknown 404.

@@ -1,0 +1,296 @@
+//! Throughput of a cheap RPC (UsageService/GetQuota, answered from memory)
+//! over loopback gRPC through four stacks built from the library's layers,
+//! measured in one run and reported as ratios:
+//!
+//! - `full-local`: the whole stack (authenticate, tenant context, rate
+//!   limit, authorize, meter) with the in-process limiter;
+//! - `full-redis`: the same with the Redis limiter;
+//! - `auth-tenant`: the stack without the rate-limit and meter layers;
+//! - `bare`: request id and a fixed tenant only — those layers off.
+//!
+//! Needs PostgreSQL (`DATABASE_URL`, or a private cluster from the machine's
+//! binaries) and `redis-server` (`REDIS_URL`, or a private one).
+//! Run: `cargo bench --bench limits`.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, Throughput};
+use http::Request;
+use sqlx::{PgPool, postgres::PgConnectOptions};
+use tenantry::{
+    auth::api_key::AdminKeys,
+    config::RateLimitFailMode,
+    context::RequestContext,
+    db::embedded::EmbeddedPostgres,
+    metrics::Metrics,
+    policy::PolicyTable,
+    proto::tenantry::v1::{
+        GetQuotaRequest, usage_service_client::UsageServiceClient, usage_service_server::UsageServiceServer,
+    },
+    ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    stack::{
+        self, StackState, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer,
+        observe::ObserveLayer, tenant::TenantContext,
+    },
+    tenancy::{TenantDirectory, TenantId},
+    usage::{meter::Meter, service::UsageApi},
+};
+use tokio::{net::TcpListener, runtime::Runtime};
+use tokio_util::sync::CancellationToken;
+use tonic::{body::Body, transport::Channel};
+use tower::ServiceBuilder;
+
+/// Calls per measured batch, and how many are in flight at once.
+const BATCH: usize = 256;
+const CONCURRENCY: usize = 16;
+
+struct Fixture {
+    pool: PgPool,
+    admin_key: String,
+    tenant: TenantId,
+    redis: fred::prelude::Client,
+    /// The private Redis this run started, if any.
+    redis_pid_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+    _cluster: Option<(EmbeddedPostgres, PathBuf)>,
+}
+
+async fn fixture() -> Fixture {
+    let (options, cluster) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (PgConnectOptions::from_str(&url).expect("DATABASE_URL"), None),
+        Err(_) => {
+            let dir = std::env::temp_dir().join(format!("tenantry-bench-{}", std::process::id()));
+            let cluster = EmbeddedPostgres::start(&dir).await.expect("a private PostgreSQL");
+            cluster.ensure_database("bench").await.expect("bench database");
+            (cluster.connect_options("bench"), Some((cluster, dir)))
+        }
+    };
+    let pool = PgPool::connect_with(options).await.expect("connect");
+    tenantry::db::migrate(&pool).await.expect("migrate");
+    let (_, admin_key) = AdminKeys::new(pool.clone()).create("bench").await.expect("admin key");
+    sqlx::query(
+        "INSERT INTO platform.plans (id, display_name, requests_per_second, burst, monthly_request_quota,
+             max_concurrent_jobs, min_replicas, max_replicas)
+         VALUES ('bench', 'Bench', 1000000, 1000000, 1000000000000, 1, 1, 1) ON CONFLICT (id) DO NOTHING",
+    )
+    .execute(&pool)
+    .await
+    .expect("plan");
+    let tenant = TenantId::generate();
+    sqlx::query("INSERT INTO platform.tenants (id, slug, display_name, plan_id) VALUES ($1, $2, 'Bench', 'bench')")
+        .bind(tenant.as_str())
+        .bind(format!("bench-{}", &tenant.as_str()[4..14]))
+        .execute(&pool)
+        .await
+        .expect("tenant");
+    let (redis_url, redis_pid_file) = match std::env::var("REDIS_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let (url, pid_file) = start_redis();
+            (url, Some(pid_file))
+        }
+    };
+    let config = fred::prelude::Config::from_url(&redis_url).expect("REDIS_URL");
+    let redis = fred::prelude::Builder::from_config(config).build().expect("redis client");
+    fred::prelude::ClientLike::init(&redis).await.expect("connect to Redis");
+    Fixture { pool, admin_key, tenant, redis, redis_pid_file, shutdown: CancellationToken::new(), _cluster: cluster }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Stop the private Redis this run started (by its pid), and PostgreSQL.
+        if let Some(pid) = self.redis_pid_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+            std::process::Command::new("kill").arg(pid.trim()).status().ok();
+        }
+        if let Some((cluster, dir)) = self._cluster.take() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(cluster.stop()).ok();
+            std::fs::remove_dir_all(dir).ok();
+        }
+    }
+}
+
+fn start_redis() -> (String, PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pid_file = std::env::temp_dir().join(format!("tenantry-bench-redis-{port}.pid"));
+    std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "yes", "--pidfile"])
+        .arg(&pid_file)
+        .status()
+        .expect("redis-server");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("redis://127.0.0.1:{port}"), pid_file)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    FullLocal,
+    FullRedis,
+    AuthTenant,
+    Bare,
+}
+
+/// Serves the usage service through `variant`'s stack; returns its address.
+async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
+    let policies = Arc::new(PolicyTable::embedded().expect("policies"));
+    let plans = PlanBook::new(fixture.pool.clone());
+    plans.listen(fixture.pool.clone(), fixture.shutdown.clone());
+    let quotas = QuotaBook::new(fixture.pool.clone());
+    let meter = Meter::new(100_000, quotas.clone());
+    meter.spawn_flusher(fixture.pool.clone(), Duration::from_secs(1), fixture.shutdown.clone());
+    let tenants = TenantDirectory::new(fixture.pool.clone());
+    tenants.listen(fixture.pool.clone(), fixture.shutdown.clone());
+    let routes = tonic::service::Routes::new(UsageServiceServer::new(UsageApi::new(
+        fixture.pool.clone(),
+        plans.clone(),
+        quotas.clone(),
+    )));
+    let mounted: Arc<HashSet<String>> = Arc::new(["tenantry.v1.UsageService".to_owned()].into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = fixture.shutdown.clone().cancelled_owned();
+    let deadline = Duration::from_secs(30);
+    match variant {
+        Variant::FullLocal | Variant::FullRedis => {
+            let limiter = match variant {
+                Variant::FullRedis => RateLimiter::redis(fixture.redis.clone(), 1, RateLimitFailMode::Local),
+                _ => RateLimiter::local(),
+            };
+            let layers = stack::layers(StackState {
+                policies,
+                mounted,
+                admin_keys: AdminKeys::new(fixture.pool.clone()),
+                tenants,
+                max_in_flight: 4096,
+                max_deadline: deadline,
+                metrics: Metrics::new(),
+                limiter,
+                plans,
+                quotas,
+                meter,
+            });
+            let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+        }
+        Variant::AuthTenant => {
+            let layers = ServiceBuilder::new()
+                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
+                .layer(LimitsLayer::new(4096))
+                .layer(GuardLayer::new(Authenticate::new(AdminKeys::new(fixture.pool.clone()))))
+                .layer(GuardLayer::new(TenantContext::new(tenants)))
+                .layer(GuardLayer::new(Authorize::new(mounted)));
+            let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+        }
+        Variant::Bare => {
+            let tenant = tenants.resolve(fixture.tenant.as_str()).await.unwrap().expect("bench tenant");
+            let layers = ServiceBuilder::new()
+                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
+                .map_request(move |mut request: Request<Body>| {
+                    if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
+                        context.tenant = Some(tenant.clone());
+                    }
+                    request
+                });
+            let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+        }
+    }
+    addr
+}
+
+/// Sends `BATCH` calls, `CONCURRENCY` at a time; every call must succeed.
+async fn batch(channel: &Channel, fixture: &Fixture) {
+    let bearer = format!("Bearer {}", fixture.admin_key);
+    let mut tasks = Vec::with_capacity(CONCURRENCY);
+    for _ in 0..CONCURRENCY {
+        let mut client = UsageServiceClient::new(channel.clone());
+        let (bearer, tenant) = (bearer.clone(), fixture.tenant.to_string());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..BATCH / CONCURRENCY {
+                let mut request = tonic::Request::new(GetQuotaRequest::default());
+                request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+                request.metadata_mut().insert("x-tenant-id", tenant.parse().unwrap());
+                client.get_quota(request).await.expect("the call succeeds");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn main() {
+    let runtime = Runtime::new().unwrap();
+    let fixture = runtime.block_on(fixture());
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
+    let variants = [Variant::Bare, Variant::AuthTenant, Variant::FullLocal, Variant::FullRedis];
+    let mut means = Vec::new();
+    {
+        let mut group = criterion.benchmark_group("get_quota");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        for variant in variants {
+            let channel = runtime.block_on(async {
+                let addr = serve(&fixture, variant).await;
+                Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+            });
+            let mut total = Duration::ZERO;
+            let mut iterations = 0u64;
+            group.bench_function(format!("{variant:?}"), |b| {
+                b.to_async(&runtime).iter_custom(|iters| {
+                    let (channel, fixture) = (channel.clone(), &fixture);
+                    async move {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            batch(&channel, fixture).await;
+                        }
+                        started.elapsed()
+                    }
+                });
+            });
+            // One more timed pass outside criterion for the ratio table.
+            runtime.block_on(async {
+                for _ in 0..20 {
+                    let started = Instant::now();
+                    batch(&channel, &fixture).await;
+                    total += started.elapsed();
+                    iterations += 1;
+                }
+            });
+            means.push((variant, BATCH as f64 * iterations as f64 / total.as_secs_f64()));
+        }
+        group.finish();
+    }
+    fixture.shutdown.cancel();
+    let rate = |v: &str| means.iter().find(|(m, _)| format!("{m:?}") == v).map_or(f64::NAN, |(_, r)| *r);
+    println!("\ncalls per second (GetQuota, {CONCURRENCY} in flight, loopback gRPC):");
+    for (variant, per_second) in &means {
+        println!("  {:<11} {per_second:>9.0}", format!("{variant:?}"));
+    }
+    println!("ratios:");
+    println!("  full (local) / bare           = {:.3}  (target >= 0.80)", rate("FullLocal") / rate("Bare"));
+    println!(
+        "  full (local) / auth + tenant  = {:.3}  (cost of rate limit + meter)",
+        rate("FullLocal") / rate("AuthTenant")
+    );
+    println!("  full (redis) / full (local)   = {:.3}  (target >= 0.50)", rate("FullRedis") / rate("FullLocal"));
+    criterion.final_summary();
+}

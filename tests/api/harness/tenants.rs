@@ -1,0 +1,64 @@
+//! Arranging plans and tenants through the API, as a platform admin, and
+//! calling as the admin inside a tenant (`x-tenant-id`).
+
+use tenantry::proto::tenantry::v1::{CreateTenantRequest, Plan, UpsertPlanRequest};
+use tonic::{Request, transport::Channel};
+
+use super::with_metadata;
+use tenantry::proto::tenantry::v1::tenant_service_client::TenantServiceClient;
+
+/// What tests need to call in a tenant.
+#[derive(Clone)]
+pub struct TenantHandle {
+    /// The tenant's id.
+    pub id: String,
+    /// The platform-admin key the calls are made with.
+    pub admin_key: String,
+}
+
+impl TenantHandle {
+    /// `message` as the platform admin acting in this tenant.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let bearer = format!("Bearer {}", self.admin_key);
+        with_metadata(message, &[("authorization", &bearer), ("x-tenant-id", &self.id)])
+    }
+}
+
+/// Creates (or replaces) a plan with the given limits.
+pub async fn upsert_plan(channel: &Channel, admin_key: &str, id: &str, rps: u32, burst: u32, quota: u64) {
+    let plan = Plan {
+        id: id.to_owned(),
+        display_name: id.to_owned(),
+        requests_per_second: rps,
+        burst,
+        monthly_request_quota: quota,
+        max_concurrent_jobs: 1,
+        min_replicas: 1,
+        max_replicas: 1,
+        ..Default::default()
+    };
+    let bearer = format!("Bearer {admin_key}");
+    TenantServiceClient::new(channel.clone())
+        .upsert_plan(with_metadata(UpsertPlanRequest { plan: Some(plan) }, &[("authorization", &bearer)]))
+        .await
+        .expect("upsert plan");
+}
+
+/// Creates a tenant on `plan` and returns a handle to call in it.
+pub async fn create_tenant(channel: &Channel, admin_key: &str, slug: &str, plan: &str) -> TenantHandle {
+    let bearer = format!("Bearer {admin_key}");
+    let request = CreateTenantRequest {
+        slug: slug.to_owned(),
+        display_name: slug.to_owned(),
+        plan_id: plan.to_owned(),
+        ..Default::default()
+    };
+    let tenant = TenantServiceClient::new(channel.clone())
+        .create_tenant(with_metadata(request, &[("authorization", &bearer)]))
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .tenant
+        .expect("tenant in the response");
+    TenantHandle { id: tenant.id, admin_key: admin_key.to_owned() }
+}

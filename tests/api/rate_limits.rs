@@ -1,0 +1,303 @@
+//! Per-tenant rate limits and monthly quotas, end to end: the in-process
+//! engine, the Redis engine on a three-master cluster, Redis lost and back,
+//! and three server processes sharing one limit.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tenantry::{
+    config::{RateLimitEngine, RateLimitFailMode},
+    proto::tenantry::v1::{GetQuotaRequest, usage_service_client::UsageServiceClient},
+};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::harness::{
+    TestDatabase, eventually,
+    redis_cluster::{OwnedRedis, cluster_url},
+    spawn_app, spawn_app_with,
+    tenants::{TenantHandle, create_tenant, upsert_plan},
+};
+
+fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> u64 {
+    metadata.get(name).unwrap_or_else(|| panic!("{name} is set")).to_str().unwrap().parse().unwrap()
+}
+
+async fn call(channel: &Channel, tenant: &TenantHandle) -> Result<tonic::Response<()>, Status> {
+    UsageServiceClient::new(channel.clone()).get_quota(tenant.request(GetQuotaRequest::default())).await.map(|r| {
+        let (metadata, _, extensions) = r.into_parts();
+        tonic::Response::from_parts(metadata, (), extensions)
+    })
+}
+
+fn assert_rate_limited(status: &Status, tenant: &TenantHandle) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let details = status.get_error_details();
+    let delay = details.retry_info().and_then(|r| r.retry_delay).expect("RetryInfo with a delay");
+    let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
+    assert_eq!(violation.subject, format!("tenants/{}/requests_per_second", tenant.id));
+    assert_eq!(header(status.metadata(), "x-ratelimit-remaining"), 0);
+    assert!(header(status.metadata(), "retry-after") >= 1);
+    delay
+}
+
+#[tokio::test]
+async fn a_burst_is_admitted_then_refused_then_admitted_again_after_retry_after() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "tiny", 2, 3, 0).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "bursty", "tiny").await;
+
+    for expected_remaining in [2, 1, 0] {
+        let response = call(&app.channel, &tenant).await.expect("within the burst");
+        assert_eq!(header(response.metadata(), "x-ratelimit-limit"), 3);
+        assert_eq!(header(response.metadata(), "x-ratelimit-remaining"), expected_remaining);
+        assert!(response.metadata().get("x-ratelimit-reset").is_some());
+    }
+    let refused = call(&app.channel, &tenant).await.unwrap_err();
+    let delay = assert_rate_limited(&refused, &tenant);
+    assert!(delay <= Duration::from_millis(500), "one token comes back every 500 ms: {delay:?}");
+
+    // Waiting as told is enough.
+    tokio::time::sleep(delay).await;
+    call(&app.channel, &tenant).await.expect("admitted after retry-after");
+}
+
+#[tokio::test]
+async fn a_method_costs_its_declared_rate_cost() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "medium", 1, 25, 0).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "costly", "medium").await;
+    let mut client = UsageServiceClient::new(app.channel.clone());
+    let event = tenantry::proto::tenantry::v1::UsageEvent {
+        event_id: "e1".into(),
+        metric: "emails.sent".into(),
+        quantity: 1.0,
+        ..Default::default()
+    };
+    let request = || tenant.request(tenantry::proto::tenantry::v1::RecordUsageRequest { events: vec![event.clone()] });
+    // RecordUsage declares rate_cost 10 in the contract.
+    let first = client.record_usage(request()).await.expect("within the burst");
+    assert_eq!(header(first.metadata(), "x-ratelimit-remaining"), 15);
+    let second = client.record_usage(request()).await.expect("within the burst");
+    assert_eq!(header(second.metadata(), "x-ratelimit-remaining"), 5);
+    let refused = client.record_usage(request()).await.unwrap_err();
+    assert_rate_limited(&refused, &tenant);
+    // A read costs 1 and still fits.
+    let read = call(&app.channel, &tenant).await.expect("a cheap call fits in what is left");
+    assert_eq!(header(read.metadata(), "x-ratelimit-remaining"), 4);
+}
+
+#[tokio::test]
+async fn one_tenant_exhausting_its_limit_leaves_another_unaffected() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 2, 0).await;
+    let a = create_tenant(&app.channel, &app.admin_key, "tenant-a", "tiny").await;
+    let b = create_tenant(&app.channel, &app.admin_key, "tenant-b", "tiny").await;
+    let mut refused = 0;
+    for _ in 0..6 {
+        if call(&app.channel, &a).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "tenant A is limited ({refused} refused)");
+    for expected_remaining in [1, 0] {
+        let response = call(&app.channel, &b).await.expect("tenant B has its own full bucket");
+        assert_eq!(header(response.metadata(), "x-ratelimit-remaining"), expected_remaining);
+    }
+}
+
+#[tokio::test]
+async fn the_monthly_quota_is_enforced_and_named_in_quota_failure() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "capped", 0, 0, 5).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "capped-co", "capped").await;
+    let mut admitted = 0;
+    let status = loop {
+        match call(&app.channel, &tenant).await {
+            Ok(_) => admitted += 1,
+            Err(status) => break status,
+        }
+        assert!(admitted <= 10, "the quota is never enforced");
+    };
+    // Calls are counted as their responses finish, so one racing call may slip in.
+    assert!((5..=6).contains(&admitted), "admitted {admitted} of a quota of 5");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let details = status.get_error_details();
+    let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
+    assert_eq!(violation.subject, format!("tenants/{}/monthly_request_quota", tenant.id));
+    assert!(details.retry_info().and_then(|r| r.retry_delay).is_some(), "retry when the month ends");
+    assert!(status.message().contains("monthly request quota"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn plan_changes_apply_to_the_tenants_on_the_plan_within_seconds() {
+    let app = spawn_app().await;
+    upsert_plan(&app.channel, &app.admin_key, "changing", 1, 2, 0).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "upgrader", "changing").await;
+    let first = call(&app.channel, &tenant).await.unwrap();
+    assert_eq!(header(first.metadata(), "x-ratelimit-limit"), 2);
+    upsert_plan(&app.channel, &app.admin_key, "changing", 100, 50, 0).await;
+    let upgraded = eventually(Duration::from_secs(5), || async {
+        call(&app.channel, &tenant).await.is_ok_and(|r| header(r.metadata(), "x-ratelimit-limit") == 50)
+    })
+    .await;
+    assert!(upgraded, "the new burst applies");
+}
+
+#[tokio::test]
+async fn the_redis_engine_limits_on_a_three_master_cluster() {
+    let url = cluster_url().await.to_owned();
+    let app = spawn_app_with(TestDatabase::create().await, |config| {
+        config.redis_url = Some(url.into());
+        config.rate_limit_engine = RateLimitEngine::Redis;
+    })
+    .await;
+    upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 3, 0).await;
+    // Several tenants, so keys land on different cluster slots and masters.
+    for slug in ["cluster-a", "cluster-b", "cluster-c", "cluster-d"] {
+        let tenant = create_tenant(&app.channel, &app.admin_key, slug, "tiny").await;
+        for expected_remaining in [2, 1, 0] {
+            let response = call(&app.channel, &tenant).await.expect("within the burst");
+            assert_eq!(header(response.metadata(), "x-ratelimit-limit"), 3);
+            assert_eq!(header(response.metadata(), "x-ratelimit-remaining"), expected_remaining);
+        }
+        let refused = call(&app.channel, &tenant).await.unwrap_err();
+        assert_rate_limited(&refused, &tenant);
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_falls_back_to_local_limits_without_errors_and_recovers() {
+    let mut redis = OwnedRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(TestDatabase::create().await, |config| {
+        config.redis_url = Some(url.into());
+        config.rate_limit_engine = RateLimitEngine::Redis;
+        config.rate_limit_expected_nodes = 2;
+        config.rate_limit_fail_mode = RateLimitFailMode::Local;
+    })
+    .await;
+    upsert_plan(&app.channel, &app.admin_key, "steady", 1, 8, 0).await;
+    let tenant = create_tenant(&app.channel, &app.admin_key, "resilient", "steady").await;
+    let global = call(&app.channel, &tenant).await.expect("admitted by Redis");
+    assert_eq!(header(global.metadata(), "x-ratelimit-limit"), 8, "Redis enforces the whole bucket");
+
+    redis.kill();
+    let mut admitted = 0;
+    let mut refused = 0;
+    for _ in 0..12 {
+        match call(&app.channel, &tenant).await {
+            Ok(response) => {
+                admitted += 1;
+                assert_eq!(header(response.metadata(), "x-ratelimit-limit"), 4, "a local bucket of 8 / 2 nodes");
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "no request errors while Redis is down: {status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(admitted >= 4 && refused >= 1, "the local fallback limits: {admitted} admitted, {refused} refused");
+
+    redis.restart().await;
+    let resumed = eventually(Duration::from_secs(15), || async {
+        match call(&app.channel, &tenant).await {
+            Ok(response) => header(response.metadata(), "x-ratelimit-limit") == 8,
+            Err(status) => header(status.metadata(), "x-ratelimit-limit") == 8,
+        }
+    })
+    .await;
+    assert!(resumed, "global limiting resumes once Redis is back");
+}
+
+/// A `tenantry serve` child process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    channel: Channel,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+async fn serve_process(database_url: &str, redis_url: &str) -> ServerProcess {
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (grpc, http) = (port(()), port(()));
+    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--migrate", "--rate-limit-engine", "redis", "--rate-limit-expected-nodes", "3"])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url)
+        .env("TENANTRY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tenantry serve");
+    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{grpc}")).unwrap();
+    let started = Instant::now();
+    let channel = loop {
+        if let Ok(channel) = endpoint.connect().await {
+            break channel;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "tenantry serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ServerProcess { child, channel }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst() {
+    const RPS: u32 = 50;
+    const BURST: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let redis_url = cluster_url().await.to_owned();
+    let database = TestDatabase::create().await;
+    // The first process migrates; the others then find the schema current.
+    let first = serve_process(&database.url, &redis_url).await;
+    let others = [serve_process(&database.url, &redis_url).await, serve_process(&database.url, &redis_url).await];
+    let pool = sqlx::PgPool::connect_with(database.options.clone()).await.unwrap();
+    let (_, admin_key) = tenantry::auth::api_key::AdminKeys::new(pool.clone()).create("test").await.unwrap();
+    upsert_plan(&first.channel, &admin_key, "shared", RPS, BURST, 0).await;
+    let tenant = create_tenant(&first.channel, &admin_key, "shared-co", "shared").await;
+
+    let channels: Vec<Channel> = [&first, &others[0], &others[1]].iter().map(|server| server.channel.clone()).collect();
+    let admitted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let channel = channels[i % 3].clone();
+        let (tenant, admitted, refused) = (tenant.clone(), admitted.clone(), refused.clone());
+        clients.push(tokio::spawn(async move {
+            while started.elapsed() < WINDOW {
+                match call(&channel, &tenant).await {
+                    Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
+                    Err(status) if status.code() == Code::ResourceExhausted => refused.fetch_add(1, Ordering::Relaxed),
+                    Err(status) => panic!("unexpected error: {status:?}"),
+                };
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let bound = f64::from(RPS) * elapsed * 1.01 + f64::from(BURST);
+    assert!(refused.load(Ordering::Relaxed) > 0, "the clients pushed past the limit");
+    assert!(admitted <= bound, "admitted {admitted} in {elapsed:.2}s; bound {bound:.0}");
+    assert!(admitted >= f64::from(RPS) * WINDOW.as_secs_f64() * 0.9, "admitted {admitted}: the limit was reachable");
+    drop((first, others));
+    pool.close().await;
+}
