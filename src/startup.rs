@@ -20,6 +20,7 @@ use crate::{
     config::{ConfigError, DatabaseConfig, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::tenant_service_server::TenantServiceServer,
@@ -58,6 +59,7 @@ pub struct App {
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics: Metrics,
 }
 
 impl App {
@@ -79,7 +81,9 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
+        let metrics = Metrics::new();
+        metrics.watch_pool(pool.clone());
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics })
     }
 
     /// The bound gRPC address.
@@ -97,10 +101,15 @@ impl App {
         &self.pool
     }
 
+    /// The server's metrics, for modules started next to it (workers, flushers).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics } = self;
         // Conflicting or broken HTTP rules stop the server before it serves anything.
         let rest_routes = crate::gateway::routes::RouteTable::embedded()?;
 
@@ -137,9 +146,16 @@ impl App {
             .collect();
         services.sort();
         services.dedup();
-        let readiness = HealthProbe { reporter, services, pool: pool.clone(), redis, interval: config.health_interval }
-            .start(shutdown.clone())
-            .await;
+        let readiness = HealthProbe {
+            reporter,
+            services,
+            pool: pool.clone(),
+            redis,
+            interval: config.health_interval,
+            metrics: metrics.clone(),
+        }
+        .start(shutdown.clone())
+        .await;
 
         let layers = stack::layers(StackState {
             policies: policies.clone(),
@@ -148,6 +164,7 @@ impl App {
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
+            metrics: metrics.clone(),
         });
 
         let incoming =
@@ -166,7 +183,7 @@ impl App {
         let gateway =
             crate::gateway::Gateway::new(rest_routes, &policies, stack, &config.rest, config.max_message_bytes);
         // Connect info gives REST calls the client address gRPC calls have (login throttling, logs).
-        let http_service = crate::http::router(readiness)
+        let http_service = crate::http::router(readiness, metrics)
             .fallback_service(gateway.router())
             .into_make_service_with_connect_info::<SocketAddr>();
         let http = axum::serve(http_listener, http_service)

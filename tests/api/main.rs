@@ -11,6 +11,7 @@ mod dev_mode;
 mod health;
 mod isolation;
 mod limits;
+mod observability;
 mod rest;
 mod tenant_context;
 mod tenant_migrations;
