@@ -53,14 +53,16 @@ pub fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Respons
     response
 }
 
-/// Response metadata out: `x-request-id` as is, the rest as `Grpc-Metadata-*`.
+/// Response metadata out: `x-request-id` as is, the rest as `Grpc-Metadata-*`,
+/// plus the IETF rate-limit headers when the stack reported limits.
 pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
+    ratelimit_headers(metadata, to);
     for (name, value) in metadata {
         let name = name.as_str();
         if is_transport(name) {
             continue;
         }
-        if name == "x-request-id" || name == "retry-after" {
+        if matches!(name, "x-request-id" | "retry-after" | "ratelimit" | "ratelimit-policy") {
             to.insert(HeaderName::from_bytes(name.as_bytes()).expect("a valid name stays valid"), value.clone());
             continue;
         }
@@ -70,16 +72,21 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// `Retry-After` (seconds) and the IETF rate-limit headers.
+/// `Retry-After` in seconds: the stack's `retry-after` metadata, else `RetryInfo`.
 fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
-    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let retry_after = text("retry-after").or_else(|| {
+    let retry_after = metadata.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
         let delay = status.get_details_retry_info()?.retry_delay?;
         Some(delay.as_secs_f64().ceil().max(1.0).to_string())
     });
     if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
         to.insert(header::RETRY_AFTER, value);
     }
+}
+
+/// The IETF `RateLimit-Policy` / `RateLimit` headers, on every response that
+/// carries the stack's rate-limit metadata.
+fn ratelimit_headers(metadata: &HeaderMap, to: &mut HeaderMap) {
+    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let policy =
         text("ratelimit-policy").or_else(|| text("x-ratelimit-limit").map(|limit| format!("\"default\";q={limit}")));
     let current = text("ratelimit").or_else(|| {

@@ -70,6 +70,10 @@ where
             return Box::pin(async move { Ok(reject(error)) });
         };
         let deadline = match apply_deadline(&mut request) {
+            // No work starts for a call whose deadline has already passed.
+            Ok(deadline) if deadline <= std::time::Instant::now() => {
+                return Box::pin(async move { Ok(reject(ApiError::DeadlineExceeded)) });
+            }
             Ok(deadline) => deadline,
             Err(error) => return Box::pin(async move { Ok(reject(error)) }),
         };

@@ -146,7 +146,7 @@ async fn a_grpc_timeout_header_bounds_the_call_like_a_grpc_deadline() {
     .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["details"][0]["fieldViolations"][0]["field"], "grpc-timeout");
-    // One nanosecond cannot cover the credential lookup in PostgreSQL.
+    // A deadline that has passed before the call starts runs no work at all.
     let expired = send(
         app.http_addr,
         Method::GET,
