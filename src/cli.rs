@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::api_key::AdminKeys,
     config::{DatabaseConfig, DevConfig, LogFormat, ServeConfig},
-    db, dev,
+    db, dev, jobs,
+    jobs::worker::WorkerConfig,
     startup::App,
     telemetry,
     tenancy::{migrate, purge},
@@ -27,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC API and the HTTP endpoints.
@@ -37,6 +40,15 @@ enum Command {
         database: DatabaseConfig,
         #[command(flatten)]
         dev: DevConfig,
+        #[command(flatten)]
+        workers: WorkerConfig,
+    },
+    /// Run the built-in job workers only (scaled separately from the API).
+    Worker {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        workers: WorkerConfig,
     },
     /// Apply pending platform migrations, then upgrade every tenant schema.
     Migrate {
@@ -96,14 +108,18 @@ pub fn run() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { serve, database, dev } if dev.dev => {
+        Command::Serve { serve, database, dev, .. } if dev.dev => {
             dev::serve(serve, database, dev, shutdown_on_signals()).await
         }
-        Command::Serve { serve, database, .. } => {
+        Command::Serve { serve, database, workers, .. } => {
             database.validate()?;
-            let app = App::build(serve, database).await?;
+            let app = App::build(serve, database).await?.with_workers(workers)?;
             tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "serving");
             app.run_until_stopped(shutdown_on_signals()).await?;
+            Ok(())
+        }
+        Command::Worker { database, workers } => {
+            jobs::worker::run_standalone(database, workers, shutdown_on_signals()).await?;
             Ok(())
         }
         Command::Migrate { database, status: true, .. } => {

@@ -22,6 +22,8 @@
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
+//! - [`jobs`]: the PostgreSQL job queue, built-in workers and JobsService.
+//! - [`scaling`]: per-tenant autoscaling decisions and ScalingService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
@@ -40,9 +42,11 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod pagination;
 pub mod policy;
 pub mod proto;
+pub mod scaling;
 pub mod stack;
 pub mod startup;
 pub mod telemetry;

@@ -20,9 +20,12 @@ use crate::{
     config::{ConfigError, DatabaseConfig, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    jobs::{self, worker::WorkerConfig},
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::tenant_service_server::TenantServiceServer,
+    proto::tenantry::v1::{jobs_service_server::JobsServiceServer, scaling_service_server::ScalingServiceServer},
+    scaling::service::ScalingApi,
     stack::{self, StackState},
     tenancy::{TenantDirectory, service::TenantApi},
 };
@@ -55,6 +58,7 @@ pub struct App {
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    workers: WorkerConfig,
 }
 
 impl App {
@@ -75,7 +79,14 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, policies, grpc_listener, http_listener })
+        Ok(App { config, pool, policies, grpc_listener, http_listener, workers: WorkerConfig::default() })
+    }
+
+    /// Settings of the in-process job workers (unless `--no-workers`).
+    pub fn with_workers(mut self, workers: WorkerConfig) -> Result<App, StartupError> {
+        workers.validate()?;
+        self.workers = workers;
+        Ok(self)
     }
 
     /// The bound gRPC address.
@@ -96,7 +107,8 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, policies, grpc_listener, http_listener, workers } = self;
+        let jobs = jobs::Runtime::start(pool.clone(), (!config.no_workers).then_some(workers), shutdown.clone());
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -117,6 +129,17 @@ impl App {
             &mut routes,
             &mut mounted,
             TenantServiceServer::new(TenantApi::new(pool.clone(), config.tenant_purge_grace))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
+        mount(
+            &mut routes,
+            &mut mounted,
+            JobsServiceServer::new(jobs.api()).max_decoding_message_size(config.max_message_bytes),
+        );
+        mount(
+            &mut routes,
+            &mut mounted,
+            ScalingServiceServer::new(ScalingApi::new(pool.clone()))
                 .max_decoding_message_size(config.max_message_bytes),
         );
         let routes = routes.routes();
@@ -171,6 +194,8 @@ impl App {
             result = servers => result?,
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
+        // After the servers: workers finish or release their jobs, then the pool closes.
+        jobs.stopped().await;
         pool.close().await;
         tracing::info!("stopped");
         Ok(())
