@@ -50,7 +50,8 @@ pub async fn run(pool: PgPool, jobs: Vec<PeriodicJob>, stop: CancellationToken) 
     }
 }
 
-async fn enqueue_once(pool: &PgPool, job: &PeriodicJob, key: &str) -> Result<(), super::JobError> {
+/// Enqueues `job` for the period named `key` unless that period already has it.
+pub async fn enqueue_once(pool: &PgPool, job: &PeriodicJob, key: &str) -> Result<(), super::JobError> {
     let mut new = queue::NewJob::new(None, job.kind);
     new.queue = BUILTIN_QUEUE.to_owned();
     new.unique_key = Some(key.to_owned());

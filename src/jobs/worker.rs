@@ -63,8 +63,8 @@ pub struct WorkerConfig {
     /// Period of `tenantry.tenant.purge` (0 disables it).
     #[arg(long = "purge-interval", env = "TENANTRY_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub purge_interval: Duration,
-    /// Period of `tenantry.scaling.schedule`, which enqueues the due
-    /// per-tenant evaluations (0 disables autoscaling evaluation).
+    /// Period of `tenantry.scaling.evaluate`, which evaluates the tenants
+    /// whose policy is due (0 disables autoscaling evaluation).
     #[arg(long = "scaling-interval", env = "TENANTRY_SCALING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub scaling_interval: Duration,
 }
@@ -113,8 +113,8 @@ impl WorkerConfig {
 
     /// The periodic built-in jobs these settings enable.
     pub fn periodic_jobs(&self) -> Vec<periodic::PeriodicJob> {
-        use super::handlers::{SCALING_SCHEDULE, TENANT_PURGE};
-        [(TENANT_PURGE, self.purge_interval), (SCALING_SCHEDULE, self.scaling_interval)]
+        use super::handlers::{SCALING_EVALUATE, TENANT_PURGE};
+        [(TENANT_PURGE, self.purge_interval), (SCALING_EVALUATE, self.scaling_interval)]
             .into_iter()
             .filter(|(_, every)| !every.is_zero())
             .map(|(kind, every)| periodic::PeriodicJob { kind, every })

@@ -9,5 +9,6 @@ mod contract;
 mod credentials;
 mod dev_mode;
 mod health;
+mod jobs;
 mod limits;
 mod tenant_context;

@@ -5,11 +5,11 @@
 //! |---|---|---|
 //! | `tenantry.noop` | tenant or platform | nothing (optionally sleeps, observing cancellation): pipeline checks, benchmarks |
 //! | `tenantry.tenant.purge` | platform, periodic | drops the schemas of tenants deleted longer ago than the grace period |
-//! | `tenantry.scaling.schedule` | platform, periodic | enqueues a `tenantry.scaling.evaluate` job per tenant that is due |
-//! | `tenantry.scaling.evaluate` | tenant | evaluates the tenant's scaling policy and stores the decision |
+//! | `tenantry.scaling.evaluate` | platform, periodic | evaluates the scaling policy of every tenant that is due, storing each decision |
 //!
 //! Handlers act on the tenant in the job row (`Job::tenant_id`), never on a
-//! tenant named in the payload. Tenants may enqueue only the kinds marked
+//! tenant named in the payload; platform-level jobs (empty tenant) are
+//! invisible to tenants and outside their job caps. Tenants may enqueue only the kinds marked
 //! tenant-enqueueable in [`Registry`].
 //!
 //! # Layout
@@ -32,8 +32,6 @@ use super::model::Job;
 pub const NOOP: &str = "tenantry.noop";
 /// `tenantry.tenant.purge`.
 pub const TENANT_PURGE: &str = "tenantry.tenant.purge";
-/// `tenantry.scaling.schedule`.
-pub const SCALING_SCHEDULE: &str = "tenantry.scaling.schedule";
 /// `tenantry.scaling.evaluate`.
 pub const SCALING_EVALUATE: &str = "tenantry.scaling.evaluate";
 
@@ -100,8 +98,7 @@ impl Registry {
         let mut registry = Registry::default();
         registry.register(NOOP, noop::Noop);
         registry.register(TENANT_PURGE, purge::TenantPurge);
-        registry.register(SCALING_SCHEDULE, scaling::ScheduleEvaluations);
-        registry.register(SCALING_EVALUATE, scaling::Evaluate);
+        registry.register(SCALING_EVALUATE, scaling::EvaluateScaling);
         registry
     }
 

@@ -1,70 +1,55 @@
-//! Scaling evaluation as jobs. `tenantry.scaling.schedule` (platform-level,
-//! periodic) enqueues one `tenantry.scaling.evaluate` job per active tenant
-//! whose policy is due, each in that tenant's name and unique per tenant and
-//! period, so the evaluations spread over the workers under the tenants'
-//! job caps. `tenantry.scaling.evaluate` evaluates the tenant of its row.
+//! `tenantry.scaling.evaluate` (platform-level, periodic): evaluates the
+//! scaling policy of every active tenant that is due (its last evaluation is
+//! older than its `evaluation_interval`), a few tenants at a time, storing
+//! each decision. The jobs are platform-level so they never show up in, or
+//! count against, a tenant's own jobs; each tenant's evaluation locks its
+//! state row, so overlapping runs never evaluate a tenant twice.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use chrono::Utc;
+use tokio::{sync::Semaphore, task::JoinSet};
 
-use super::{Handler, HandlerError, HandlerFuture, JobContext, SCALING_EVALUATE};
-use crate::{
-    jobs::{BUILTIN_QUEUE, queue},
-    scaling::store,
-};
+use super::{Handler, HandlerError, HandlerFuture, JobContext};
+use crate::scaling::store;
 
-/// Tenants scheduled per run at most.
+/// Tenants evaluated per run at most; the next run continues.
 const MAX_TENANTS: i64 = 10_000;
+/// Evaluations running at once.
+const CONCURRENCY: usize = 8;
 
 /// See the module docs.
-pub struct ScheduleEvaluations;
+pub struct EvaluateScaling;
 
-impl Handler for ScheduleEvaluations {
+impl Handler for EvaluateScaling {
     fn run(&self, job: JobContext) -> HandlerFuture {
         Box::pin(async move {
             let due = store::tenants_due(&job.pool, MAX_TENANTS)
                 .await
                 .map_err(|error| HandlerError::retry(format!("listing tenants due failed: {error}")))?;
-            let period = Utc::now().timestamp() / 5;
-            let mut tx = job.pool.begin().await.map_err(|e| HandlerError::retry(e.to_string()))?;
-            let mut enqueued = 0;
-            for tenant in &due {
-                let mut new = queue::NewJob::new(Some(tenant.clone()), SCALING_EVALUATE);
-                new.queue = BUILTIN_QUEUE.to_owned();
-                new.unique_key = Some(format!("scaling:{period}"));
-                new.max_attempts = 1;
-                new.timeout = Duration::from_secs(60);
-                let outcome = queue::enqueue(&mut tx, new)
-                    .await
-                    .map_err(|e| HandlerError::retry(format!("enqueue failed: {e}")))?;
-                enqueued += usize::from(!outcome.duplicate);
+            let permits = Arc::new(Semaphore::new(CONCURRENCY));
+            let mut evaluations = JoinSet::new();
+            for tenant in due.iter().cloned() {
+                if job.cancel.is_cancelled() {
+                    break;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let pool = job.pool.clone();
+                evaluations.spawn(async move {
+                    let _permit = permit;
+                    match store::evaluate(&pool, &tenant).await {
+                        Ok(decision) => decision.is_some(),
+                        Err(error) => {
+                            tracing::warn!(%error, tenant = %tenant, "scaling evaluation failed");
+                            false
+                        }
+                    }
+                });
             }
-            tx.commit().await.map_err(|e| HandlerError::retry(e.to_string()))?;
-            Ok(serde_json::json!({ "due": due.len(), "enqueued": enqueued }))
-        })
-    }
-}
-
-/// See the module docs.
-pub struct Evaluate;
-
-impl Handler for Evaluate {
-    fn run(&self, job: JobContext) -> HandlerFuture {
-        Box::pin(async move {
-            let tenant =
-                job.job.tenant().ok_or_else(|| HandlerError::discard("a scaling evaluation needs a tenant"))?;
-            let decision = store::evaluate(&job.pool, &tenant)
-                .await
-                .map_err(|error| HandlerError::retry(format!("evaluation failed: {error}")))?;
-            Ok(match decision {
-                None => serde_json::json!({ "skipped": "evaluated recently" }),
-                Some(stored) => serde_json::json!({
-                    "decision_id": stored.id,
-                    "current_replicas": stored.decision.current,
-                    "desired_replicas": stored.decision.desired,
-                }),
-            })
+            let mut evaluated = 0;
+            while let Some(outcome) = evaluations.join_next().await {
+                evaluated += usize::from(outcome.unwrap_or(false));
+            }
+            Ok(serde_json::json!({ "due": due.len(), "evaluated": evaluated }))
         })
     }
 }

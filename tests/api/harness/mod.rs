@@ -50,13 +50,25 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on `database`, with settings adjusted by `configure`.
 pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_app_with_workers(database, configure, tenantry::jobs::worker::WorkerConfig::default()).await
+}
+
+/// A server on `database` whose in-process job workers use `workers`.
+pub async fn spawn_app_with_workers(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut ServeConfig),
+    workers: tenantry::jobs::worker::WorkerConfig,
+) -> TestApp {
     let mut config = ServeConfig::ephemeral();
     config.health_interval = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
     config.redis_url = Some(redis::url().await.to_owned().into());
     configure(&mut config);
-    let app =
-        App::build(config, DatabaseConfig::from_options(database.options.clone())).await.expect("the server builds");
+    let app = App::build(config, DatabaseConfig::from_options(database.options.clone()))
+        .await
+        .expect("the server builds")
+        .with_workers(workers)
+        .expect("valid worker settings");
     let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
     let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
     let shutdown = CancellationToken::new();
