@@ -381,3 +381,241 @@ fn rate_limit(current: u32, now: DateTime<Utc>, events: &[ScaleEvent], rules: &R
 fn trim(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", value as i64) } else { format!("{value:.3}") }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::scaling::policy::{MetricTarget, Rule};
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + seconds, 0).single().unwrap()
+    }
+
+    fn policy(min: u32, max: u32, target: f64) -> Policy {
+        Policy {
+            min_replicas: min,
+            max_replicas: max,
+            metrics: vec![MetricTarget { signal: Signal::RequestRate, target_value: target }],
+            ..Policy::default_for_plan(min, max)
+        }
+    }
+
+    fn rate(value: f64) -> Vec<(Signal, f64)> {
+        vec![(Signal::RequestRate, value)]
+    }
+
+    #[test]
+    fn the_hpa_formula_rounds_up_the_per_replica_ratio() {
+        // 180 rps over 3 replicas at 50 rps each: ratio 1.2, ceil(3 * 1.2) = ceil(3.6) = 4.
+        let d = decide(&policy(1, 10, 50.0), t(0), 3, &rate(180.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (4, 4, LimitingRule::None));
+        assert_eq!(d.metrics[0].proposed, 4);
+        assert!(d.explanation.contains("request_rate 180 over target 50 per replica proposes 4"), "{}", d.explanation);
+    }
+
+    #[test]
+    fn load_within_tolerance_keeps_the_count() {
+        // 210 over 4 replicas at 50: ratio 1.05 is within the 10% tolerance.
+        let d = decide(&policy(1, 10, 50.0), t(0), 4, &rate(210.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (4, 4, LimitingRule::Tolerance));
+        // 230: ratio 1.15 is not; ceil(230 / 50) = 5.
+        let d = decide(&policy(1, 10, 50.0), t(0), 4, &rate(230.0), &History::default());
+        assert_eq!((d.raw, d.desired), (5, 5));
+    }
+
+    #[test]
+    fn the_default_scale_up_rules_allow_the_larger_of_4_pods_and_100_percent() {
+        // From 2 replicas, 1000 rps at 50 wants 20; +4 pods gives 6, +100% gives 4: MAX is 6.
+        let d = decide(&policy(1, 50, 50.0), t(0), 2, &rate(1000.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (20, 6, LimitingRule::ScaleUpPolicy));
+        // From 10, +100% gives 20 (> +4 = 14): the whole jump is allowed.
+        let d = decide(&policy(1, 50, 50.0), t(0), 10, &rate(1000.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (20, 20, LimitingRule::None));
+    }
+
+    #[test]
+    fn scale_up_rules_count_changes_already_made_in_the_period() {
+        // Already +4 ten seconds ago (6 -> 10 counts from 6): +100% of 6 = 12, +4 = 10: MAX 12.
+        let history = History { recommendations: vec![], events: vec![ScaleEvent { at: t(-10), change: 4 }] };
+        let d = decide(&policy(1, 50, 50.0), t(0), 10, &rate(1000.0), &history);
+        assert_eq!((d.desired, d.limiting_rule), (12, LimitingRule::ScaleUpPolicy));
+        // With MIN select: min(6 + 4, 12) = 10, no growth this period.
+        let mut p = policy(1, 50, 50.0);
+        p.scale_up.select = SelectPolicy::Min;
+        let d = decide(&p, t(0), 10, &rate(1000.0), &history);
+        assert_eq!((d.desired, d.limiting_rule), (10, LimitingRule::ScaleUpPolicy));
+    }
+
+    #[test]
+    fn scale_down_waits_for_the_highest_recommendation_in_the_window() {
+        // Load fell to 2 replicas' worth, but 200 s ago 8 were recommended (300 s window).
+        let history = History {
+            recommendations: vec![
+                Recommendation { at: t(-400), replicas: 10 },
+                Recommendation { at: t(-200), replicas: 8 },
+                Recommendation { at: t(-100), replicas: 6 },
+            ],
+            events: vec![],
+        };
+        let d = decide(&policy(1, 20, 50.0), t(0), 10, &rate(100.0), &history);
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (2, 8, LimitingRule::Stabilization));
+        // After the window, it scales down fully (100% per 15 s), to the minimum of 1 at most.
+        let d = decide(&policy(1, 20, 50.0), t(0), 10, &rate(0.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (0, 1, LimitingRule::MinReplicas));
+    }
+
+    #[test]
+    fn scale_down_rules_limit_the_decrease() {
+        let mut p = policy(1, 20, 50.0);
+        p.scale_down = Rules {
+            stabilization_window: Duration::ZERO,
+            select: SelectPolicy::Max,
+            rules: vec![
+                Rule { kind: RuleType::Pods, value: 2, period: Duration::from_secs(60) },
+                Rule { kind: RuleType::Percent, value: 10, period: Duration::from_secs(60) },
+            ],
+        };
+        // From 10: -2 pods gives 8, -10% gives floor(9) = 9; MAX (biggest change) is 8.
+        let d = decide(&p, t(0), 10, &rate(100.0), &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (2, 8, LimitingRule::ScaleDownPolicy));
+        p.scale_down.select = SelectPolicy::Min;
+        let d = decide(&p, t(0), 10, &rate(100.0), &History::default());
+        assert_eq!(d.desired, 9);
+        p.scale_down.select = SelectPolicy::Disabled;
+        let d = decide(&p, t(0), 10, &rate(100.0), &History::default());
+        assert_eq!((d.desired, d.limiting_rule), (10, LimitingRule::ScaleDownPolicy));
+    }
+
+    #[test]
+    fn the_largest_signal_wins_and_bounds_apply() {
+        let mut p = policy(2, 5, 50.0);
+        p.metrics.push(MetricTarget { signal: Signal::JobBacklog, target_value: 10.0 });
+        let values = vec![(Signal::RequestRate, 60.0), (Signal::JobBacklog, 45.0)];
+        // request rate proposes ceil(1.2) = 2, backlog ceil(4.5) = 5.
+        let d = decide(&p, t(0), 3, &values, &History::default());
+        assert_eq!((d.raw, d.desired), (5, 5));
+        let values = vec![(Signal::JobBacklog, 1000.0)];
+        let d = decide(&p, t(0), 4, &values, &History::default());
+        assert_eq!((d.raw, d.desired, d.limiting_rule), (100, 5, LimitingRule::MaxReplicas));
+        // Above max (the policy was lowered): straight to max.
+        let d = decide(&p, t(0), 9, &values, &History::default());
+        assert_eq!((d.desired, d.limiting_rule), (5, LimitingRule::MaxReplicas));
+    }
+
+    #[test]
+    fn float_noise_does_not_add_a_replica() {
+        assert_eq!(ceil_div(1.1, 0.1), 11);
+        assert_eq!(ceil_div(0.7, 0.1), 7);
+        assert_eq!(ceil_div(3.6, 1.0), 4);
+    }
+
+    fn arb_rules(up: bool) -> impl Strategy<Value = Rules> {
+        let rule = (prop_oneof![Just(RuleType::Pods), Just(RuleType::Percent)], 1u32..=200, 1u64..=600).prop_map(
+            move |(kind, value, period)| Rule {
+                kind,
+                value: if !up && kind == RuleType::Percent { value.min(100) } else { value },
+                period: Duration::from_secs(period),
+            },
+        );
+        (
+            0u64..=900,
+            prop_oneof![Just(SelectPolicy::Max), Just(SelectPolicy::Min), Just(SelectPolicy::Disabled)],
+            proptest::collection::vec(rule, 1..4),
+        )
+            .prop_map(|(window, select, rules)| Rules {
+                stabilization_window: Duration::from_secs(window),
+                select,
+                rules,
+            })
+    }
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        (1u32..=20, 0u32..=30, 0.0f64..=0.5, 0.0f64..=0.5, 0.5f64..=200.0, arb_rules(true), arb_rules(false)).prop_map(
+            |(min, spread, up_tol, down_tol, target, scale_up, scale_down)| Policy {
+                min_replicas: min,
+                max_replicas: min + spread,
+                metrics: vec![
+                    MetricTarget { signal: Signal::RequestRate, target_value: target },
+                    MetricTarget { signal: Signal::JobBacklog, target_value: target / 2.0 },
+                ],
+                scale_up_tolerance: up_tol,
+                scale_down_tolerance: down_tol,
+                scale_up,
+                scale_down,
+                evaluation_interval: Duration::from_secs(15),
+            },
+        )
+    }
+
+    /// A policy and a replayed series of (seconds since start, request rate, backlog).
+    fn arb_run() -> impl Strategy<Value = (Policy, u32, Vec<(i64, f64, f64)>)> {
+        (arb_policy(), 0u32..=60, proptest::collection::vec((1i64..=120, 0.0f64..=5000.0, 0.0f64..=5000.0), 1..60))
+            .prop_map(|(policy, initial, steps)| {
+                let mut at = 0;
+                let series = steps
+                    .into_iter()
+                    .map(|(gap, rps, backlog)| {
+                        at += gap;
+                        (at, rps, backlog)
+                    })
+                    .collect();
+                (policy, initial, series)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn decisions_never_leave_the_replica_bounds((policy, initial, series) in arb_run()) {
+            let mut history = History::default();
+            let mut current = initial;
+            for (at, rps, backlog) in series {
+                let d = decide(&policy, t(at), current, &[(Signal::RequestRate, rps), (Signal::JobBacklog, backlog)], &history);
+                prop_assert!(d.desired >= policy.min_replicas && d.desired <= policy.max_replicas,
+                    "{} outside [{}, {}]: {}", d.desired, policy.min_replicas, policy.max_replicas, d.explanation);
+                history.record(&d, &policy);
+                current = d.desired;
+            }
+        }
+
+        #[test]
+        fn no_scale_down_below_a_recommendation_inside_the_window((policy, initial, series) in arb_run()) {
+            let mut history = History::default();
+            let mut current = initial.clamp(policy.min_replicas, policy.max_replicas);
+            for (at, rps, backlog) in series {
+                let now = t(at);
+                let d = decide(&policy, now, current, &[(Signal::RequestRate, rps), (Signal::JobBacklog, backlog)], &history);
+                if d.desired < current {
+                    let cutoff = now - chrono_duration(policy.scale_down.stabilization_window);
+                    for rec in history.recommendations.iter().filter(|r| r.at > cutoff) {
+                        prop_assert!(d.desired >= rec.replicas.min(current),
+                            "scaled down to {} while {} was recommended at {} (window {:?})",
+                            d.desired, rec.replicas, rec.at, policy.scale_down.stabilization_window);
+                    }
+                    prop_assert!(d.desired >= d.raw.min(current));
+                }
+                history.record(&d, &policy);
+                current = d.desired;
+            }
+        }
+
+        #[test]
+        fn scale_up_never_exceeds_the_most_permissive_rule((policy, initial, series) in arb_run()) {
+            let mut history = History::default();
+            let mut current = initial.clamp(policy.min_replicas, policy.max_replicas);
+            for (at, rps, backlog) in series {
+                let now = t(at);
+                let d = decide(&policy, now, current, &[(Signal::RequestRate, rps), (Signal::JobBacklog, backlog)], &history);
+                if d.desired > current {
+                    prop_assert!(policy.scale_up.select != SelectPolicy::Disabled);
+                    let limit = rate_limit(current, now, &history.events, &policy.scale_up, true);
+                    prop_assert!(i64::from(d.desired) <= limit.max(i64::from(current)));
+                }
+                history.record(&d, &policy);
+                current = d.desired;
+            }
+        }
+    }
+}

@@ -11,4 +11,5 @@ mod dev_mode;
 mod health;
 mod jobs;
 mod limits;
+mod scaling;
 mod tenant_context;
