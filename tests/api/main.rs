@@ -10,6 +10,7 @@ mod credentials;
 mod dev_mode;
 mod health;
 mod jobs;
+mod jobs_crash;
 mod limits;
 mod scaling;
 mod tenant_context;
