@@ -76,9 +76,20 @@ pub struct DatabaseConfig {
     /// How long a call waits for a pooled connection before UNAVAILABLE.
     #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// Prepared statements cached per connection; 0 behind a transaction-mode
+    /// pooler that cannot keep them (PgBouncer before 1.21).
+    #[arg(long = "db-statement-cache", env = "TENANTRY_DB_STATEMENT_CACHE", default_value_t = 100)]
+    pub statement_cache_capacity: usize,
+    /// A direct PostgreSQL URL for LISTEN/NOTIFY when DATABASE_URL goes through
+    /// a transaction-mode pooler (notifications need a session); defaults to DATABASE_URL.
+    #[arg(long = "database-listen-url", env = "TENANTRY_DATABASE_LISTEN_URL", hide_env_values = true)]
+    pub listen_url: Option<Secret>,
     /// Connection options built by code (the embedded cluster); wins over `url`.
     #[arg(skip)]
     pub connect_options: Option<PgConnectOptions>,
+    /// Listener connection options built by code; wins over `listen_url`.
+    #[arg(skip)]
+    pub listen_options: Option<PgConnectOptions>,
 }
 
 impl DatabaseConfig {
@@ -88,7 +99,10 @@ impl DatabaseConfig {
             url: None,
             max_connections: 20,
             acquire_timeout: Duration::from_secs(3),
+            statement_cache_capacity: 100,
+            listen_url: None,
             connect_options: Some(options),
+            listen_options: None,
         }
     }
 
@@ -108,16 +122,31 @@ impl DatabaseConfig {
 
     /// The options the pool connects with.
     pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
-        if let Some(options) = &self.connect_options {
-            return Ok(options.clone());
-        }
-        let url = self.url.as_ref().ok_or_else(|| invalid("DATABASE_URL", "is not set"))?;
-        if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
-            return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
-        }
-        // The parser's message may echo the URL, password included: keep it out.
-        PgConnectOptions::from_str(url.expose()).map_err(|_| invalid("DATABASE_URL", "is not a valid postgres:// URL"))
+        let options = match &self.connect_options {
+            Some(options) => options.clone(),
+            None => parse_url("DATABASE_URL", self.url.as_ref())?,
+        };
+        Ok(options.statement_cache_capacity(self.statement_cache_capacity))
     }
+
+    /// The options LISTEN/NOTIFY connections use: a session, never a pooler's
+    /// transaction-scoped connection.
+    pub fn listen_options(&self) -> Result<PgConnectOptions, ConfigError> {
+        match (&self.listen_options, &self.listen_url) {
+            (Some(options), _) => Ok(options.clone()),
+            (None, Some(url)) => parse_url("TENANTRY_DATABASE_LISTEN_URL", Some(url)),
+            (None, None) => self.connect_options(),
+        }
+    }
+}
+
+fn parse_url(setting: &'static str, url: Option<&Secret>) -> Result<PgConnectOptions, ConfigError> {
+    let url = url.ok_or_else(|| invalid(setting, "is not set"))?;
+    if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+        return Err(invalid(setting, "must start with postgres:// or postgresql://"));
+    }
+    // The parser's message may echo the URL, password included: keep it out.
+    PgConnectOptions::from_str(url.expose()).map_err(|_| invalid(setting, "is not a valid postgres:// URL"))
 }
 
 /// How logs are written.

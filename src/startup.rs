@@ -55,6 +55,7 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     pool: PgPool,
+    listen_pool: PgPool,
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -69,6 +70,7 @@ impl App {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&database).await?;
+        let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
             db::migrate(&pool).await?;
         } else {
@@ -79,7 +81,7 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, policies, grpc_listener, http_listener, workers: WorkerConfig::default() })
+        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, workers: WorkerConfig::default() })
     }
 
     /// Settings of the in-process job workers (unless `--no-workers`).
@@ -107,8 +109,13 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, policies, grpc_listener, http_listener, workers } = self;
-        let jobs = jobs::Runtime::start(pool.clone(), (!config.no_workers).then_some(workers), shutdown.clone());
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, workers } = self;
+        let jobs = jobs::Runtime::start(
+            pool.clone(),
+            listen_pool.clone(),
+            (!config.no_workers).then_some(workers),
+            shutdown.clone(),
+        );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -125,10 +132,12 @@ impl App {
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
-            TenantServiceServer::new(TenantApi::new(pool.clone(), config.tenant_purge_grace))
+            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
                 .max_decoding_message_size(config.max_message_bytes),
         );
         mount(
@@ -156,8 +165,6 @@ impl App {
             .start(shutdown.clone())
             .await;
 
-        let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(shutdown.clone());
         let layers = stack::layers(StackState {
             policies,
             mounted: Arc::new(mounted),
@@ -197,6 +204,7 @@ impl App {
         // After the servers: workers finish or release their jobs, then the pool closes.
         jobs.stopped().await;
         pool.close().await;
+        listen_pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

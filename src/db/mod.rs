@@ -97,6 +97,13 @@ pub async fn check_migrations(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A small pool of session connections for LISTEN/NOTIFY, connected lazily:
+/// direct to PostgreSQL even when the main pool goes through a pooler.
+pub fn listen_pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let options = config.listen_options()?;
+    Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(config.acquire_timeout).connect_lazy_with(options))
+}
+
 /// Whether PostgreSQL answers a trivial query within `timeout`.
 pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))

@@ -54,13 +54,16 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the listener and (with a config) the workers; both stop when
     /// `shutdown` is cancelled.
+    /// `listen_pool` holds the session connection LISTEN needs (direct to
+    /// PostgreSQL even when `pool` goes through a transaction pooler).
     pub fn start(
         pool: sqlx::PgPool,
+        listen_pool: sqlx::PgPool,
         workers: Option<worker::WorkerConfig>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let events = events::JobEvents::new();
-        events.start_listener(pool.clone(), shutdown.clone());
+        events.start_listener(listen_pool, shutdown.clone());
         let workers = workers.map(|config| {
             let workers = worker::Workers::new(pool.clone(), handlers::Registry::builtin(), config, events.clone());
             tokio::spawn(workers.run(shutdown))

@@ -132,11 +132,13 @@ pub async fn run_standalone(
     database.validate()?;
     config.validate()?;
     let pool = crate::db::connect(&database).await?;
+    let listen_pool = crate::db::listen_pool(&database)?;
     crate::db::check_migrations(&pool).await?;
-    let runtime = super::Runtime::start(pool.clone(), Some(config), shutdown);
+    let runtime = super::Runtime::start(pool.clone(), listen_pool.clone(), Some(config), shutdown);
     tracing::info!("job workers running");
     runtime.stopped().await;
     pool.close().await;
+    listen_pool.close().await;
     Ok(())
 }
 

@@ -112,6 +112,12 @@ impl TenantDirectory {
         .transpose()
     }
 
+    /// Forgets a tenant on this node at once, so the node that changed it
+    /// reads its own write; other nodes follow through the notification.
+    pub fn forget(&self, id: &TenantId, slug: &str) {
+        self.evict(&format!("{id}:{slug}"));
+    }
+
     /// Evicts a tenant (by the `<id>:<slug>` payload of a notification).
     fn evict(&self, payload: &str) {
         let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
@@ -124,15 +130,16 @@ impl TenantDirectory {
         self.cache.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Listens for tenant changes until `shutdown`, reconnecting as needed.
-    /// Caching is on only while the listener is connected.
-    pub fn listen(&self, shutdown: CancellationToken) {
+    /// Listens for tenant changes on a session connection from
+    /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
+    /// only while the listener is connected.
+    pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
         let directory = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let listener = async {
-                    let mut listener = PgListener::connect_with(&directory.pool).await?;
+                    let mut listener = PgListener::connect_with(&listen_pool).await?;
                     listener.listen(CHANNEL).await?;
                     Ok::<_, sqlx::Error>(listener)
                 };

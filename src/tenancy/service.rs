@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use super::{
-    TenantId, TenantState,
+    TenantDirectory, TenantId, TenantState,
     model::{self, NewTenant, Plan, Slug, Tenant},
     store::{self, ListFilter, TenantChanges, Transition},
 };
@@ -27,13 +27,21 @@ use crate::{
 #[derive(Clone)]
 pub struct TenantApi {
     pool: PgPool,
+    directory: TenantDirectory,
     purge_grace: Duration,
 }
 
 impl TenantApi {
-    /// Handlers over `pool`; deleted tenants are purged after `purge_grace`.
-    pub fn new(pool: PgPool, purge_grace: Duration) -> Self {
-        TenantApi { pool, purge_grace }
+    /// Handlers over `pool`; changes are evicted from `directory` at once;
+    /// deleted tenants are purged after `purge_grace`.
+    pub fn new(pool: PgPool, directory: TenantDirectory, purge_grace: Duration) -> Self {
+        TenantApi { pool, directory, purge_grace }
+    }
+
+    /// Records a committed change: this node's cache forgets the tenant.
+    fn changed(&self, tenant: Tenant) -> pb::Tenant {
+        self.directory.forget(&tenant.id, &tenant.slug);
+        tenant_to_pb(tenant)
     }
 
     /// The tenant named by `key` as `ctx`'s caller may see it.
@@ -147,7 +155,7 @@ impl TenantService for TenantApi {
         let (tenant, scoped) = store::provision(tx, &new, deadline).await?;
         scoped.commit().await.map_err(ApiError::internal)?;
         tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
-        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(tenant_to_pb(tenant)), owner: None }))
+        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(self.changed(tenant)), owner: None }))
     }
 
     async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Reply<pb::GetTenantResponse> {
@@ -233,7 +241,7 @@ impl TenantService for TenantApi {
             Err(super::TenancyError::NotFound) => return Err(not_found().into()),
             other => other?,
         };
-        Ok(Response::new(pb::UpdateTenantResponse { tenant: Some(tenant_to_pb(tenant)) }))
+        Ok(Response::new(pb::UpdateTenantResponse { tenant: Some(self.changed(tenant)) }))
     }
 
     async fn suspend_tenant(&self, request: Request<pb::SuspendTenantRequest>) -> Reply<pb::SuspendTenantResponse> {
@@ -247,14 +255,14 @@ impl TenantService for TenantApi {
         };
         let tenant = store::transition(&self.pool, &id, Transition::Suspend { reason }).await?;
         tracing::info!(tenant = %tenant.id, "tenant suspended");
-        Ok(Response::new(pb::SuspendTenantResponse { tenant: Some(tenant_to_pb(tenant)) }))
+        Ok(Response::new(pb::SuspendTenantResponse { tenant: Some(self.changed(tenant)) }))
     }
 
     async fn resume_tenant(&self, request: Request<pb::ResumeTenantRequest>) -> Reply<pb::ResumeTenantResponse> {
         let id = tenant_id("tenant_id", &request.get_ref().tenant_id)?;
         let tenant = store::transition(&self.pool, &id, Transition::Resume).await?;
         tracing::info!(tenant = %tenant.id, "tenant resumed");
-        Ok(Response::new(pb::ResumeTenantResponse { tenant: Some(tenant_to_pb(tenant)) }))
+        Ok(Response::new(pb::ResumeTenantResponse { tenant: Some(self.changed(tenant)) }))
     }
 
     async fn delete_tenant(&self, request: Request<pb::DeleteTenantRequest>) -> Reply<pb::DeleteTenantResponse> {
@@ -262,7 +270,7 @@ impl TenantService for TenantApi {
         let grace = chrono::Duration::from_std(self.purge_grace).map_err(ApiError::internal)?;
         let tenant = store::transition(&self.pool, &id, Transition::Delete { grace }).await?;
         tracing::info!(tenant = %tenant.id, purge_after = ?tenant.purge_after, "tenant deleted");
-        Ok(Response::new(pb::DeleteTenantResponse { tenant: Some(tenant_to_pb(tenant)) }))
+        Ok(Response::new(pb::DeleteTenantResponse { tenant: Some(self.changed(tenant)) }))
     }
 
     async fn list_plans(&self, request: Request<pb::ListPlansRequest>) -> Reply<pb::ListPlansResponse> {

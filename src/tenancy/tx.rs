@@ -55,7 +55,10 @@ async fn scope(conn: &mut PgConnection, tenant: &TenantId, deadline: Instant) ->
     // quoted; it is a value of set_config, never spliced into SQL text.
     let search_path = format!("\"{}\"", tenant.schema());
     let timeout_ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+    // Unnamed (non-persistent): the scoping statement works even through a
+    // transaction-mode pooler that cannot keep prepared statements.
     sqlx::query("SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true)")
+        .persistent(false)
         .bind(search_path)
         .bind(format!("{timeout_ms}ms"))
         .execute(conn)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tenantry::{
-    jobs::{lease, periodic, queue, rescuer},
+    jobs::{lease, periodic, queue, rescuer, worker::WorkerConfig},
     proto::tenantry::v1::{
         CancelJobRequest, CompleteJobRequest, EnqueueJobRequest, FailJobRequest, GetJobRequest, HeartbeatJobRequest,
         JobState, LeaseJobsRequest, ListJobsRequest, RetryJobRequest, WatchJobRequest,
@@ -16,7 +16,7 @@ use tenantry::{
 use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use crate::harness::{TestApp, TestDatabase, spawn_app, spawn_app_with_workers, with_metadata};
 
 /// A tenant row on `plan`, straight in the table.
 pub async fn insert_tenant(app: &TestApp, slug: &str, plan: &str) -> TenantId {
@@ -475,7 +475,9 @@ async fn cancelling_a_running_job_reaches_its_worker() {
 
 #[tokio::test]
 async fn a_built_in_job_stops_when_cancelled_and_watch_streams_until_final() {
-    let app = spawn_app().await;
+    // A short lease: heartbeats (a third of it) carry the cancel to the handler.
+    let workers = WorkerConfig { lease: Duration::from_secs(3), ..WorkerConfig::default() };
+    let app = spawn_app_with_workers(TestDatabase::create().await, |_| {}, workers).await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let request = EnqueueJobRequest {

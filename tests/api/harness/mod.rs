@@ -1,6 +1,7 @@
 //! The test harness: [`spawn_app`] starts the real server on port 0 against
 //! a fresh database (and real Redis) and hands back typed clients.
 
+pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
 pub mod watchdog;
@@ -11,8 +12,8 @@ use tenantry::{
     auth::api_key::AdminKeys,
     config::{DatabaseConfig, ServeConfig},
     proto::tenantry::v1::{
-        auth_service_client::AuthServiceClient, tenant_service_client::TenantServiceClient,
-        usage_service_client::UsageServiceClient,
+        CreateTenantRequest, Tenant, auth_service_client::AuthServiceClient,
+        tenant_service_client::TenantServiceClient, usage_service_client::UsageServiceClient,
     },
     startup::App,
 };
@@ -39,8 +40,9 @@ pub struct TestApp {
     pub pool: sqlx::PgPool,
     shutdown: CancellationToken,
     server: Option<JoinHandle<Result<(), tenantry::startup::StartupError>>>,
-    /// Dropped last, so the database outlives the server.
-    _database: TestDatabase,
+    /// Dropped last, so the database outlives the server (`None` for a
+    /// second node on another test's database).
+    _database: Option<TestDatabase>,
 }
 
 /// A server on a fresh database with test defaults.
@@ -50,7 +52,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on `database`, with settings adjusted by `configure`.
 pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    spawn_app_with_workers(database, configure, tenantry::jobs::worker::WorkerConfig::default()).await
+    let options = DatabaseConfig::from_options(database.options.clone());
+    let mut app = spawn_node(options, configure).await;
+    app._database = Some(database);
+    app
+}
+
+/// Another server ("node") on the same database as `app`.
+pub async fn spawn_second_node(app: &TestApp) -> TestApp {
+    let options = app.pool.connect_options().as_ref().clone();
+    spawn_node(DatabaseConfig::from_options(options), |_| {}).await
 }
 
 /// A server on `database` whose in-process job workers use `workers`.
@@ -59,12 +70,29 @@ pub async fn spawn_app_with_workers(
     configure: impl FnOnce(&mut ServeConfig),
     workers: tenantry::jobs::worker::WorkerConfig,
 ) -> TestApp {
+    let options = DatabaseConfig::from_options(database.options.clone());
+    let mut app = spawn_node_with_workers(options, configure, workers).await;
+    app._database = Some(database);
+    app
+}
+
+/// A server on the database `database` describes; the caller owns the database.
+pub async fn spawn_node(database: DatabaseConfig, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_node_with_workers(database, configure, tenantry::jobs::worker::WorkerConfig::default()).await
+}
+
+/// [`spawn_node`] with job worker settings.
+pub async fn spawn_node_with_workers(
+    database: DatabaseConfig,
+    configure: impl FnOnce(&mut ServeConfig),
+    workers: tenantry::jobs::worker::WorkerConfig,
+) -> TestApp {
     let mut config = ServeConfig::ephemeral();
     config.health_interval = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
     config.redis_url = Some(redis::url().await.to_owned().into());
     configure(&mut config);
-    let app = App::build(config, DatabaseConfig::from_options(database.options.clone()))
+    let app = App::build(config, database)
         .await
         .expect("the server builds")
         .with_workers(workers)
@@ -78,7 +106,7 @@ pub async fn spawn_app_with_workers(
         .connect()
         .await
         .expect("connect to the server");
-    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: database }
+    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: None }
 }
 
 impl TestApp {
@@ -102,6 +130,28 @@ impl TestApp {
     /// `message` with the platform-admin key as a bearer token.
     pub fn as_admin<T>(&self, message: T) -> Request<T> {
         with_metadata(message, &[("authorization", &format!("Bearer {}", self.admin_key))])
+    }
+
+    /// A `postgres://` URL to this app's database, for child processes.
+    pub fn database_url(&self) -> String {
+        self._database.as_ref().map(|d| d.url.clone()).expect("the app owns its database")
+    }
+
+    /// Creates a tenant on the free plan as the platform admin.
+    pub async fn create_tenant(&self, slug: &str) -> Tenant {
+        let request = CreateTenantRequest {
+            slug: slug.to_owned(),
+            display_name: format!("Tenant {slug}"),
+            plan_id: "free".to_owned(),
+            ..CreateTenantRequest::default()
+        };
+        self.tenants().create_tenant(self.as_admin(request)).await.expect("create tenant").into_inner().tenant.unwrap()
+    }
+
+    /// `message` as the platform admin acting in `tenant` (id or slug).
+    pub fn as_admin_in<T>(&self, tenant: &str, message: T) -> Request<T> {
+        let bearer = format!("Bearer {}", self.admin_key);
+        with_metadata(message, &[("authorization", &bearer), ("x-tenant-id", tenant)])
     }
 
     /// A GET on the HTTP listener; returns status and body.

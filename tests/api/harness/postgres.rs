@@ -43,6 +43,11 @@ async fn server() -> &'static Server {
         .await
 }
 
+/// Superuser options for the shared test server.
+pub async fn admin_options() -> PgConnectOptions {
+    server().await.admin.clone()
+}
+
 /// Starts a private cluster in a fresh directory that is cleaned up after
 /// this process exits; returns it and its directory.
 pub async fn private_cluster(label: &str) -> (EmbeddedPostgres, PathBuf) {

@@ -1,0 +1,111 @@
+//! `tenantry migrate` over tenant schemas, as operators run it: upgrades
+//! every schema, reports a broken one without stopping the rest, shows
+//! status, and is resumable and idempotent.
+
+use std::time::Duration;
+
+use tenantry::tenancy::schema;
+use tokio::process::Command;
+
+use crate::harness::{TestApp, spawn_app};
+
+async fn tenantry(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let url = app.database_url();
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("TENANTRY_LOG_FORMAT", "json")
+            .output(),
+    )
+    .await
+    .expect("migrate finishes")
+    .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+/// Makes a tenant schema look as if the latest migration had never run.
+async fn roll_back_latest(app: &TestApp, tenant_id: &str, keep_objects: bool) {
+    let schema = format!("t_{tenant_id}");
+    if !keep_objects {
+        sqlx::query(&format!("DROP TABLE \"{schema}\".audit_events")).execute(&app.pool).await.unwrap();
+    }
+    sqlx::query(&format!("DELETE FROM \"{schema}\".schema_migrations WHERE version = $1"))
+        .bind(schema::latest_version())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping() {
+    assert_eq!(
+        schema::latest_version(),
+        20261127000001,
+        "this test rolls back the audit migration; update it when tenant migrations are added"
+    );
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(app.create_tenant(&format!("tenant-{i}")).await.id);
+    }
+    for id in &ids[..5] {
+        roll_back_latest(&app, id, false).await;
+    }
+    // The sixth keeps the table the migration creates: re-applying fails there.
+    roll_back_latest(&app, &ids[5], true).await;
+
+    let (_, status, _) = tenantry(&app, &["migrate", "--status"]).await;
+    assert!(status.contains("lagging tenants: 6"), "{status}");
+
+    let (ok, stdout, stderr) = tenantry(&app, &["migrate", "--concurrency", "3"]).await;
+    assert!(!ok, "a failed schema makes the run fail");
+    assert!(stdout.contains("6 checked, 5 upgraded"), "{stdout}");
+    assert!(stderr.contains(&ids[5]), "the broken tenant is named: {stderr}");
+
+    let (_, status, _) = tenantry(&app, &["migrate", "--status"]).await;
+    assert!(status.contains("lagging tenants: 1") && status.contains(&ids[5]), "{status}");
+
+    // Fix the broken schema by hand, run again: only it is upgraded.
+    sqlx::query(&format!("DROP TABLE \"t_{}\".audit_events", ids[5])).execute(&app.pool).await.unwrap();
+    let (ok, stdout, stderr) = tenantry(&app, &["migrate"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("6 checked, 1 upgraded"), "{stdout}");
+
+    // Idempotent: nothing left to do.
+    let (ok, stdout, _) = tenantry(&app, &["migrate"]).await;
+    assert!(ok && stdout.contains("6 checked, 0 upgraded"), "{stdout}");
+    let (_, status, _) = tenantry(&app, &["migrate", "--status"]).await;
+    assert!(status.contains("lagging tenants: 0"), "{status}");
+}
+
+#[tokio::test]
+async fn purge_command_drops_only_tenants_past_their_grace_period() {
+    let app = spawn_app().await;
+    let keep = app.create_tenant("keep").await;
+    let gone = app.create_tenant("gone").await;
+    let waiting = app.create_tenant("waiting").await;
+    sqlx::query("UPDATE platform.tenants SET state = 'deleted', deleted_at = now(), purge_after = now() - interval '1 minute' WHERE id = $1")
+        .bind(&gone.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE platform.tenants SET state = 'deleted', deleted_at = now(), purge_after = now() + interval '1 day' WHERE id = $1")
+        .bind(&waiting.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = tenantry(&app, &["tenant", "purge"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("purged 1 tenant"), "{stdout}");
+    let schemas: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_ten\\_%' ORDER BY 1")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut expected = vec![format!("t_{}", keep.id), format!("t_{}", waiting.id)];
+    expected.sort();
+    assert_eq!(schemas, expected);
+}
