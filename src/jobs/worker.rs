@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// Period of `tenantry.tenant.purge` (0 disables it).
     #[arg(long = "purge-interval", env = "TENANTRY_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub purge_interval: Duration,
+    /// Period of `tenantry.usage.rollup` (0 disables it).
+    #[arg(long = "usage-rollup-interval", env = "TENANTRY_USAGE_ROLLUP_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub usage_rollup_interval: Duration,
     /// Period of `tenantry.scaling.evaluate`, which evaluates the tenants
     /// whose policy is due (0 disables autoscaling evaluation).
     #[arg(long = "scaling-interval", env = "TENANTRY_SCALING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -80,6 +83,7 @@ impl Default for WorkerConfig {
             retention_completed: Duration::from_secs(86_400),
             retention_failed: Duration::from_secs(7 * 86_400),
             purge_interval: Duration::from_secs(60),
+            usage_rollup_interval: Duration::from_secs(600),
             scaling_interval: Duration::from_secs(5),
         }
     }
@@ -113,12 +117,16 @@ impl WorkerConfig {
 
     /// The periodic built-in jobs these settings enable.
     pub fn periodic_jobs(&self) -> Vec<periodic::PeriodicJob> {
-        use super::handlers::{SCALING_EVALUATE, TENANT_PURGE};
-        [(TENANT_PURGE, self.purge_interval), (SCALING_EVALUATE, self.scaling_interval)]
-            .into_iter()
-            .filter(|(_, every)| !every.is_zero())
-            .map(|(kind, every)| periodic::PeriodicJob { kind, every })
-            .collect()
+        use super::handlers::{SCALING_EVALUATE, TENANT_PURGE, USAGE_ROLLUP};
+        [
+            (TENANT_PURGE, self.purge_interval),
+            (USAGE_ROLLUP, self.usage_rollup_interval),
+            (SCALING_EVALUATE, self.scaling_interval),
+        ]
+        .into_iter()
+        .filter(|(_, every)| !every.is_zero())
+        .map(|(kind, every)| periodic::PeriodicJob { kind, every })
+        .collect()
     }
 }
 

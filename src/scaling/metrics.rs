@@ -2,7 +2,7 @@
 //! evaluation interval (at least a minute, so sparse traffic averages out):
 //!
 //! - request rate and compute time from metering (`platform.usage_counters`,
-//!   metrics `requests` and `compute_ms`), when the metering tables exist;
+//!   metrics `api.requests` and `api.compute_ms`), when the metering tables exist;
 //! - job backlog: the tenant's jobs that are due and not yet leased.
 
 use std::time::Duration;
@@ -27,10 +27,11 @@ pub async fn measure(pool: &PgPool, tenant: &TenantId, interval: Duration) -> Re
         sqlx::query_scalar("SELECT to_regclass('platform.usage_counters')::text").fetch_one(pool).await?;
     if metered.is_some() {
         let (requests, compute_ms): (f64, f64) = sqlx::query_as(
-            "SELECT COALESCE(sum(value) FILTER (WHERE metric = 'requests'), 0)::float8,
-                    COALESCE(sum(value) FILTER (WHERE metric = 'compute_ms'), 0)::float8
+            "SELECT COALESCE(sum(value) FILTER (WHERE metric = 'api.requests'), 0)::float8,
+                    COALESCE(sum(value) FILTER (WHERE metric = 'api.compute_ms'), 0)::float8
                FROM platform.usage_counters
-              WHERE tenant_id = $1 AND bucket_start >= now() - $2 * interval '1 millisecond'",
+              WHERE tenant_id = $1 AND metric IN ('api.requests', 'api.compute_ms')
+                AND bucket_start >= now() - $2 * interval '1 millisecond'",
         )
         .bind(tenant.as_str())
         .bind(window.as_millis() as i64)

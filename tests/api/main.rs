@@ -17,3 +17,4 @@ mod scaling;
 mod tenant_context;
 mod tenant_migrations;
 mod tenants;
+mod usage_jobs;

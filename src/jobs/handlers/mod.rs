@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `tenantry.noop` | tenant or platform | nothing (optionally sleeps, observing cancellation): pipeline checks, benchmarks |
 //! | `tenantry.tenant.purge` | platform, periodic | drops the schemas of tenants deleted longer ago than the grace period |
+//! | `tenantry.usage.rollup` | platform, periodic | folds old minute usage counters into hours; deletes counters past retention |
+//! | `tenantry.usage.export` | tenant | the tenant's usage as CSV, kept as the job's result |
 //! | `tenantry.scaling.evaluate` | platform, periodic | evaluates the scaling policy of every tenant that is due, storing each decision |
 //!
 //! Handlers act on the tenant in the job row (`Job::tenant_id`), never on a
@@ -15,11 +17,12 @@
 //! # Layout
 //!
 //! - this file: the [`Handler`] trait, [`JobContext`], [`HandlerError`], [`Registry`].
-//! - [`noop`], [`purge`], [`scaling`]: the handlers.
+//! - [`noop`], [`purge`], [`usage`], [`scaling`]: the handlers.
 
 pub mod noop;
 pub mod purge;
 pub mod scaling;
+pub mod usage;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -32,11 +35,15 @@ use super::model::Job;
 pub const NOOP: &str = "tenantry.noop";
 /// `tenantry.tenant.purge`.
 pub const TENANT_PURGE: &str = "tenantry.tenant.purge";
+/// `tenantry.usage.rollup`.
+pub const USAGE_ROLLUP: &str = "tenantry.usage.rollup";
+/// `tenantry.usage.export`.
+pub const USAGE_EXPORT: &str = "tenantry.usage.export";
 /// `tenantry.scaling.evaluate`.
 pub const SCALING_EVALUATE: &str = "tenantry.scaling.evaluate";
 
 /// Built-in kinds a tenant may enqueue through the API.
-const TENANT_ENQUEUEABLE: &[&str] = &[NOOP];
+const TENANT_ENQUEUEABLE: &[&str] = &[NOOP, USAGE_EXPORT];
 
 /// Whether a tenant may enqueue built-in `kind` through the API.
 pub fn tenant_enqueueable(kind: &str) -> bool {
@@ -99,6 +106,8 @@ impl Registry {
         registry.register(NOOP, noop::Noop);
         registry.register(TENANT_PURGE, purge::TenantPurge);
         registry.register(SCALING_EVALUATE, scaling::EvaluateScaling);
+        registry.register(USAGE_ROLLUP, usage::UsageRollup);
+        registry.register(USAGE_EXPORT, usage::UsageExport);
         registry
     }
 
