@@ -694,3 +694,47 @@ async fn released_leases_are_available_again_without_using_an_attempt() {
     let again = jobs(&app).lease_jobs(in_tenant(&app, &acme, lease_req(1))).await.unwrap().into_inner();
     assert_eq!(again.jobs[0].attempt, 1);
 }
+
+#[tokio::test]
+async fn the_periodic_purge_job_drops_a_deleted_tenant_and_its_jobs_after_the_grace_period() {
+    let workers = WorkerConfig { purge_interval: Duration::from_secs(1), ..WorkerConfig::default() };
+    let app = spawn_app_with_workers(TestDatabase::create().await, |_| {}, workers).await;
+    let gone = insert_tenant(&app, "gone", "pro").await;
+    let kept = insert_tenant(&app, "kept", "pro").await;
+    for tenant in [&gone, &kept] {
+        sqlx::query(&format!("CREATE SCHEMA \"{}\"", tenant.schema())).execute(&app.pool).await.unwrap();
+        jobs(&app).enqueue_job(in_tenant(&app, tenant, enqueue("email.send"))).await.unwrap();
+    }
+    sqlx::query(
+        "UPDATE platform.tenants SET state = 'deleted', deleted_at = now(), purge_after = now() - interval '1 second'
+          WHERE id = $1",
+    )
+    .bind(gone.as_str())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let schema_exists = |tenant: TenantId| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(tenant.schema())
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let purged = crate::harness::eventually(Duration::from_secs(30), || {
+        let check = schema_exists(gone.clone());
+        async move { !check.await }
+    })
+    .await;
+    assert!(purged, "the deleted tenant's schema was dropped");
+    assert!(schema_exists(kept.clone()).await, "the live tenant's schema is untouched");
+    let jobs_left = |tenant: &TenantId| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM platform.jobs WHERE tenant_id = $1")
+            .bind(tenant.as_str().to_owned())
+            .fetch_one(&app.pool)
+    };
+    assert_eq!(jobs_left(&gone).await.unwrap(), 0);
+    assert_eq!(jobs_left(&kept).await.unwrap(), 1);
+}
