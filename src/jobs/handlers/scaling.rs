@@ -28,7 +28,8 @@ impl Handler for EvaluateScaling {
                 .map_err(|error| HandlerError::retry(format!("listing tenants due failed: {error}")))?;
             let permits = Arc::new(Semaphore::new(CONCURRENCY));
             let mut evaluations = JoinSet::new();
-            for tenant in due.iter().cloned() {
+            let count = due.len();
+            for tenant in due {
                 if job.cancel.is_cancelled() {
                     break;
                 }
@@ -49,7 +50,7 @@ impl Handler for EvaluateScaling {
             while let Some(outcome) = evaluations.join_next().await {
                 evaluated += usize::from(outcome.unwrap_or(false));
             }
-            Ok(serde_json::json!({ "due": due.len(), "evaluated": evaluated }))
+            Ok(serde_json::json!({ "due": count, "evaluated": evaluated }))
         })
     }
 }
