@@ -21,6 +21,7 @@ use crate::{
     db::{self, DbError},
     health::HealthProbe,
     jobs::{self, worker::WorkerConfig},
+    metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::tenant_service_server::TenantServiceServer,
@@ -59,6 +60,7 @@ pub struct App {
     policies: Arc<PolicyTable>,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics: Metrics,
     workers: WorkerConfig,
 }
 
@@ -81,7 +83,18 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, workers: WorkerConfig::default() })
+        let metrics = Metrics::new();
+        metrics.watch_pool(pool.clone());
+        Ok(App {
+            config,
+            pool,
+            listen_pool,
+            policies,
+            grpc_listener,
+            http_listener,
+            metrics,
+            workers: WorkerConfig::default(),
+        })
     }
 
     /// Settings of the in-process job workers (unless `--no-workers`).
@@ -106,13 +119,19 @@ impl App {
         &self.pool
     }
 
+    /// The server's metrics, for modules started next to it (workers, flushers).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, workers } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics, workers } = self;
         let jobs = jobs::Runtime::start(
             pool.clone(),
             listen_pool.clone(),
+            Some(metrics.clone()),
             (!config.no_workers).then_some(workers),
             shutdown.clone(),
         );
@@ -161,9 +180,16 @@ impl App {
             .collect();
         services.sort();
         services.dedup();
-        let readiness = HealthProbe { reporter, services, pool: pool.clone(), redis, interval: config.health_interval }
-            .start(shutdown.clone())
-            .await;
+        let readiness = HealthProbe {
+            reporter,
+            services,
+            pool: pool.clone(),
+            redis,
+            interval: config.health_interval,
+            metrics: metrics.clone(),
+        }
+        .start(shutdown.clone())
+        .await;
 
         let layers = stack::layers(StackState {
             policies,
@@ -172,6 +198,7 @@ impl App {
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
+            metrics: metrics.clone(),
         });
 
         let incoming =
@@ -184,7 +211,7 @@ impl App {
             .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let http = axum::serve(http_listener, crate::http::router(readiness))
+        let http = axum::serve(http_listener, crate::http::router(readiness, metrics))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
 

@@ -52,20 +52,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts the listener and (with a config) the workers; both stop when
-    /// `shutdown` is cancelled.
+    /// Starts the listener and (with a config) the workers, which report the
+    /// queue's depth and lag to `metrics`; both stop when `shutdown` is
+    /// cancelled.
     /// `listen_pool` holds the session connection LISTEN needs (direct to
     /// PostgreSQL even when `pool` goes through a transaction pooler).
     pub fn start(
         pool: sqlx::PgPool,
         listen_pool: sqlx::PgPool,
+        metrics: Option<crate::metrics::Metrics>,
         workers: Option<worker::WorkerConfig>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let events = events::JobEvents::new();
         events.start_listener(listen_pool, shutdown.clone());
         let workers = workers.map(|config| {
-            let workers = worker::Workers::new(pool.clone(), handlers::Registry::builtin(), config, events.clone());
+            let workers = worker::Workers::new(pool.clone(), handlers::Registry::builtin(), config, events.clone())
+                .with_metrics(metrics);
             tokio::spawn(workers.run(shutdown))
         });
         Runtime { events, pool, workers }

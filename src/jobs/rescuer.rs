@@ -61,3 +61,34 @@ pub async fn prune(pool: &PgPool, retention: Retention) -> Result<u64, JobError>
     .rows_affected();
     Ok(pruned)
 }
+
+/// Depth and age of the oldest job per state, for metrics: `ready` (due,
+/// not leased: its age is the queue's lag), `scheduled` (not yet due) and
+/// `running` (age since the attempt started).
+pub async fn queue_stats(pool: &PgPool) -> Result<Vec<(&'static str, i64, Duration)>, JobError> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT s.state, count(j.id), COALESCE(extract(epoch FROM now() - min(j.since)), 0)::float8
+           FROM (VALUES ('ready'), ('scheduled'), ('running')) AS s(state)
+           LEFT JOIN (
+               SELECT id,
+                      CASE WHEN state = 'running' THEN 'running'
+                           WHEN run_at <= now() THEN 'ready' ELSE 'scheduled' END AS bucket,
+                      CASE WHEN state = 'running' THEN started_at WHEN run_at <= now() THEN run_at ELSE now() END AS since
+                 FROM platform.jobs
+                WHERE state IN ('scheduled', 'available', 'retryable', 'running')) j ON j.bucket = s.state
+          GROUP BY s.state",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(state, depth, age)| {
+            let state = match state.as_str() {
+                "ready" => "ready",
+                "scheduled" => "scheduled",
+                _ => "running",
+            };
+            (state, depth, Duration::from_secs_f64(age.max(0.0)))
+        })
+        .collect())
+}

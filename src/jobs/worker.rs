@@ -142,7 +142,7 @@ pub async fn run_standalone(
     let pool = crate::db::connect(&database).await?;
     let listen_pool = crate::db::listen_pool(&database)?;
     crate::db::check_migrations(&pool).await?;
-    let runtime = super::Runtime::start(pool.clone(), listen_pool.clone(), Some(config), shutdown);
+    let runtime = super::Runtime::start(pool.clone(), listen_pool.clone(), None, Some(config), shutdown);
     tracing::info!("job workers running");
     runtime.stopped().await;
     pool.close().await;
@@ -163,6 +163,7 @@ pub struct Workers {
     config: WorkerConfig,
     events: JobEvents,
     worker_id: String,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Workers {
@@ -171,7 +172,13 @@ impl Workers {
     pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig, events: JobEvents) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
         let worker_id = format!("{host}/pid-{}/{}", std::process::id(), crate::ids::random_token(6));
-        Workers { pool, registry, config, events, worker_id }
+        Workers { pool, registry, config, events, worker_id, metrics: None }
+    }
+
+    /// Reports the queue's depth and lag to `metrics` at each maintenance tick.
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// This process's worker id, as recorded on the jobs it leases.
@@ -181,7 +188,7 @@ impl Workers {
 
     /// Runs until `shutdown`, then drains as described in the module docs.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Workers { pool, registry, config, events, worker_id } = self;
+        let Workers { pool, registry, config, events, worker_id, metrics } = self;
         let in_flight: InFlight = Arc::default();
         let slot_freed = Arc::new(Notify::new());
         let background = CancellationToken::new();
@@ -190,7 +197,7 @@ impl Workers {
         let completer =
             tokio::spawn(completer(pool.clone(), done_rx, in_flight.clone(), slot_freed.clone(), events.clone()));
         let heartbeats = tokio::spawn(heartbeats(pool.clone(), in_flight.clone(), config.lease, background.clone()));
-        let maintenance = tokio::spawn(maintenance(pool.clone(), config.clone(), background.clone()));
+        let maintenance = tokio::spawn(maintenance(pool.clone(), config.clone(), metrics, background.clone()));
         let scheduler = tokio::spawn(periodic::run(pool.clone(), config.periodic_jobs(), background.clone()));
 
         let kinds = registry.kinds();
@@ -420,8 +427,14 @@ async fn heartbeats(pool: PgPool, in_flight: InFlight, lease: Duration, stop: Ca
     }
 }
 
-/// The rescuer every `rescue_interval`, retention pruning every minute.
-async fn maintenance(pool: PgPool, config: WorkerConfig, stop: CancellationToken) {
+/// The rescuer (and queue metrics) every `rescue_interval`, retention
+/// pruning every minute.
+async fn maintenance(
+    pool: PgPool,
+    config: WorkerConfig,
+    metrics: Option<crate::metrics::Metrics>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(config.rescue_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = tokio::time::Instant::now();
@@ -433,6 +446,16 @@ async fn maintenance(pool: PgPool, config: WorkerConfig, stop: CancellationToken
         }
         if let Err(error) = rescuer::rescue_expired(&pool).await {
             tracing::warn!(%error, "rescuing expired leases failed");
+        }
+        if let Some(metrics) = &metrics {
+            match rescuer::queue_stats(&pool).await {
+                Ok(stats) => {
+                    for (state, depth, oldest) in stats {
+                        metrics.set_job_queue(state, depth, oldest);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "measuring the job queue failed"),
+            }
         }
         if last_prune.elapsed() >= Duration::from_secs(60) {
             last_prune = tokio::time::Instant::now();

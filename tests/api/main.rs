@@ -13,6 +13,7 @@ mod isolation;
 mod jobs;
 mod jobs_crash;
 mod limits;
+mod observability;
 mod scaling;
 mod tenant_context;
 mod tenant_migrations;
