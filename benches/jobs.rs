@@ -60,6 +60,7 @@ fn start_workers(pool: &PgPool, concurrency: usize) -> (CancellationToken, tokio
     let config = WorkerConfig {
         concurrency,
         purge_interval: Duration::ZERO,
+        usage_rollup_interval: Duration::ZERO,
         scaling_interval: Duration::ZERO,
         ..WorkerConfig::default()
     };
