@@ -208,7 +208,7 @@ pub struct ServeConfig {
     /// Address of the gRPC listener (port 0 picks a free port).
     #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Address of the HTTP listener (/healthz, /readyz; REST later).
+    /// Address of the HTTP listener (/healthz, /readyz, the REST API, /openapi.json, /docs).
     #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Apply pending platform migrations at start instead of refusing to start.
@@ -241,6 +241,9 @@ pub struct ServeConfig {
     /// Largest decoded request message, in bytes.
     #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// REST gateway settings.
+    #[command(flatten)]
+    pub rest: crate::gateway::RestConfig,
 }
 
 impl ServeConfig {
@@ -266,7 +269,7 @@ impl ServeConfig {
         {
             return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
         }
-        Ok(())
+        self.rest.validate()
     }
 
     /// Defaults for a server on loopback with both ports chosen by the OS.
@@ -284,6 +287,7 @@ impl ServeConfig {
             health_interval: Duration::from_secs(2),
             max_message_bytes: 4 * 1024 * 1024,
             tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
+            rest: crate::gateway::RestConfig::default(),
         }
     }
 }

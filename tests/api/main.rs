@@ -14,6 +14,7 @@ mod jobs;
 mod jobs_crash;
 mod limits;
 mod observability;
+mod rest;
 mod scaling;
 mod tenant_context;
 mod tenant_migrations;
