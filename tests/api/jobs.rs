@@ -738,3 +738,28 @@ async fn the_periodic_purge_job_drops_a_deleted_tenant_and_its_jobs_after_the_gr
     assert_eq!(jobs_left(&gone).await.unwrap(), 0);
     assert_eq!(jobs_left(&kept).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn the_rest_gateway_enqueues_leases_and_completes_a_job() {
+    use http::Method;
+
+    use crate::rest::{bearer, send};
+    let app = spawn_app().await;
+    insert_tenant(&app, "acme", "pro").await;
+    let admin = bearer(&app);
+    let headers = [("authorization", admin.as_str()), ("x-tenant-id", "acme")];
+    let body = r#"{"kind": "email.send", "payload": {"to": "a@example.com"}}"#;
+    let created = send(app.http_addr, Method::POST, "/v1/jobs", &headers, Some(body)).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["job"]["id"].as_str().unwrap().to_owned();
+    let leased = send(app.http_addr, Method::POST, "/v1/jobs:lease", &headers, Some(r#"{"maxJobs": 1}"#)).await;
+    assert_eq!(leased.status, 200, "{}", leased.text());
+    assert_eq!(leased.json()["jobs"][0]["job"]["id"], id.as_str());
+    let path = format!("/v1/jobs/{id}:complete");
+    let done =
+        send(app.http_addr, Method::POST, &path, &headers, Some(r#"{"attempt": 1, "result": {"ok": true}}"#)).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["job"]["state"], "JOB_STATE_COMPLETED");
+    let stale = send(app.http_addr, Method::POST, &path, &headers, Some(r#"{"attempt": 1}"#)).await;
+    assert_eq!(stale.status, 400, "a lost lease is FAILED_PRECONDITION: {}", stale.text());
+}
