@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::api_key::AdminKeys,
     config::{DatabaseConfig, DevConfig, ServeConfig, TelemetryConfig},
-    db, dev,
+    db, dev, jobs,
+    jobs::worker::WorkerConfig,
     startup::App,
     telemetry,
     tenancy::{migrate, purge},
@@ -38,6 +39,15 @@ enum Command {
         database: DatabaseConfig,
         #[command(flatten)]
         dev: DevConfig,
+        #[command(flatten)]
+        workers: WorkerConfig,
+    },
+    /// Run the built-in job workers only (scaled separately from the API).
+    Worker {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        workers: WorkerConfig,
     },
     /// Apply pending platform migrations, then upgrade every tenant schema.
     Migrate {
@@ -107,14 +117,18 @@ pub fn run() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { serve, database, dev } if dev.dev => {
+        Command::Serve { serve, database, dev, .. } if dev.dev => {
             dev::serve(serve, database, dev, shutdown_on_signals()).await
         }
-        Command::Serve { serve, database, .. } => {
+        Command::Serve { serve, database, workers, .. } => {
             database.validate()?;
-            let app = App::build(serve, database).await?;
+            let app = App::build(serve, database).await?.with_workers(workers)?;
             tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "serving");
             app.run_until_stopped(shutdown_on_signals()).await?;
+            Ok(())
+        }
+        Command::Worker { database, workers } => {
+            jobs::worker::run_standalone(database, workers, shutdown_on_signals()).await?;
             Ok(())
         }
         Command::Migrate { database, status: true, .. } => {

@@ -27,6 +27,8 @@
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
 //! - [`ratelimit`]: per-tenant rate limits (in process or Redis) and quotas.
 //! - [`usage`]: the usage meter, client usage events and UsageService.
+//! - [`jobs`]: the PostgreSQL job queue, built-in workers and JobsService.
+//! - [`scaling`]: per-tenant autoscaling decisions and ScalingService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
@@ -48,11 +50,13 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod metrics;
 pub mod pagination;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;
+pub mod scaling;
 pub mod stack;
 pub mod startup;
 pub mod telemetry;

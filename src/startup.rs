@@ -20,11 +20,16 @@ use crate::{
     config::{ConfigError, DatabaseConfig, RateLimitEngine, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    jobs::{self, worker::WorkerConfig},
     metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
-    proto::tenantry::v1::{tenant_service_server::TenantServiceServer, usage_service_server::UsageServiceServer},
+    proto::tenantry::v1::{
+        jobs_service_server::JobsServiceServer, scaling_service_server::ScalingServiceServer,
+        tenant_service_server::TenantServiceServer, usage_service_server::UsageServiceServer,
+    },
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    scaling::service::ScalingApi,
     stack::{self, StackState},
     tenancy::{TenantDirectory, service::TenantApi},
     usage::{meter::Meter, service::UsageApi},
@@ -62,6 +67,7 @@ pub struct App {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     metrics: Metrics,
+    workers: WorkerConfig,
 }
 
 impl App {
@@ -85,7 +91,23 @@ impl App {
         let http_listener = bind(config.http_addr).await?;
         let metrics = Metrics::new();
         metrics.watch_pool(pool.clone());
-        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics })
+        Ok(App {
+            config,
+            pool,
+            listen_pool,
+            policies,
+            grpc_listener,
+            http_listener,
+            metrics,
+            workers: WorkerConfig::default(),
+        })
+    }
+
+    /// Settings of the in-process job workers (unless `--no-workers`).
+    pub fn with_workers(mut self, workers: WorkerConfig) -> Result<App, StartupError> {
+        workers.validate()?;
+        self.workers = workers;
+        Ok(self)
     }
 
     /// The bound gRPC address.
@@ -111,9 +133,16 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics } = self;
+        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics, workers } = self;
         // Conflicting or broken HTTP rules stop the server before it serves anything.
         let rest_routes = crate::gateway::routes::RouteTable::embedded()?;
+        let jobs = jobs::Runtime::start(
+            pool.clone(),
+            listen_pool.clone(),
+            Some(metrics.clone()),
+            (!config.no_workers).then_some(workers),
+            shutdown.clone(),
+        );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -155,6 +184,17 @@ impl App {
             &mut routes,
             &mut mounted,
             UsageServiceServer::new(UsageApi::new(pool.clone(), plans.clone(), quotas.clone()))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
+        mount(
+            &mut routes,
+            &mut mounted,
+            JobsServiceServer::new(jobs.api()).max_decoding_message_size(config.max_message_bytes),
+        );
+        mount(
+            &mut routes,
+            &mut mounted,
+            ScalingServiceServer::new(ScalingApi::new(pool.clone()))
                 .max_decoding_message_size(config.max_message_bytes),
         );
         let routes = routes.routes();
@@ -228,6 +268,8 @@ impl App {
             result = servers => result?,
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
+        // After the servers: workers finish or release their jobs, then the pool closes.
+        jobs.stopped().await;
         // Drained: every call's usage is in the meter; write it before closing.
         match meter.flush(&pool).await {
             Ok(rows) => tracing::info!(rows, "usage flushed"),

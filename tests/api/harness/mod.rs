@@ -66,14 +66,39 @@ pub async fn spawn_second_node(app: &TestApp) -> TestApp {
     spawn_node(DatabaseConfig::from_options(options), |_| {}).await
 }
 
+/// A server on `database` whose in-process job workers use `workers`.
+pub async fn spawn_app_with_workers(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut ServeConfig),
+    workers: tenantry::jobs::worker::WorkerConfig,
+) -> TestApp {
+    let options = DatabaseConfig::from_options(database.options.clone());
+    let mut app = spawn_node_with_workers(options, configure, workers).await;
+    app._database = Some(database);
+    app
+}
+
 /// A server on the database `database` describes; the caller owns the database.
 pub async fn spawn_node(database: DatabaseConfig, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_node_with_workers(database, configure, tenantry::jobs::worker::WorkerConfig::default()).await
+}
+
+/// [`spawn_node`] with job worker settings.
+pub async fn spawn_node_with_workers(
+    database: DatabaseConfig,
+    configure: impl FnOnce(&mut ServeConfig),
+    workers: tenantry::jobs::worker::WorkerConfig,
+) -> TestApp {
     let mut config = ServeConfig::ephemeral();
     config.health_interval = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
     config.redis_url = Some(redis::url().await.to_owned().into());
     configure(&mut config);
-    let app = App::build(config, database).await.expect("the server builds");
+    let app = App::build(config, database)
+        .await
+        .expect("the server builds")
+        .with_workers(workers)
+        .expect("valid worker settings");
     let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
     let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
     let shutdown = CancellationToken::new();

@@ -105,10 +105,10 @@ async fn a_stream_failing_before_its_first_message_is_an_ordinary_error_in_both_
     for accept in ["application/x-ndjson", "text/event-stream"] {
         let headers = [("authorization", admin.as_str()), ("x-tenant-id", "acme"), ("accept", accept)];
         let response = send(app.http_addr, Method::GET, "/v1/jobs/job_1:watch", &headers, None).await;
-        // WatchJob has not landed: UNIMPLEMENTED before any message.
-        assert_eq!(response.status, 501, "{accept}");
+        // No such job: NOT_FOUND before any message.
+        assert_eq!(response.status, 404, "{accept}");
         assert_eq!(response.header("content-type"), Some("application/json"));
-        assert!(response.json()["message"].as_str().unwrap().contains("WatchJob"));
+        assert!(response.json()["message"].as_str().unwrap().contains("job_1"));
     }
     let anonymous =
         send(app.http_addr, Method::GET, "/v1/jobs/job_1:watch", &[("accept", "text/event-stream")], None).await;

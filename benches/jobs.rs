@@ -1,0 +1,196 @@
+//! Job queue throughput and latency on a real PostgreSQL (DATABASE_URL, or a
+//! private cluster started here), with the built-in workers of one process:
+//!
+//! 1. drain: a backlog of no-op jobs, platform-level (no tenant caps), then
+//!    spread over 10 tenants under their plan caps;
+//! 2. pipelined: producers enqueue (100 per transaction) while workers run,
+//!    first enqueue to last completion;
+//! 3. idle latency: one job at a time into idle workers, enqueue commit to
+//!    attempt start (`started_at - created_at`, both on the database clock).
+//!
+//! Run: `cargo bench --bench jobs` (TENANTRY_BENCH_JOBS=50000 by default).
+
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+use tenantry::{
+    jobs::{
+        BUILTIN_QUEUE,
+        events::JobEvents,
+        handlers::{NOOP, Registry},
+        queue::{self, NewJob},
+        worker::{WorkerConfig, Workers},
+    },
+    tenancy::TenantId,
+};
+use tokio_util::sync::CancellationToken;
+
+fn noop(tenant: Option<TenantId>) -> NewJob {
+    let mut job = NewJob::new(tenant, NOOP);
+    job.queue = BUILTIN_QUEUE.to_owned();
+    job
+}
+
+async fn enqueue_batch(pool: &PgPool, tenants: &[Option<TenantId>], from: usize, count: usize) {
+    let mut tx = pool.begin().await.unwrap();
+    for i in from..from + count {
+        queue::enqueue(&mut tx, noop(tenants[i % tenants.len()].clone())).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn remaining(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM platform.jobs WHERE state <> 'completed'").fetch_one(pool).await.unwrap()
+}
+
+async fn wait_drained(pool: &PgPool) {
+    while remaining(pool).await > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts the built-in workers of one process; returns their stop token and task.
+fn start_workers(pool: &PgPool, concurrency: usize) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let events = JobEvents::new();
+    events.start_listener(pool.clone(), stop.clone());
+    let config = WorkerConfig {
+        concurrency,
+        purge_interval: Duration::ZERO,
+        usage_rollup_interval: Duration::ZERO,
+        scaling_interval: Duration::ZERO,
+        ..WorkerConfig::default()
+    };
+    let workers = Workers::new(pool.clone(), Registry::builtin(), config, events);
+    (stop.clone(), tokio::spawn(workers.run(stop)))
+}
+
+async fn stop_workers((stop, task): (CancellationToken, tokio::task::JoinHandle<()>)) {
+    stop.cancel();
+    task.await.unwrap();
+}
+
+async fn clear(pool: &PgPool) {
+    sqlx::query("TRUNCATE platform.jobs").execute(pool).await.unwrap();
+}
+
+async fn drain(pool: &PgPool, label: &str, tenants: &[Option<TenantId>], total: usize) {
+    clear(pool).await;
+    let started = Instant::now();
+    let mut from = 0;
+    while from < total {
+        let count = 1000.min(total - from);
+        enqueue_batch(pool, tenants, from, count).await;
+        from += count;
+    }
+    let enqueue = started.elapsed();
+    let workers = start_workers(pool, 500);
+    let started = Instant::now();
+    wait_drained(pool).await;
+    let elapsed = started.elapsed();
+    stop_workers(workers).await;
+    println!(
+        "drain {label}: {total} no-op jobs in {elapsed:.2?} = {:.0} jobs/s (enqueue, 1000 per transaction: {:.0} jobs/s)",
+        total as f64 / elapsed.as_secs_f64(),
+        total as f64 / enqueue.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let total: usize = std::env::var("TENANTRY_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let (admin, cluster, _dir) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (PgConnectOptions::from_str(&url).unwrap(), None, None),
+        Err(_) => {
+            let dir = tempfile::Builder::new().prefix("tenantry-bench").tempdir_in("/tmp").unwrap();
+            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let cluster = tenantry::db::embedded::EmbeddedPostgres::start(dir.path()).await.unwrap();
+            (cluster.connect_options("postgres"), Some(cluster), Some(dir))
+        }
+    };
+    let name = format!("tenantry_bench_{}", tenantry::ids::random_token(8).to_lowercase());
+    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    let pool = PgPoolOptions::new().max_connections(16).connect_with(admin.clone().database(&name)).await.unwrap();
+    tenantry::db::migrate(&pool).await.unwrap();
+    let mut tenants = Vec::new();
+    for i in 0..10 {
+        let id = TenantId::generate();
+        sqlx::query("INSERT INTO platform.tenants (id, slug, display_name, plan_id) VALUES ($1, $2, $2, 'enterprise')")
+            .bind(id.as_str())
+            .bind(format!("bench-{i}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        tenants.push(Some(id));
+    }
+
+    // 1. Drain a backlog.
+    drain(&pool, "platform-level", &[None], total).await;
+    drain(&pool, "10 tenants, cap 50 each", &tenants, total).await;
+
+    // 2. Pipelined: 4 producers enqueue while the workers run.
+    clear(&pool).await;
+    let workers = start_workers(&pool, 500);
+    let started = Instant::now();
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut from = p * (total / 4);
+                let end = from + total / 4;
+                while from < end {
+                    enqueue_batch(&pool, &[None], from, 100).await;
+                    from += 100;
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    wait_drained(&pool).await;
+    let elapsed = started.elapsed();
+    println!(
+        "pipelined: {} jobs enqueued (100 per transaction, 4 producers) and run in {elapsed:.2?} = {:.0} jobs/s end to end",
+        total / 4 * 4,
+        (total / 4 * 4) as f64 / elapsed.as_secs_f64()
+    );
+
+    // 3. Idle latency: enqueue commit -> attempt start.
+    clear(&pool).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..300 {
+        let mut tx = pool.begin().await.unwrap();
+        queue::enqueue(&mut tx, noop(None)).await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_drained(&pool).await;
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM platform.jobs ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "idle latency enqueue -> start over {} jobs: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        at(1.0)
+    );
+    stop_workers(workers).await;
+
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    if let Some(cluster) = cluster {
+        cluster.stop().await.unwrap();
+    }
+}
