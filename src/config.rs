@@ -199,6 +199,9 @@ pub struct ServeConfig {
     /// Largest decoded request message, in bytes.
     #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Identity: signing keys, token lifetimes, login throttling.
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityConfig,
 }
 
 impl ServeConfig {
@@ -224,7 +227,7 @@ impl ServeConfig {
         {
             return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
         }
-        Ok(())
+        self.identity.validate()
     }
 
     /// Defaults for a server on loopback with both ports chosen by the OS.
@@ -242,6 +245,7 @@ impl ServeConfig {
             health_interval: Duration::from_secs(2),
             max_message_bytes: 4 * 1024 * 1024,
             tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
+            identity: crate::identity::IdentityConfig { ephemeral_signing_key: true, ..Default::default() },
         }
     }
 }

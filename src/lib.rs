@@ -21,6 +21,8 @@
 //! - [`context`]: [`context::RequestContext`], what the stack learns about a
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
+//! - [`identity`]: users, passwords, access tokens and the key ring, refresh
+//!   tokens, tenant API keys, roles, the audit log, AuthService.
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
@@ -39,6 +41,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod pagination;
 pub mod policy;

@@ -16,13 +16,16 @@ use tonic::{
 };
 
 use crate::{
-    auth::api_key::AdminKeys,
     config::{ConfigError, DatabaseConfig, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    identity::{
+        Authenticator, access::IdentityCache, api_keys::LastUsed, keys::KeyRing, passwords::PasswordHasherPool,
+        service::AuthApi, tokens::TokenService,
+    },
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
-    proto::tenantry::v1::tenant_service_server::TenantServiceServer,
+    proto::tenantry::v1::{auth_service_server::AuthServiceServer, tenant_service_server::TenantServiceServer},
     stack::{self, StackState},
     tenancy::{TenantDirectory, service::TenantApi},
 };
@@ -54,6 +57,7 @@ pub struct App {
     pool: PgPool,
     listen_pool: PgPool,
     policies: Arc<PolicyTable>,
+    keys: KeyRing,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 }
@@ -65,6 +69,8 @@ impl App {
         config.validate()?;
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
+        // Before touching the network too: no signing key, no tokens.
+        let keys = KeyRing::from_config(&config.identity)?;
         let pool = db::connect(&database).await?;
         let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
@@ -77,7 +83,7 @@ impl App {
         };
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, listen_pool, policies, grpc_listener, http_listener })
+        Ok(App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener })
     }
 
     /// The bound gRPC address.
@@ -98,7 +104,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -110,18 +116,30 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
+        let authenticator = identity_handles(&config, &pool, &listen_pool, keys, &tenants, &shutdown);
+        let hasher = PasswordHasherPool::new(config.identity.password_hash_concurrency);
+
         let mut mounted = HashSet::new();
         let mut routes = Routes::builder();
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
-        let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(listen_pool.clone(), shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
-            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
-                .max_decoding_message_size(config.max_message_bytes),
+            TenantServiceServer::new(
+                TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace).with_passwords(hasher.clone()),
+            )
+            .max_decoding_message_size(config.max_message_bytes),
+        );
+        let auth_api =
+            AuthApi::new(pool.clone(), authenticator.clone(), hasher, tenants.clone(), &config.identity, &policies);
+        mount(
+            &mut routes,
+            &mut mounted,
+            AuthServiceServer::new(auth_api).max_decoding_message_size(config.max_message_bytes),
         );
         let routes = routes.routes();
 
@@ -140,7 +158,7 @@ impl App {
         let layers = stack::layers(StackState {
             policies,
             mounted: Arc::new(mounted),
-            admin_keys: AdminKeys::new(pool.clone()),
+            authenticator,
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
@@ -178,6 +196,25 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The identity caches (listening for invalidations), the batched
+/// last-used writer, and the authenticator over them.
+fn identity_handles(
+    config: &ServeConfig,
+    pool: &PgPool,
+    listen_pool: &PgPool,
+    keys: KeyRing,
+    tenants: &TenantDirectory,
+    shutdown: &CancellationToken,
+) -> Authenticator {
+    let cache = IdentityCache::new(pool.clone());
+    cache.listen(listen_pool.clone(), shutdown.clone());
+    let last_used = LastUsed::default();
+    last_used.run(pool.clone(), config.identity.last_used_flush, shutdown.clone());
+    let identity = &config.identity;
+    let tokens = TokenService::new(keys, &identity.jwt_issuer, &identity.jwt_audience, identity.access_token_ttl);
+    Authenticator::new(pool.clone(), tokens, cache, tenants.clone(), last_used)
 }
 
 /// Adds a service to the routes and records that it is served.

@@ -28,7 +28,7 @@ use self::{
     authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer, observe::ObserveLayer,
     rate_limit::RateLimit, tenant::TenantContext,
 };
-use crate::{auth::api_key::AdminKeys, policy::PolicyTable, tenancy::TenantDirectory};
+use crate::{identity::Authenticator, policy::PolicyTable, tenancy::TenantDirectory};
 
 /// What the stack's layers need, as cheap-clone handles.
 #[derive(Clone)]
@@ -37,8 +37,8 @@ pub struct StackState {
     pub policies: Arc<PolicyTable>,
     /// Services this server serves; other contract methods answer UNIMPLEMENTED.
     pub mounted: Arc<HashSet<String>>,
-    /// Verifies platform-admin API keys.
-    pub admin_keys: AdminKeys,
+    /// Verifies access tokens, tenant API keys and platform-admin keys.
+    pub authenticator: Authenticator,
     /// Resolves tenants for the tenant context.
     pub tenants: TenantDirectory,
     /// Calls in flight before shedding.
@@ -68,7 +68,7 @@ pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
         // Before any work: shed when overloaded, and bound the call by its deadline.
         .layer(LimitsLayer::new(state.max_in_flight))
         // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(Authenticate::new(state.admin_keys)))
+        .layer(GuardLayer::new(Authenticate::new(state.authenticator)))
         // Which tenant the call acts in: needs the principal, feeds limits and authorization.
         .layer(GuardLayer::new(TenantContext::new(state.tenants)))
         // Per-tenant limits: after the tenant is known, before authorization so refused calls count.
