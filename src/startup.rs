@@ -69,8 +69,6 @@ impl App {
         config.validate()?;
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
-        // Before touching the network too: no signing key, no tokens.
-        let keys = KeyRing::from_config(&config.identity)?;
         let pool = db::connect(&database).await?;
         let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
@@ -81,6 +79,8 @@ impl App {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
         };
+        // Before listening: without a signing key no token can be issued.
+        let keys = KeyRing::from_config(&config.identity)?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
         Ok(App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener })

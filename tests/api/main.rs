@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod auth_keyring;
 mod auth_keys;
 mod auth_roles;
 mod auth_security;

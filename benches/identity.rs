@@ -1,0 +1,67 @@
+//! Identity hot paths: the cached access-token check, a full (uncached)
+//! RS256 verification, and the cached API-key check. Budgets: ≤ 2 µs,
+//! ≤ 40 µs, ≤ 2 µs. Results are recorded in docs/performance.md.
+
+use std::{sync::Arc, time::Duration};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sqlx::postgres::PgPoolOptions;
+use tenantry::{
+    auth::api_key,
+    identity::{
+        Authenticator,
+        access::IdentityCache,
+        api_keys::{CachedKey, LastUsed},
+        keys::{self, KeyRing},
+        tokens::TokenService,
+    },
+    ids,
+    tenancy::{TenantDirectory, TenantId},
+};
+
+fn token_service() -> TokenService {
+    let ring = KeyRing::from_pems(&keys::generate().unwrap().private_pem, &[]).unwrap();
+    TokenService::new(ring, "tenantry", "tenantry-api", Duration::from_secs(900))
+}
+
+fn tokens(c: &mut Criterion) {
+    let service = token_service();
+    let tenant = TenantId::generate();
+    let (token, _) = service.issue(&tenant, &ids::new_id("usr"), "ses_bench").unwrap();
+    service.verify(&token).unwrap();
+    c.bench_function("jwt: cached check", |b| b.iter(|| service.verify(std::hint::black_box(&token)).unwrap()));
+    c.bench_function("jwt: uncached RS256 verify", |b| {
+        b.iter(|| service.verify_uncached(std::hint::black_box(&token)).unwrap())
+    });
+}
+
+fn api_keys(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = runtime.enter();
+    // No database is reached: the pool is lazy and every lookup hits the cache.
+    let pool = PgPoolOptions::new().connect_lazy("postgres://bench@localhost/bench").unwrap();
+    let cache = IdentityCache::new(pool.clone());
+    cache.assume_listening();
+    let key = api_key::generate();
+    let cached = CachedKey {
+        tenant: TenantId::generate(),
+        key_id: ids::new_id("key"),
+        public_id: key.public_id.clone(),
+        name: "bench".into(),
+        secret_hash: key.secret_hash.clone(),
+        scopes: Arc::new(["users:read".to_owned()].into_iter().collect()),
+        created_by: ids::new_id("usr"),
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+    };
+    cache.remember_key(Arc::new(cached), cache.generation());
+    let authenticator =
+        Authenticator::new(pool.clone(), token_service(), cache, TenantDirectory::new(pool), LastUsed::default());
+    assert!(authenticator.check_cached_key(&key.full).is_some());
+    c.bench_function("api key: cached check", |b| {
+        b.iter(|| authenticator.check_cached_key(std::hint::black_box(&key.full)).unwrap())
+    });
+}
+
+criterion_group!(benches, tokens, api_keys);
+criterion_main!(benches);
