@@ -56,7 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Signing keys for access tokens.
+    /// Signing keys for access tokens. The key ring is PEM text (in
+    /// TENANTRY_JWT_PRIVATE_KEY or the --jwt-private-key-file file): the first
+    /// block is the signing private key; every further block, a public or a
+    /// private key, is verification-only (published in the JWKS and accepted).
+    /// To rotate: append the new key (verify-only), roll out; move it first
+    /// (signing) with the old key after it, roll out; after the access-token
+    /// lifetime remove the old key, roll out.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,

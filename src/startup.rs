@@ -118,7 +118,9 @@ impl App {
 
         let tenants = TenantDirectory::new(pool.clone());
         tenants.listen(listen_pool.clone(), shutdown.clone());
-        let authenticator = identity_handles(&config, &pool, &listen_pool, keys, &tenants, &shutdown);
+        let writer_stop = shutdown.child_token();
+        let (authenticator, last_used_writer) =
+            identity_handles(&config, &pool, &listen_pool, keys, &tenants, &shutdown, &writer_stop);
         let hasher = PasswordHasherPool::new(config.identity.password_hash_concurrency);
 
         let mut mounted = HashSet::new();
@@ -191,6 +193,9 @@ impl App {
             result = servers => result?,
             () = drain_deadline => tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining calls"),
         }
+        // The API keys' last use collected since the last batch.
+        writer_stop.cancel();
+        last_used_writer.await.ok();
         pool.close().await;
         listen_pool.close().await;
         tracing::info!("stopped");
@@ -198,8 +203,8 @@ impl App {
     }
 }
 
-/// The identity caches (listening for invalidations), the batched
-/// last-used writer, and the authenticator over them.
+/// The identity caches (listening for invalidations), the authenticator
+/// over them, and the batched last-used writer (ends after `shutdown`).
 fn identity_handles(
     config: &ServeConfig,
     pool: &PgPool,
@@ -207,14 +212,15 @@ fn identity_handles(
     keys: KeyRing,
     tenants: &TenantDirectory,
     shutdown: &CancellationToken,
-) -> Authenticator {
+    writer_stop: &CancellationToken,
+) -> (Authenticator, tokio::task::JoinHandle<()>) {
     let cache = IdentityCache::new(pool.clone());
     cache.listen(listen_pool.clone(), shutdown.clone());
     let last_used = LastUsed::default();
-    last_used.run(pool.clone(), config.identity.last_used_flush, shutdown.clone());
+    let writer = last_used.run(pool.clone(), config.identity.last_used_flush, writer_stop.clone());
     let identity = &config.identity;
     let tokens = TokenService::new(keys, &identity.jwt_issuer, &identity.jwt_audience, identity.access_token_ttl);
-    Authenticator::new(pool.clone(), tokens, cache, tenants.clone(), last_used)
+    (Authenticator::new(pool.clone(), tokens, cache, tenants.clone(), last_used), writer)
 }
 
 /// Adds a service to the routes and records that it is served.

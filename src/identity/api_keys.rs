@@ -244,8 +244,9 @@ impl LastUsed {
         }
     }
 
-    /// Flushes every `interval` until `shutdown`, then once more.
-    pub fn run(&self, pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+    /// Flushes every `interval` until `shutdown`, then once more; await the
+    /// handle before closing the pool so the last batch is written.
+    pub fn run(&self, pool: PgPool, interval: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let last_used = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -257,6 +258,6 @@ impl LastUsed {
                 }
             }
             last_used.flush(&pool).await;
-        });
+        })
     }
 }

@@ -1,6 +1,9 @@
 //! The access-token key ring: one RSA private key signs, and its public key
-//! plus any number of retired (or upcoming) public keys verify, so keys can
-//! rotate without logging anyone out. Each key's `kid` is its RFC 7638 JWK
+//! plus any number of retired (or upcoming) keys verify, so keys can rotate
+//! without logging anyone out. The ring is PEM text: the first block is the
+//! signing private key, every further block (public or private key) is
+//! verification-only, so one secret (`TENANTRY_JWT_PRIVATE_KEY`) can carry
+//! the whole ring; `--jwt-verification-key-file` adds more. Each key's `kid` is its RFC 7638 JWK
 //! thumbprint, so every node derives the same id from the same key.
 //!
 //! The ring is fixed at start: a token naming an unknown `kid` is refused at
@@ -59,18 +62,43 @@ fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { setting, problem: problem.into() }
 }
 
-/// A PEM block's label and DER body.
-fn pem_decode(text: &str) -> Option<(String, Vec<u8>)> {
-    let mut lines = text.lines().map(str::trim).skip_while(|l| !l.starts_with("-----BEGIN "));
-    let label = lines.next()?.strip_prefix("-----BEGIN ")?.strip_suffix("-----")?.to_owned();
-    let mut body = String::new();
-    for line in lines {
-        if line.starts_with("-----END ") {
-            return STANDARD.decode(body).ok().map(|der| (label, der));
+/// One PEM block: its label, DER body and text.
+struct PemBlock {
+    label: String,
+    der: Vec<u8>,
+    text: String,
+}
+
+/// Every PEM block in `text`, in order.
+fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
+    let mut blocks = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.by_ref().find(|l| l.starts_with("-----BEGIN ")) {
+        let label = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+            .ok_or("a malformed PEM header")?
+            .to_owned();
+        let mut body = String::new();
+        let mut closed = false;
+        for line in lines.by_ref() {
+            if line.starts_with("-----END ") {
+                closed = true;
+                break;
+            }
+            body.push_str(line);
         }
-        body.push_str(line);
+        if !closed {
+            return Err(format!("the PEM block `{label}` is not closed"));
+        }
+        let der = STANDARD.decode(&body).map_err(|_| format!("the PEM block `{label}` is not base64"))?;
+        let text = format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n");
+        blocks.push(PemBlock { label, der, text });
     }
-    None
+    if blocks.is_empty() {
+        return Err("not a PEM block".into());
+    }
+    Ok(blocks)
 }
 
 /// PEM text of `der` under `label`, 64 characters a line.
@@ -104,26 +132,28 @@ fn strip_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[first..]
 }
 
-/// Parses a private key PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-fn private_key(pem: &str) -> Result<(KeyPair, EncodingKey), String> {
-    let (label, der) = pem_decode(pem).ok_or("not a PEM block")?;
-    let pair = match label.as_str() {
-        "PRIVATE KEY" => KeyPair::from_pkcs8(&der),
-        "RSA PRIVATE KEY" => KeyPair::from_der(&der),
+/// Parses a private key block (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+fn private_key(block: &PemBlock) -> Result<(KeyPair, EncodingKey), String> {
+    let pair = match block.label.as_str() {
+        "PRIVATE KEY" => KeyPair::from_pkcs8(&block.der),
+        "RSA PRIVATE KEY" => KeyPair::from_der(&block.der),
         other => return Err(format!("expected an RSA private key, found `{other}`")),
     }
     .map_err(|_| "not a usable RSA private key".to_owned())?;
-    let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| "not a usable RSA private key".to_owned())?;
+    let encoding =
+        EncodingKey::from_rsa_pem(block.text.as_bytes()).map_err(|_| "not a usable RSA private key".to_owned())?;
     Ok((pair, encoding))
 }
 
-/// Parses a public key PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`).
-fn public_key(pem: &str) -> Result<PublicKey, String> {
-    let (label, der) = pem_decode(pem).ok_or("not a PEM block")?;
-    if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
-        return Err(format!("expected an RSA public key, found `{label}`"));
+/// The public key of any key block: a public key, or a private key's public half.
+fn public_key(block: &PemBlock) -> Result<PublicKey, String> {
+    match block.label.as_str() {
+        "PUBLIC KEY" | "RSA PUBLIC KEY" => {
+            PublicKey::from_der(&block.der).map_err(|_| "not a usable RSA public key".to_owned())
+        }
+        "PRIVATE KEY" | "RSA PRIVATE KEY" => Ok(private_key(block)?.0.public_key().clone()),
+        other => Err(format!("expected an RSA key, found `{other}`")),
     }
-    PublicKey::from_der(&der).map_err(|_| "not a usable RSA public key".to_owned())
 }
 
 /// A freshly generated key pair as PEM.
@@ -164,15 +194,23 @@ pub fn write_pair(dir: &Path, key: &GeneratedKey) -> std::io::Result<(std::path:
 }
 
 impl KeyRing {
-    /// A ring signing with `private_pem` and also verifying with `extra_public_pems`.
-    pub fn from_pems(private_pem: &str, extra_public_pems: &[String]) -> Result<KeyRing, String> {
-        let (pair, encoding) = private_key(private_pem)?;
+    /// A ring from PEM text: the first block is the signing private key;
+    /// every further block (public or private key), and every block of
+    /// `extra_pems`, is a verification-only key.
+    pub fn from_pems(pems: &str, extra_pems: &[String]) -> Result<KeyRing, String> {
+        let mut blocks = pem_blocks(pems)?.into_iter();
+        let first = blocks.next().ok_or("no key")?;
+        let (pair, encoding) = private_key(&first)?;
         let signing = verifying_key(pair.public_key())?;
         let signing_kid = signing.kid.clone();
         let mut order = vec![signing_kid.clone()];
         let mut verifying = HashMap::from([(signing_kid.clone(), signing)]);
-        for pem in extra_public_pems {
-            let key = verifying_key(&public_key(pem)?)?;
+        let mut extra: Vec<PemBlock> = blocks.collect();
+        for pem in extra_pems {
+            extra.extend(pem_blocks(pem)?);
+        }
+        for block in &extra {
+            let key = verifying_key(&public_key(block)?)?;
             if !verifying.contains_key(&key.kid) {
                 order.push(key.kid.clone());
                 verifying.insert(key.kid.clone(), key);
@@ -251,6 +289,17 @@ mod tests {
         assert!(KeyRing::from_pems("nope", &[]).is_err());
         let key = generate().unwrap();
         assert!(KeyRing::from_pems(&key.public_pem, &[]).unwrap_err().contains("private"));
-        assert!(KeyRing::from_pems(&key.private_pem, std::slice::from_ref(&key.private_pem)).is_err());
+        assert!(KeyRing::from_pems("-----BEGIN PRIVATE KEY-----\nAAAA", &[]).is_err());
+    }
+
+    #[test]
+    fn one_text_can_hold_the_signing_key_then_verification_keys() {
+        let (new, old, older) = (generate().unwrap(), generate().unwrap(), generate().unwrap());
+        let text = format!("{}{}{}", new.private_pem, old.public_pem, older.private_pem);
+        let ring = KeyRing::from_pems(&text, &[]).unwrap();
+        assert_eq!(ring.signing_kid(), new.kid);
+        let kids: Vec<_> = ring.jwks().map(|k| k.kid.clone()).collect();
+        assert_eq!(kids, vec![new.kid, old.kid, older.kid]);
+        assert!(KeyRing::from_pems(&format!("{}{}", old.public_pem, new.private_pem), &[]).is_err());
     }
 }

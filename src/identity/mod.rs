@@ -45,10 +45,11 @@ use crate::{
 /// Identity settings of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
 pub struct IdentityConfig {
-    /// PEM file with the RSA private key that signs access tokens.
+    /// PEM file with the key ring: the RSA private key that signs access
+    /// tokens first, then any verification-only keys (public or private).
     #[arg(long, env = "TENANTRY_JWT_PRIVATE_KEY_FILE")]
     pub jwt_private_key_file: Option<PathBuf>,
-    /// The RSA private signing key itself, as PEM (wins over the file).
+    /// The key ring itself, as PEM text (wins over the file).
     #[arg(long, env = "TENANTRY_JWT_PRIVATE_KEY", hide_env_values = true)]
     pub jwt_private_key: Option<Secret>,
     /// PEM files of public keys still accepted for verification (key rotation);
