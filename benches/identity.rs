@@ -10,9 +10,11 @@ use tenantry::{
     auth::api_key,
     identity::{
         Authenticator,
-        access::IdentityCache,
+        access::{IdentityCache, UserAccess},
         api_keys::{CachedKey, LastUsed},
+        authenticator,
         keys::{self, KeyRing},
+        roles,
         tokens::TokenService,
     },
     ids,
@@ -27,9 +29,33 @@ fn token_service() -> TokenService {
 fn tokens(c: &mut Criterion) {
     let service = token_service();
     let tenant = TenantId::generate();
-    let (token, _) = service.issue(&tenant, &ids::new_id("usr"), "ses_bench").unwrap();
+    let user = ids::new_id("usr");
+    let (token, _) = service.issue(&tenant, &user, "ses_bench").unwrap();
     service.verify(&token).unwrap();
     c.bench_function("jwt: cached check", |b| b.iter(|| service.verify(std::hint::black_box(&token)).unwrap()));
+
+    // The authenticate layer's whole in-memory path for a user: cached token,
+    // cached user access (roles, permissions), principal assembled.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = runtime.enter();
+    let pool = PgPoolOptions::new().connect_lazy("postgres://bench@localhost/bench").unwrap();
+    let cache = IdentityCache::new(pool);
+    cache.assume_listening();
+    let access = UserAccess {
+        active: true,
+        email: "ada@example.test".into(),
+        display_name: "Ada".into(),
+        roles: vec!["member".into()],
+        permissions: Arc::new(roles::built_in_permissions("member").unwrap()),
+    };
+    cache.remember_user(&tenant, &user, Arc::new(access), cache.generation());
+    c.bench_function("jwt: cached check to principal", |b| {
+        b.iter(|| {
+            let verified = service.verify(std::hint::black_box(&token)).unwrap();
+            let access = cache.cached_user(&verified.tenant, &verified.user_id).unwrap();
+            authenticator::user_principal(&verified.tenant, &verified.user_id, &access, &verified)
+        })
+    });
     c.bench_function("jwt: uncached RS256 verify", |b| {
         b.iter(|| service.verify_uncached(std::hint::black_box(&token)).unwrap())
     });

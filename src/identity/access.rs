@@ -125,19 +125,30 @@ impl IdentityCache {
         user_id: &str,
         deadline: Instant,
     ) -> Result<Arc<UserAccess>, IdentityError> {
-        let listening = self.is_listening();
-        let key = (tenant.clone(), user_id.to_owned());
-        if listening && let Some(hit) = fresh(&self.users, &key) {
+        if let Some(hit) = self.cached_user(tenant, user_id) {
             return Ok(hit);
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.generation();
         let mut tx = TenantTx::begin(&self.pool, tenant, deadline).await?;
         let access = Arc::new(load_user(&mut tx, user_id).await?);
         tx.commit().await?;
-        if listening && self.generation.load(Ordering::Acquire) == generation {
-            insert_bounded(&self.users, key, access.clone());
-        }
+        self.remember_user(tenant, user_id, access.clone(), generation);
         Ok(access)
+    }
+
+    /// A user's cached access, if caching is on and the entry is fresh.
+    pub fn cached_user(&self, tenant: &TenantId, user_id: &str) -> Option<Arc<UserAccess>> {
+        if !self.is_listening() {
+            return None;
+        }
+        fresh(&self.users, &(tenant.clone(), user_id.to_owned()))
+    }
+
+    /// Caches a user's access, unless an eviction happened since `generation`.
+    pub fn remember_user(&self, tenant: &TenantId, user_id: &str, access: Arc<UserAccess>, generation: u64) {
+        if self.is_listening() && self.generation.load(Ordering::Acquire) == generation {
+            insert_bounded(&self.users, (tenant.clone(), user_id.to_owned()), access);
+        }
     }
 
     /// A cached API key by public id.
