@@ -73,6 +73,8 @@ async fn run(
          \nTry:\n\
          \n  grpcurl -plaintext {grpc} list\
          \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" {grpc} tenantry.v1.TenantService/ListTenants\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" -d '{{\"slug\":\"acme\",\"display_name\":\"Acme\",\"plan_id\":\"free\",\"owner_email\":\"owner@acme.test\",\"owner_password\":\"change me please\"}}' {grpc} tenantry.v1.TenantService/CreateTenant\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"email\":\"owner@acme.test\",\"password\":\"change me please\"}}' {grpc} tenantry.v1.AuthService/Login\
          \n  grpcurl -plaintext -d '{{\"service\":\"tenantry.v1.TenantService\"}}' {grpc} grpc.health.v1.Health/Check\
          \n  curl -s http://{http}/readyz\n"
     );
