@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::api_key::AdminKeys,
-    config::{DatabaseConfig, DevConfig, LogFormat, ServeConfig},
+    config::{DatabaseConfig, DevConfig, ServeConfig, TelemetryConfig},
     db, dev,
     startup::App,
     telemetry,
@@ -20,9 +20,8 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "tenantry", version, about)]
 struct Cli {
-    /// Log format: json for production, pretty for a terminal, auto picks.
-    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: TelemetryConfig,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,7 +102,6 @@ enum TenantCommand {
 /// exit code; errors are printed once, without internals of secrets.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -111,7 +109,18 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    // The OTLP exporter's channel lives on the runtime.
+    let telemetry = match runtime.block_on(async { telemetry::init(&cli.telemetry) }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(execute(cli.command));
+    // Flush spans while the runtime still drives the exporter.
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

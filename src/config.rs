@@ -160,6 +160,48 @@ pub enum LogFormat {
     Auto,
 }
 
+/// Logs and traces: how the process reports what it does.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Log format: json for production, pretty for a terminal, auto picks.
+    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector to send traces to (e.g. http://127.0.0.1:4317); no traces when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` traces carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "tenantry", global = true)]
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    /// JSON logs, no traces: what tests and embedders start from.
+    pub fn json() -> Self {
+        TelemetryConfig { log_format: LogFormat::Json, otlp_endpoint: None, service_name: "tenantry".into() }
+    }
+
+    /// Checks the settings, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            // The exporter shares the server's tonic build, which has no TLS:
+            // send to a collector on the node or in the pod (the usual sidecar).
+            let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+                invalid(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "must be an http:// URL of an OTLP/gRPC collector (TLS is not supported; use a local collector)",
+                )
+            })?;
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(invalid("OTEL_EXPORTER_OTLP_ENDPOINT", "must name a host, e.g. http://127.0.0.1:4317"));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("OTEL_SERVICE_NAME", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
 /// Settings of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -289,6 +331,19 @@ mod tests {
         let config = DatabaseConfig { connect_options: None, ..config };
         let error = config.connect_options().unwrap_err().to_string();
         assert!(error.contains("DATABASE_URL") && !error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn otlp_endpoints_must_be_plain_http_urls() {
+        let mut config = TelemetryConfig::json();
+        assert!(config.validate().is_ok());
+        config.otlp_endpoint = Some("http://127.0.0.1:4317".into());
+        assert!(config.validate().is_ok());
+        for bad in ["https://collector:4317", "collector:4317", "http://"] {
+            config.otlp_endpoint = Some(bad.into());
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use crate::metrics::Metrics;
+
 /// What the probe last saw of a dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +80,8 @@ pub struct HealthProbe {
     pub redis: Option<Client>,
     /// Time between probes.
     pub interval: Duration,
+    /// Where failed Redis probes are counted.
+    pub metrics: Metrics,
 }
 
 impl HealthProbe {
@@ -114,6 +118,16 @@ impl HealthProbe {
         if let Some(redis) = &self.redis {
             let up = matches!(tokio::time::timeout(timeout, redis.ping::<()>(None)).await, Ok(Ok(())));
             let state = if up { DependencyState::Up } else { DependencyState::Down };
+            if !up {
+                self.metrics.record_redis_error("ping");
+            }
+            if readiness.redis() != state {
+                if up {
+                    tracing::info!("Redis answers again");
+                } else {
+                    tracing::warn!("Redis does not answer; rate limits fall back to local buckets, still ready");
+                }
+            }
             readiness.redis.store(state as u8, Ordering::Relaxed);
         }
         if *serving == Some(postgres_up) {

@@ -1,26 +1,33 @@
-//! The HTTP listener: liveness (`/healthz`), readiness (`/readyz`), and a
-//! JSON 404 in the API's error shape for everything else. The REST gateway
-//! mounts here once it lands.
+//! The HTTP listener: liveness (`/healthz`), readiness (`/readyz`),
+//! Prometheus metrics (`/metrics`), and a JSON 404 in the API's error shape
+//! for everything else. The REST gateway mounts here once it lands.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, Uri},
+    http::{StatusCode, Uri, header::CONTENT_TYPE},
     routing::get,
 };
 use serde_json::{Value, json};
 
-use crate::health::Readiness;
+use crate::{health::Readiness, metrics::Metrics};
 
 /// The HTTP routes.
-pub fn router(readiness: Arc<Readiness>) -> Router {
+pub fn router(readiness: Arc<Readiness>, metrics: Metrics) -> Router {
+    let metrics = Router::new().route("/metrics", get(scrape)).with_state(metrics);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(not_found)
         .with_state(readiness)
+        .merge(metrics)
+        .fallback(not_found)
+}
+
+/// The Prometheus scrape: the exposition text, scrape-time values fresh.
+async fn scrape(State(metrics): State<Metrics>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render())
 }
 
 /// Liveness: the process answers; dependencies are not consulted.

@@ -8,7 +8,10 @@
 //! - [`cli`]: the `tenantry` command line (serve, migrate, bootstrap); `main.rs`
 //!   only calls [`cli::run`].
 //! - [`config`]: the one typed configuration, from flags with env fallbacks.
-//! - [`telemetry`]: `tracing` subscriber set-up (JSON or readable logs).
+//! - [`telemetry`]: `tracing` subscriber set-up (JSON or readable logs) and
+//!   OpenTelemetry traces over OTLP; W3C trace context from headers.
+//! - [`metrics`]: the Prometheus registry and the typed handles every module
+//!   records into; served at `/metrics`.
 //! - [`startup`]: [`startup::App`] builds the servers from a config and runs
 //!   them until a shutdown signal, draining in-flight calls.
 //! - [`dev`]: `serve --dev`, the embedded default with its private PostgreSQL.
@@ -28,7 +31,7 @@
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
 //! - [`health`]: gRPC health and readiness, following the dependencies.
-//! - [`http`]: the HTTP listener (`/healthz`, `/readyz`).
+//! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`error`]: the restricted error enum every module maps into, with its
 //!   mapping to `tonic::Status` (rich details) and to HTTP.
 
@@ -43,6 +46,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod metrics;
 pub mod pagination;
 pub mod policy;
 pub mod proto;

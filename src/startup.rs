@@ -23,6 +23,7 @@ use crate::{
         Authenticator, access::IdentityCache, api_keys::LastUsed, keys::KeyRing, passwords::PasswordHasherPool,
         service::AuthApi, tokens::TokenService,
     },
+    metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::{auth_service_server::AuthServiceServer, tenant_service_server::TenantServiceServer},
@@ -60,6 +61,7 @@ pub struct App {
     keys: KeyRing,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics: Metrics,
 }
 
 impl App {
@@ -83,7 +85,9 @@ impl App {
         let keys = KeyRing::from_config(&config.identity)?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        Ok(App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener })
+        let metrics = Metrics::new();
+        metrics.watch_pool(pool.clone());
+        Ok(App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener, metrics })
     }
 
     /// The bound gRPC address.
@@ -101,10 +105,15 @@ impl App {
         &self.pool
     }
 
+    /// The server's metrics, for modules started next to it (workers, flushers).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener } = self;
+        let App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener, metrics } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -153,9 +162,16 @@ impl App {
             .collect();
         services.sort();
         services.dedup();
-        let readiness = HealthProbe { reporter, services, pool: pool.clone(), redis, interval: config.health_interval }
-            .start(shutdown.clone())
-            .await;
+        let readiness = HealthProbe {
+            reporter,
+            services,
+            pool: pool.clone(),
+            redis,
+            interval: config.health_interval,
+            metrics: metrics.clone(),
+        }
+        .start(shutdown.clone())
+        .await;
 
         let layers = stack::layers(StackState {
             policies,
@@ -164,6 +180,7 @@ impl App {
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
+            metrics: metrics.clone(),
         });
 
         let incoming =
@@ -176,7 +193,7 @@ impl App {
             .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let http = axum::serve(http_listener, crate::http::router(readiness))
+        let http = axum::serve(http_listener, crate::http::router(readiness, metrics))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
 

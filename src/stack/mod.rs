@@ -8,7 +8,9 @@
 //! - [`limits`]: load shedding and the call's deadline.
 //! - [`guard`]: the mechanism the remaining checks share.
 //! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
+//! - [`auth_failures`]: counts the authenticate guard's refusals by reason.
 
+pub mod auth_failures;
 pub mod authenticate;
 pub mod authorize;
 pub mod guard;
@@ -25,10 +27,10 @@ use tower::{
 };
 
 use self::{
-    authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer, observe::ObserveLayer,
-    rate_limit::RateLimit, tenant::TenantContext,
+    auth_failures::CountAuthFailures, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer,
+    limits::LimitsLayer, observe::ObserveLayer, rate_limit::RateLimit, tenant::TenantContext,
 };
-use crate::{identity::Authenticator, policy::PolicyTable, tenancy::TenantDirectory};
+use crate::{identity::Authenticator, metrics::Metrics, policy::PolicyTable, tenancy::TenantDirectory};
 
 /// What the stack's layers need, as cheap-clone handles.
 #[derive(Clone)]
@@ -45,6 +47,8 @@ pub struct StackState {
     pub max_in_flight: usize,
     /// Ceiling on every call's deadline.
     pub max_deadline: Duration,
+    /// The server's metrics (calls, auth failures; rate-limit decisions).
+    pub metrics: Metrics,
 }
 
 /// The stack's layers, outermost first.
@@ -54,7 +58,7 @@ pub type Layers = Stack<
         GuardLayer<RateLimit>,
         Stack<
             GuardLayer<TenantContext>,
-            Stack<GuardLayer<Authenticate>, Stack<LimitsLayer, Stack<ObserveLayer, Identity>>>,
+            Stack<GuardLayer<CountAuthFailures<Authenticate>>, Stack<LimitsLayer, Stack<ObserveLayer, Identity>>>,
         >,
     >,
 >;
@@ -64,11 +68,11 @@ pub type Layers = Stack<
 pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
     ServiceBuilder::new()
         // First, so every later refusal is logged with a request id, a method and a latency.
-        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline))
+        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline, state.metrics.clone()))
         // Before any work: shed when overloaded, and bound the call by its deadline.
         .layer(LimitsLayer::new(state.max_in_flight))
         // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(Authenticate::new(state.authenticator)))
+        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.authenticator), state.metrics.clone())))
         // Which tenant the call acts in: needs the principal, feeds limits and authorization.
         .layer(GuardLayer::new(TenantContext::new(state.tenants)))
         // Per-tenant limits: after the tenant is known, before authorization so refused calls count.

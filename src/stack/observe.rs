@@ -1,7 +1,8 @@
-//! The outermost layer: gives every call a request id and a tracing span,
-//! resolves its method policy (an unknown method stops here), and logs one
-//! line per call with its code and latency when the response ends, including
-//! for streams, whose status arrives in trailers.
+//! The outermost layer: gives every call a request id and a tracing span
+//! (a child of the caller's W3C trace context when it sent one), resolves its
+//! method policy (an unknown method stops here), and when the response ends
+//! (for streams, when the trailers carry the status) logs one line with the
+//! code and latency and records the call's metrics.
 
 use std::{
     convert::Infallible,
@@ -18,10 +19,12 @@ use http_body::Frame;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     context::{RequestContext, RequestId},
-    policy::PolicyTable,
+    metrics::Metrics,
+    policy::{MethodPolicy, PolicyTable},
 };
 
 /// Header carrying the request id, in and out.
@@ -32,19 +35,26 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct ObserveLayer {
     policies: Arc<PolicyTable>,
     max_deadline: Duration,
+    metrics: Metrics,
 }
 
 impl ObserveLayer {
-    /// Resolves methods in `policies`; deadlines start at `max_deadline`.
-    pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration) -> Self {
-        ObserveLayer { policies, max_deadline }
+    /// Resolves methods in `policies`; deadlines start at `max_deadline`;
+    /// finished calls are counted in `metrics`.
+    pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration, metrics: Metrics) -> Self {
+        ObserveLayer { policies, max_deadline, metrics }
     }
 }
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner, policies: self.policies.clone(), max_deadline: self.max_deadline }
+        Observe {
+            inner,
+            policies: self.policies.clone(),
+            max_deadline: self.max_deadline,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -54,6 +64,7 @@ pub struct Observe<S> {
     inner: S,
     policies: Arc<PolicyTable>,
     max_deadline: Duration,
+    metrics: Metrics,
 }
 
 impl<S> Service<Request<Body>> for Observe<S>
@@ -78,16 +89,27 @@ where
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
         let path = request.uri().path().to_owned();
+        let method = self.policies.get(&path).cloned();
+        // Traces are named after the method; an unknown path is not echoed
+        // into span names (callers choose it).
+        let span_name = method.as_ref().map_or("unknown", |m| m.path.trim_start_matches('/'));
         let span = tracing::info_span!(
             "rpc",
             request_id = %request_id,
             method = %path,
             tenant = Empty,
             principal = Empty,
+            otel.name = span_name,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            otel.status_code = Empty,
         );
-        let Some(method) = self.policies.get(&path).cloned() else {
+        // Without an OpenTelemetry layer (no OTLP endpoint) there is no parent to set.
+        drop(span.set_parent(crate::telemetry::parent_context(request.headers())));
+        let outcome = Outcome { span, started, method: method.clone(), metrics: self.metrics.clone() };
+        let Some(method) = method else {
             let status = Status::unimplemented(format!("unknown method {path}"));
-            let response = finish(status.into_http(), &request_id, span, started);
+            let response = finish(status.into_http(), &request_id, outcome);
             return Box::pin(async move { Ok(response) });
         };
         request.extensions_mut().insert(RequestContext {
@@ -100,18 +122,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = inner.call(request).instrument(span.clone()).await?;
-            Ok(finish(response, &request_id, span, started))
+            let response = inner.call(request).instrument(outcome.span.clone()).await?;
+            Ok(finish(response, &request_id, outcome))
         })
     }
 }
 
-/// Adds the request id and arranges the call's log line.
-fn finish(mut response: Response<Body>, request_id: &RequestId, span: Span, started: Instant) -> Response<Body> {
+/// Adds the request id and arranges the call's log line and metrics.
+fn finish(mut response: Response<Body>, request_id: &RequestId, outcome: Outcome) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let outcome = Outcome { span, started };
     // A trailers-only response (every error the stack makes) has its status
     // in the headers; otherwise it comes in the trailers at the body's end.
     if let Some(code) = status_code(response.headers()) {
@@ -126,21 +147,32 @@ fn status_code(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value))
 }
 
+/// What is needed to report a call once its code is known.
 struct Outcome {
     span: Span,
     started: Instant,
+    method: Option<Arc<MethodPolicy>>,
+    metrics: Metrics,
 }
 
 impl Outcome {
     fn record(self, code: Code) {
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        self.metrics.record_call(self.method.as_deref(), code, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable | Code::DeadlineExceeded)
+        {
+            // Server-side failures mark the trace (OpenTelemetry's gRPC server conventions).
+            self.span.record("otel.status_code", "ERROR");
+        }
         let _entered = self.span.enter();
+        let name = crate::metrics::code_name(code);
         match code {
-            Code::Ok => tracing::info!(code = ?code, latency_ms, "call finished"),
+            Code::Ok => tracing::info!(code = name, latency_ms, "call finished"),
             Code::Internal | Code::Unknown | Code::DataLoss => {
-                tracing::error!(code = ?code, latency_ms, "call failed")
+                tracing::error!(code = name, latency_ms, "call failed")
             }
-            _ => tracing::info!(code = ?code, latency_ms, "call refused"),
+            _ => tracing::info!(code = name, latency_ms, "call refused"),
         }
     }
 }
@@ -164,7 +196,10 @@ impl http_body::Body for ObservedBody {
             Poll::Ready(None) => Some(Code::Ok),
             Poll::Pending => None,
         };
-        if let (Some(code), Some(outcome)) = (code, this.outcome.take()) {
+        // Take the outcome only once the code is known: data frames come first.
+        if let Some(code) = code
+            && let Some(outcome) = this.outcome.take()
+        {
             outcome.record(code);
         }
         polled

@@ -61,3 +61,25 @@ async fn health_flips_to_not_serving_when_postgres_goes_away_and_back() {
     app.stop().await;
     cluster.stop().await.ok();
 }
+
+#[tokio::test]
+async fn redis_down_is_reported_and_counted_but_the_node_stays_ready() {
+    // Nothing listens on port 1: the configured Redis never answers.
+    let app = spawn_app_with(TestDatabase::create().await, |config| {
+        config.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+    })
+    .await;
+    let redis_down = || async {
+        let (code, body) = app.http_get("/readyz").await;
+        code == 200 && body.contains("\"redis\":\"down\"") && body.contains("\"status\":\"ready\"")
+    };
+    assert!(eventually(Duration::from_secs(10), redis_down).await, "{:?}", app.http_get("/readyz").await);
+    let status = app.health().check(check("tenantry.v1.TenantService")).await.unwrap().into_inner().status();
+    assert_eq!(status, ServingStatus::Serving, "Redis alone never takes the node out");
+    let (_, metrics) = app.http_get("/metrics").await;
+    let failed_pings = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tenantry_redis_errors_total{operation=\"ping\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(failed_pings.is_some_and(|n| n >= 1.0), "{metrics}");
+}

@@ -18,6 +18,7 @@ mod dev_mode;
 mod health;
 mod isolation;
 mod limits;
+mod observability;
 mod tenant_context;
 mod tenant_migrations;
 mod tenants;

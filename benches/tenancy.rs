@@ -1,0 +1,175 @@
+//! Tenancy at scale, measured on a real PostgreSQL (DATABASE_URL, or a
+//! private cluster started here): provisioning latency, upgrading 1,000
+//! tenant schemas by one migration, a no-op upgrade, paging through 10,000
+//! tenants, and per-call tenant resolution as the tenant count grows.
+//!
+//! Run: `cargo bench --bench tenancy` (TENANTRY_BENCH_TENANTS=10000 by default).
+
+use std::{
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+use tenantry::tenancy::{
+    TenantDirectory, TenantId,
+    migrate::migrate_all,
+    model::{NewTenant, Slug},
+    schema, store,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn provision(pool: &PgPool, slug: String) -> TenantId {
+    let new = NewTenant {
+        slug: Slug::parse(&slug).unwrap(),
+        display_name: slug.clone(),
+        plan_id: "free".into(),
+        labels: Default::default(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (tenant, tx) = store::provision(pool.begin().await.unwrap(), &new, deadline).await.unwrap();
+    tx.commit().await.unwrap();
+    tenant.id
+}
+
+async fn provision_many(pool: &PgPool, from: usize, to: usize) -> Vec<TenantId> {
+    let permits = Arc::new(Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for i in from..to {
+        let (pool, permits) = (pool.clone(), permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.unwrap();
+            provision(&pool, format!("bench-{i}")).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    ids
+}
+
+/// Mean per-call latency of resolving random tenants, `rounds` calls.
+async fn resolution(directory: &TenantDirectory, ids: &[TenantId], rounds: usize) -> Duration {
+    let started = Instant::now();
+    for i in 0..rounds {
+        let id = &ids[(i * 7919) % ids.len()];
+        assert!(directory.resolve(id.as_str()).await.unwrap().is_some());
+    }
+    started.elapsed() / rounds as u32
+}
+
+async fn roll_back_latest_migration(pool: &PgPool, ids: &[TenantId]) {
+    for id in ids {
+        let schema = id.schema();
+        sqlx::raw_sql(&format!(
+            "DROP TABLE \"{schema}\".audit_events; DELETE FROM \"{schema}\".schema_migrations WHERE version = {}",
+            schema::latest_version()
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let total: usize = std::env::var("TENANTRY_BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let (admin, _cluster, _dir) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (PgConnectOptions::from_str(&url).unwrap(), None, None),
+        Err(_) => {
+            let dir = tempfile::Builder::new().prefix("tenantry-bench").tempdir_in("/tmp").unwrap();
+            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let cluster = tenantry::db::embedded::EmbeddedPostgres::start(dir.path()).await.unwrap();
+            (cluster.connect_options("postgres"), Some(cluster), Some(dir))
+        }
+    };
+    let name = format!("tenantry_bench_{}", tenantry::ids::random_token(8).to_lowercase());
+    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    let pool = PgPoolOptions::new().max_connections(16).connect_with(admin.clone().database(&name)).await.unwrap();
+    tenantry::db::migrate(&pool).await.unwrap();
+
+    // 1. Provisioning latency, one at a time.
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let started = Instant::now();
+        provision(&pool, format!("latency-{i}")).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "provision one tenant (row + schema + migrations, one transaction): p50 {:.1?}  p95 {:.1?}  max {:.1?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies[latencies.len() - 1]
+    );
+
+    // 2. 1,000 schemas: one new migration, then a no-op run.
+    let mut ids = provision_many(&pool, 0, 900).await;
+    ids.extend(
+        store::list(&pool, &Default::default(), 1000, None).await.unwrap().0.into_iter().map(|t| t.id).take(100),
+    );
+    let thousand: Vec<TenantId> = ids.iter().take(1000).cloned().collect();
+    roll_back_latest_migration(&pool, &thousand).await;
+    let report = migrate_all(&pool, 8).await.unwrap();
+    println!(
+        "migrate {} schemas, {} pending one migration: {:.2?} ({} failed)",
+        report.schemas,
+        report.upgraded,
+        report.elapsed,
+        report.failed.len()
+    );
+    let report = migrate_all(&pool, 8).await.unwrap();
+    println!("no-op migrate over {} schemas: {:.2?}", report.schemas, report.elapsed);
+
+    // 3. Resolution at 1,000 tenants (uncached, then cached).
+    let uncached = TenantDirectory::new(pool.clone());
+    let cached = TenantDirectory::new(pool.clone());
+    let shutdown = CancellationToken::new();
+    cached.listen(pool.clone(), shutdown.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resolution(&cached, &thousand, 2000).await;
+    let at_1k = (resolution(&uncached, &thousand, 2000).await, resolution(&cached, &thousand, 20_000).await);
+
+    // 4. Grow to `total` tenants; page through all of them.
+    let started = Instant::now();
+    let grown = provision_many(&pool, 900, total.saturating_sub(100).max(900)).await;
+    println!("provisioned {} more tenants in {:.2?} (8 at a time)", grown.len(), started.elapsed());
+    let started = Instant::now();
+    let (mut pages, mut seen, mut token) = (0, 0, None);
+    loop {
+        let (page, next) = store::list(&pool, &Default::default(), 1000, token).await.unwrap();
+        pages += 1;
+        seen += page.len();
+        if next.is_empty() {
+            break;
+        }
+        token = tenantry::pagination::Cursor::parse(&next).unwrap();
+    }
+    println!("ListTenants paged through {seen} tenants in {pages} pages of 1000: {:.2?}", started.elapsed());
+
+    let all: Vec<TenantId> = ids.iter().chain(grown.iter()).cloned().collect();
+    resolution(&cached, &all, all.len()).await;
+    let at_all = (resolution(&uncached, &all, 2000).await, resolution(&cached, &all, 20_000).await);
+    println!(
+        "tenant resolution per call: at 1,000 tenants uncached {:.1?} cached {:.2?}; at {} tenants uncached {:.1?} cached {:.2?}",
+        at_1k.0,
+        at_1k.1,
+        all.len(),
+        at_all.0,
+        at_all.1
+    );
+    shutdown.cancel();
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    if let Some(cluster) = _cluster {
+        cluster.stop().await.unwrap();
+    }
+}

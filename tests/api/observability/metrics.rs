@@ -1,0 +1,122 @@
+//! `/metrics` after a known set of calls: every counter moved by exactly the
+//! calls made, label sets stay bounded, pool gauges are read at scrape time.
+
+use std::collections::HashSet;
+
+use tenantry::{policy::PolicyTable, proto::tenantry::v1::ListTenantsRequest};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::exposition::Scrape;
+use crate::harness::{TestApp, spawn_app, with_metadata};
+
+const LIST_TENANTS: [(&str, &str); 2] = [("service", "tenantry.v1.TenantService"), ("method", "ListTenants")];
+
+async fn list_tenants(app: &TestApp, metadata: &[(&'static str, &str)]) -> Code {
+    let request = with_metadata(ListTenantsRequest::default(), metadata);
+    app.tenants().list_tenants(request).await.map_or_else(|status| status.code(), |_| Code::Ok)
+}
+
+/// A call to a path no service defines, through a raw gRPC client.
+async fn call_unknown_method(app: &TestApp) -> Code {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/tenantry.v1.NoSuchService/Anything");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    grpc.unary(tonic::Request::new(()), path, codec).await.unwrap_err().code()
+}
+
+async fn scrape(app: &TestApp) -> Scrape {
+    let (status, body) = app.http_get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(&body)
+}
+
+fn calls(scrape: &Scrape, service: &str, method: &str, code: &str) -> f64 {
+    let labels = [("service", service), ("method", method), ("code", code)];
+    scrape.value("tenantry_rpc_calls_total", &labels).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
+    let app = spawn_app().await;
+    let admin = format!("Bearer {}", app.admin_key);
+    assert_eq!(list_tenants(&app, &[("authorization", &admin)]).await, Code::Ok);
+    assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
+    let wrong_secret = format!("{}{}", &app.admin_key[..app.admin_key.len() - 4], "AAAA");
+    assert_eq!(list_tenants(&app, &[("x-api-key", &wrong_secret)]).await, Code::Unauthenticated);
+    assert_eq!(list_tenants(&app, &[]).await, Code::Unauthenticated);
+    assert_eq!(list_tenants(&app, &[("authorization", "Bearer not.a.jwt")]).await, Code::Unauthenticated);
+    assert_eq!(list_tenants(&app, &[("authorization", "Basic dXNlcjpwYXNz")]).await, Code::Unauthenticated);
+    let health = app.health().check(HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(health.get_ref().status, 1, "SERVING");
+    assert_eq!(call_unknown_method(&app).await, Code::Unimplemented);
+
+    let scrape = scrape(&app).await;
+    assert_eq!(calls(&scrape, "tenantry.v1.TenantService", "ListTenants", "OK"), 2.0);
+    assert_eq!(calls(&scrape, "tenantry.v1.TenantService", "ListTenants", "UNAUTHENTICATED"), 4.0);
+    assert_eq!(calls(&scrape, "grpc.health.v1.Health", "Check", "OK"), 1.0);
+    assert_eq!(calls(&scrape, "unknown", "unknown", "UNIMPLEMENTED"), 1.0, "unknown paths collapse");
+    let total: f64 = scrape.named("tenantry_rpc_calls_total").map(|s| s.value).sum();
+    assert_eq!(total, 8.0, "nothing else was counted");
+
+    let failures = |reason| scrape.value("tenantry_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(failures("API_KEY_INVALID"), Some(1.0));
+    assert_eq!(failures("CREDENTIAL_MISSING"), Some(1.0));
+    assert_eq!(failures("ACCESS_TOKEN_INVALID"), Some(1.0));
+    assert_eq!(failures("CREDENTIAL_MALFORMED"), Some(1.0));
+
+    assert_eq!(scrape.value("tenantry_rpc_duration_seconds_count", &LIST_TENANTS), Some(6.0));
+    let mut inf = LIST_TENANTS.to_vec();
+    inf.push(("le", "+Inf"));
+    assert_eq!(scrape.value("tenantry_rpc_duration_seconds_bucket", &inf), Some(6.0));
+    assert!(scrape.value("tenantry_rpc_duration_seconds_sum", &LIST_TENANTS).unwrap() > 0.0);
+    assert_eq!(scrape.types["tenantry_rpc_duration_seconds"], "histogram");
+    assert_eq!(scrape.types["tenantry_rpc_calls"], "counter");
+}
+
+#[tokio::test]
+async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let request = with_metadata(
+            ListTenantsRequest::default(),
+            &[("x-api-key", &app.admin_key), ("x-request-id", &format!("req-{i}"))],
+        );
+        app.tenants().list_tenants(request).await.unwrap();
+    }
+    call_unknown_method(&app).await;
+    let scrape = scrape(&app).await;
+    let policies = PolicyTable::embedded().unwrap();
+    let known: HashSet<(String, String)> = policies.iter().map(|p| (p.service.clone(), p.method.clone())).collect();
+    for sample in &scrape.samples {
+        assert!(
+            !sample.labels.keys().any(|k| ["tenant", "principal", "request_id", "path"].contains(&k.as_str())),
+            "unbounded label in {sample:?}"
+        );
+        if let (Some(service), Some(method)) = (sample.labels.get("service"), sample.labels.get("method")) {
+            let pair = (service.clone(), method.clone());
+            assert!(known.contains(&pair) || pair == ("unknown".into(), "unknown".into()), "{sample:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_database_pool_is_reported_at_scrape_time() {
+    let app = spawn_app().await;
+    let scrape = scrape(&app).await;
+    let in_use = scrape.value("tenantry_db_pool_connections", &[("state", "in_use")]).unwrap();
+    let idle = scrape.value("tenantry_db_pool_connections", &[("state", "idle")]).unwrap();
+    assert!(in_use + idle >= 1.0, "the pool holds a connection after start: {in_use} in use, {idle} idle");
+    assert_eq!(scrape.value("tenantry_db_pool_max_connections", &[]), Some(20.0));
+
+    let held = app.pool.acquire().await.unwrap();
+    let scrape_with_held = self::scrape(&app).await;
+    assert!(scrape_with_held.value("tenantry_db_pool_connections", &[("state", "in_use")]).unwrap() >= 1.0);
+    drop(held);
+    assert_eq!(
+        scrape.value("tenantry_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        Some(1.0),
+        "the build is labelled"
+    );
+}

@@ -1,0 +1,9 @@
+//! Operations: structured logs without secrets, Prometheus metrics, OTLP
+//! traces. Log and trace tests run the real binary as a child process, since
+//! a tracing subscriber is global to a process.
+
+mod exposition;
+mod logs;
+mod metrics;
+mod server_process;
+mod traces;

@@ -1,0 +1,119 @@
+//! `tenantry serve` as a child process on a test database, ports chosen by
+//! the OS, JSON logs captured line by line.
+
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use crate::harness::TestDatabase;
+
+/// A running `tenantry serve` and everything it has written so far.
+pub struct ServerProcess {
+    child: Child,
+    /// The bound gRPC address.
+    pub grpc: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// What the process wrote, once it has exited.
+pub struct Captured {
+    /// Every stderr line (the logs).
+    pub stderr: Vec<String>,
+    /// Every stdout line.
+    pub stdout: Vec<String>,
+}
+
+impl Captured {
+    /// stdout and stderr together, for secret scans.
+    pub fn all(&self) -> String {
+        let mut text = self.stdout.join("\n");
+        text.push('\n');
+        text.push_str(&self.stderr.join("\n"));
+        text
+    }
+
+    /// The stderr lines that are JSON objects.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stderr.iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+}
+
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    mut on_serving: Option<oneshot::Sender<String>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && json["message"] == "serving"
+                && let Some(sender) = on_serving.take()
+            {
+                sender.send(json["grpc"].as_str().unwrap_or_default().to_owned()).ok();
+            }
+            into.lock().unwrap().push(line);
+        }
+    })
+}
+
+impl ServerProcess {
+    /// Starts `tenantry serve --migrate` on `database` with JSON logs and
+    /// the extra environment, and waits for its "serving" line.
+    pub async fn start(database: &TestDatabase, env: &HashMap<&str, String>) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        command
+            .args(["serve", "--migrate", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .env_remove("REDIS_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("RUST_LOG")
+            .env("DATABASE_URL", &database.url)
+            .env("TENANTRY_LOG_FORMAT", "json")
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("run tenantry");
+        let (stderr, stdout) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (serving, grpc) = oneshot::channel();
+        let readers = vec![
+            collect(child.stderr.take().unwrap(), stderr.clone(), Some(serving)),
+            collect(child.stdout.take().unwrap(), stdout.clone(), None),
+        ];
+        let grpc = match tokio::time::timeout(Duration::from_secs(60), grpc).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!("the server did not start: {:?}", stderr.lock().unwrap()),
+        };
+        ServerProcess { child, grpc, stderr, stdout, readers }
+    }
+
+    /// Stops the server with SIGTERM, waits for a clean exit, and returns
+    /// everything it wrote.
+    pub async fn terminate(mut self) -> Captured {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.unwrap().unwrap();
+        for reader in self.readers.drain(..) {
+            reader.await.unwrap();
+        }
+        let captured = Captured {
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+        };
+        assert!(status.success(), "exit status {status}: {}", captured.all());
+        captured
+    }
+}
