@@ -94,7 +94,8 @@ async fn call_logs_carry_the_call_and_never_a_secret() {
     assert_eq!(finished["span"]["principal"], key_id.as_str(), "{finished}");
 
     let refused: Vec<_> = lines.iter().filter(|l| l["code"] == "UNAUTHENTICATED").collect();
-    assert_eq!(refused.len(), 4, "every refused call is logged once: {everything}");
+    // Four refused credentials, and the bogus refresh token (AuthService is served).
+    assert_eq!(refused.len(), 5, "every refused call is logged once: {everything}");
     for line in refused {
         assert!(line["span"]["request_id"].as_str().is_some_and(|id| id.starts_with("req_")), "{line}");
         assert!(line["span"].get("principal").is_none(), "no principal for a refused credential: {line}");
