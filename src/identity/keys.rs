@@ -16,7 +16,7 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 use aws_lc_rs::{
     encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der},
     rsa::{KeyPair, KeySize, PublicKey, PublicKeyComponents},
-    signature::KeyPair as _,
+    signature::{KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256},
 };
 use base64::{
     Engine,
@@ -37,8 +37,11 @@ pub struct VerifyingKey {
     pub n: String,
     /// Base64url exponent, for JWKS.
     pub e: String,
-    /// The key in jsonwebtoken's form.
+    /// The key in jsonwebtoken's form (claims decoding).
     pub decoding: DecodingKey,
+    /// The key parsed once for RS256 signature checks, so verification does
+    /// not rebuild it from `n`/`e` on every token.
+    pub parsed: Arc<ParsedPublicKey>,
 }
 
 /// The signing key and every verifying key.
@@ -124,7 +127,9 @@ fn verifying_key(public: &PublicKey) -> Result<VerifyingKey, String> {
     let thumbprint = Sha256::digest(format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#));
     let kid = URL_SAFE_NO_PAD.encode(thumbprint);
     let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
-    Ok(VerifyingKey { kid, n, e, decoding })
+    let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public.as_ref())
+        .map_err(|_| "not a usable RSA public key".to_owned())?;
+    Ok(VerifyingKey { kid, n, e, decoding, parsed: Arc::new(parsed) })
 }
 
 fn strip_zeros(bytes: &[u8]) -> &[u8] {

@@ -2,7 +2,10 @@
 //! tenant), `sid` (the session, i.e. refresh family), `jti`, `iat`, `nbf`,
 //! `exp` and a `kid` header.
 //!
-//! Verification pins RS256 (one family, never `none` or HMAC), refuses
+//! Verification pins RS256 (one family, never `none` or HMAC): the header
+//! must say RS256 and the signature over `header.payload` is checked with the
+//! ring key's pre-parsed aws-lc public key (RSA PKCS#1 v1.5, SHA-256) before
+//! jsonwebtoken validates the claims. It refuses
 //! headers that point elsewhere for keys (`jku`, `x5u`, `jwk`, `x5c`),
 //! looks the `kid` up in the fixed [`KeyRing`], and checks `iss`, `aud`,
 //! `exp` and `nbf` with a small leeway. Verified tokens are cached (bounded)
@@ -14,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
@@ -80,6 +84,12 @@ impl TokenService {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // The RS256 signature is checked first, with the ring's pre-parsed key
+        // (see `verify_uncached`); jsonwebtoken then validates the claims only,
+        // sparing it a rebuild of the RSA key from `n`/`e` per token. The
+        // malicious-token corpus (tests/api/auth_security.rs) guards this.
+        #[allow(deprecated)]
+        validation.insecure_disable_signature_validation();
         TokenService {
             ring,
             issuer: issuer.to_owned(),
@@ -160,6 +170,9 @@ impl TokenService {
             return Err(InvalidToken);
         }
         let key = header.kid.as_deref().and_then(|kid| self.ring.verifying(kid)).ok_or(InvalidToken)?;
+        let (message, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| InvalidToken)?;
+        key.parsed.verify_sig(message.as_bytes(), &signature).map_err(|_| InvalidToken)?;
         let claims = decode::<AccessClaims>(token, &key.decoding, &self.validation).map_err(|_| InvalidToken)?.claims;
         let tenant = TenantId::parse(&claims.tid).ok_or(InvalidToken)?;
         if !ids::is_id("usr", &claims.sub) || claims.exp < claims.iat || claims.sid.is_empty() {
@@ -196,6 +209,18 @@ mod tests {
         assert_eq!((verified.tenant.clone(), verified.user_id.clone()), (tenant, user));
         assert_eq!(verified.expires_at, expires_at);
         assert!(Arc::ptr_eq(&verified, &tokens.verify(&token).unwrap()));
+    }
+
+    #[test]
+    fn a_token_whose_signature_or_payload_changed_is_refused() {
+        let tokens = service();
+        let (token, _) = tokens.issue(&TenantId::generate(), &ids::new_id("usr"), "ses_1").unwrap();
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let other = if signature.starts_with('A') { 'B' } else { 'A' };
+        assert_eq!(tokens.verify_uncached(&format!("{message}.{other}{}", &signature[1..])), Err(InvalidToken));
+        assert_eq!(tokens.verify_uncached(&format!("{message}.{signature}=")), Err(InvalidToken));
+        let (header, _) = message.split_once('.').unwrap();
+        assert_eq!(tokens.verify_uncached(&format!("{header}.e30.{signature}")), Err(InvalidToken));
     }
 
     #[test]
