@@ -26,7 +26,7 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once at start and matched once: the size of the Serve variant costs nothing.
+// Parsed once at start-up; boxing the large `serve` settings would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -208,7 +208,7 @@ pub struct ServeConfig {
     /// Address of the gRPC listener (port 0 picks a free port).
     #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Address of the HTTP listener (/healthz, /readyz; REST later).
+    /// Address of the HTTP listener (/healthz, /readyz, the REST API, /openapi.json, /docs).
     #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Apply pending platform migrations at start instead of refusing to start.
@@ -244,6 +244,9 @@ pub struct ServeConfig {
     /// Identity: signing keys, token lifetimes, login throttling.
     #[command(flatten)]
     pub identity: crate::identity::IdentityConfig,
+    /// REST gateway settings.
+    #[command(flatten)]
+    pub rest: crate::gateway::RestConfig,
 }
 
 impl ServeConfig {
@@ -269,6 +272,7 @@ impl ServeConfig {
         {
             return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
         }
+        self.rest.validate()?;
         self.identity.validate()
     }
 
@@ -288,6 +292,7 @@ impl ServeConfig {
             max_message_bytes: 4 * 1024 * 1024,
             tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
             identity: crate::identity::IdentityConfig { ephemeral_signing_key: true, ..Default::default() },
+            rest: crate::gateway::RestConfig::default(),
         }
     }
 }

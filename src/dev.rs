@@ -66,7 +66,8 @@ async fn run(
     let key = admin_key(&AdminKeys::new(app.pool().clone()), &key_file).await?;
     let (grpc, http) = (app.grpc_addr(), app.http_addr());
     let key_path = key_file.display();
-    println!(
+    // A closed stdout (a parent that stopped reading) must not stop the server.
+    let banner = format!(
         "\nTenantry dev server is ready.\n\
          \n  gRPC: {grpc}\n  HTTP: http://{http}\n\
          \n  Platform-admin API key (kept in {key_path}):\n    {key}\n\
@@ -76,8 +77,11 @@ async fn run(
          \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" -d '{{\"slug\":\"acme\",\"display_name\":\"Acme\",\"plan_id\":\"free\",\"owner_email\":\"owner@acme.test\",\"owner_password\":\"change me please\"}}' {grpc} tenantry.v1.TenantService/CreateTenant\
          \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"email\":\"owner@acme.test\",\"password\":\"change me please\"}}' {grpc} tenantry.v1.AuthService/Login\
          \n  grpcurl -plaintext -d '{{\"service\":\"tenantry.v1.TenantService\"}}' {grpc} grpc.health.v1.Health/Check\
-         \n  curl -s http://{http}/readyz\n"
+         \n  curl -s -H \"authorization: Bearer $(cat {key_path})\" http://{http}/v1/tenants\
+         \n  curl -s http://{http}/readyz\n\nREST reference: http://{http}/docs\n"
     );
+
+    drop(std::io::stdout().write_all(banner.as_bytes()));
     std::io::stdout().flush().ok();
     app.run_until_stopped(shutdown).await?;
     Ok(())

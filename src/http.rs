@@ -1,6 +1,7 @@
 //! The HTTP listener: liveness (`/healthz`), readiness (`/readyz`),
 //! Prometheus metrics (`/metrics`), and a JSON 404 in the API's error shape
-//! for everything else. The REST gateway mounts here once it lands.
+//! for everything else. The REST gateway ([`crate::gateway`]) is mounted as
+//! this router's fallback by `startup`, so these routes keep priority over it.
 
 use std::sync::Arc;
 

@@ -32,6 +32,8 @@
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
 //! - [`health`]: gRPC health and readiness, following the dependencies.
 //! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`gateway`]: the REST/JSON gateway on the HTTP listener, transcoding to
+//!   the same stack in process, with `/openapi.json` and `/docs`.
 //! - [`error`]: the restricted error enum every module maps into, with its
 //!   mapping to `tonic::Status` (rich details) and to HTTP.
 
@@ -42,6 +44,7 @@ pub mod context;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod identity;

@@ -129,6 +129,7 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
+    in_flight: Gauge,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     rate_limit: Family<RateLimitLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
@@ -155,6 +156,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tenantry");
         let inner = Inner {
             calls: Family::default(),
+            in_flight: Gauge::default(),
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             rate_limit: Family::default(),
             auth_failures: Family::default(),
@@ -173,6 +175,7 @@ impl Metrics {
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running build; the value is always 1", build_info);
         registry.register("rpc_calls", "Finished calls by method and gRPC code", inner.calls.clone());
+        registry.register("rpc_in_flight", "Calls started and not yet finished", inner.in_flight.clone());
         registry.register_with_unit(
             "rpc_duration",
             "Call latency by method, from the first byte in to the status out",
@@ -222,9 +225,15 @@ impl Metrics {
         drop(self.inner.pool.set(pool));
     }
 
+    /// Counts a call as started; [`Metrics::record_call`] counts it finished.
+    pub fn call_started(&self) {
+        self.inner.in_flight.inc();
+    }
+
     /// Records a finished call: its method (`None` for an unknown path), its
-    /// code and how long it took.
+    /// code and how long it took. Pairs with one [`Metrics::call_started`].
     pub fn record_call(&self, method: Option<&MethodPolicy>, code: Code, elapsed: Duration) {
+        self.inner.in_flight.dec();
         let labels = MethodLabels::of(method);
         self.inner.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         let MethodLabels { service, method } = labels;

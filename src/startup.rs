@@ -44,6 +44,8 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("REDIS_URL is not a valid Redis URL")]
     RedisUrl,
+    #[error("the REST routes of the contract are unusable: {0}")]
+    Gateway(#[from] crate::gateway::RouteError),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -114,6 +116,8 @@ impl App {
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener, metrics } = self;
+        // Conflicting or broken HTTP rules stop the server before it serves anything.
+        let rest_routes = crate::gateway::routes::RouteTable::embedded()?;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -174,7 +178,7 @@ impl App {
         .await;
 
         let layers = stack::layers(StackState {
-            policies,
+            policies: policies.clone(),
             mounted: Arc::new(mounted),
             authenticator,
             tenants,
@@ -190,10 +194,19 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(32 * 1024)
-            .layer(layers)
-            .add_routes(routes)
+            .layer(layers.clone())
+            .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let http = axum::serve(http_listener, crate::http::router(readiness, metrics))
+        // The REST gateway calls the same layered routes in process: one stack (and one
+        // set of limits, caches and policies) behind both doors.
+        let stack = tower::util::BoxCloneSyncService::new(layers.service(routes));
+        let gateway =
+            crate::gateway::Gateway::new(rest_routes, &policies, stack, &config.rest, config.max_message_bytes);
+        // Connect info gives REST calls the client address gRPC calls have (login throttling, logs).
+        let http_service = crate::http::router(readiness, metrics)
+            .fallback_service(gateway.router())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(http_listener, http_service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
 

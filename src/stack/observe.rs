@@ -106,7 +106,7 @@ where
         );
         // Without an OpenTelemetry layer (no OTLP endpoint) there is no parent to set.
         drop(span.set_parent(crate::telemetry::parent_context(request.headers())));
-        let outcome = Outcome { span, started, method: method.clone(), metrics: self.metrics.clone() };
+        let outcome = Outcome::new(span, started, method.clone(), self.metrics.clone());
         let Some(method) = method else {
             let status = Status::unimplemented(format!("unknown method {path}"));
             let response = finish(status.into_http(), &request_id, outcome);
@@ -147,16 +147,31 @@ fn status_code(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value))
 }
 
-/// What is needed to report a call once its code is known.
+/// What is needed to report a call once its code is known. Dropped
+/// unreported (the client went away while the handler ran or before the
+/// status was sent), it reports CANCELLED: every call is reported once.
 struct Outcome {
     span: Span,
     started: Instant,
     method: Option<Arc<MethodPolicy>>,
     metrics: Metrics,
+    reported: bool,
 }
 
 impl Outcome {
-    fn record(self, code: Code) {
+    fn new(span: Span, started: Instant, method: Option<Arc<MethodPolicy>>, metrics: Metrics) -> Self {
+        metrics.call_started();
+        Outcome { span, started, method, metrics, reported: false }
+    }
+
+    fn record(mut self, code: Code) {
+        self.report(code);
+    }
+
+    fn report(&mut self, code: Code) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
         let elapsed = self.started.elapsed();
         self.metrics.record_call(self.method.as_deref(), code, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -214,11 +229,28 @@ impl http_body::Body for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl Drop for Outcome {
     fn drop(&mut self) {
-        // The client went away before the status was sent.
-        if let Some(outcome) = self.outcome.take() {
-            outcome.record(Code::Cancelled);
-        }
+        self.report(Code::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_is_reported_once_and_a_dropped_one_as_cancelled() {
+        let metrics = Metrics::new();
+        drop(Outcome::new(Span::none(), Instant::now(), None, metrics.clone()));
+        Outcome::new(Span::none(), Instant::now(), None, metrics.clone()).record(Code::Ok);
+        let text = metrics.render();
+        let count = |code: &str| {
+            let prefix = format!("tenantry_rpc_calls_total{{service=\"unknown\",method=\"unknown\",code=\"{code}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+        };
+        assert_eq!(count("CANCELLED").as_deref(), Some("1"), "{text}");
+        assert_eq!(count("OK").as_deref(), Some("1"), "{text}");
+        assert!(text.lines().any(|l| l == "tenantry_rpc_in_flight 0"), "{text}");
     }
 }

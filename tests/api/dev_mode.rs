@@ -39,12 +39,14 @@ async fn start(data_dir: &Path) -> DevServer {
                 grpc = Some(addr.to_owned());
             } else if line.starts_with("tnty_") {
                 key = Some(line.to_owned());
-            } else if line.starts_with("curl ") {
+            } else if line.starts_with("REST reference") {
                 break;
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(120), read).await.expect("the dev server prints its banner");
+    // Keep draining stdout, as a terminal would, for as long as the server runs.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     DevServer { child, grpc: grpc.expect("gRPC address printed"), key: key.expect("admin key printed") }
 }
 

@@ -19,6 +19,7 @@ mod health;
 mod isolation;
 mod limits;
 mod observability;
+mod rest;
 mod tenant_context;
 mod tenant_migrations;
 mod tenants;

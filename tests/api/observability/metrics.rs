@@ -59,6 +59,7 @@ async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
     assert_eq!(calls(&scrape, "unknown", "unknown", "UNIMPLEMENTED"), 1.0, "unknown paths collapse");
     let total: f64 = scrape.named("tenantry_rpc_calls_total").map(|s| s.value).sum();
     assert_eq!(total, 8.0, "nothing else was counted");
+    assert_eq!(scrape.value("tenantry_rpc_in_flight", &[]), Some(0.0), "every started call finished");
 
     let failures = |reason| scrape.value("tenantry_auth_failures_total", &[("reason", reason)]);
     assert_eq!(failures("API_KEY_INVALID"), Some(1.0));

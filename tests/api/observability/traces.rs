@@ -113,3 +113,17 @@ async fn the_rpc_span_joins_the_callers_trace_and_reaches_the_otlp_receiver() {
     let service_name = service_name.and_then(|v| v.value);
     assert_eq!(service_name, Some(Value::StringValue("tenantry-under-test".into())));
 }
+
+#[tokio::test]
+async fn an_otlp_endpoint_the_exporter_cannot_use_stops_the_start_with_its_name() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4317")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && stderr.contains("http://"), "{stderr}");
+}

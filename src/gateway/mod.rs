@@ -1,0 +1,294 @@
+//! The REST/JSON gateway: grpc-gateway-style transcoding of every RPC, from
+//! the `google.api.http` rules of the embedded descriptor, through the SAME
+//! tower stack the gRPC listener uses, called in process. Authentication,
+//! tenant context, limits, metering, deadlines and errors are therefore the
+//! gRPC ones; the gateway only maps JSON and HTTP to protobuf and gRPC and
+//! back. It is mounted as the fallback of the HTTP listener, so `/healthz`,
+//! `/readyz` (and `/metrics`) keep priority.
+//!
+//! # Layout
+//!
+//! - this file: [`Gateway`], the request flow, and [`RestConfig`].
+//! - [`template`]: path templates (`/v1/tenants/{tenant.id}:suspend`).
+//! - [`routes`]: the route table read from the descriptors, with conflicts
+//!   reported at start-up.
+//! - [`transcode`]: JSON (body, query string, path) ⇄ protobuf messages.
+//! - [`call`]: the in-process gRPC call through the stack.
+//! - [`errors`]: the one JSON error shape and the HTTP status mapping.
+//! - [`streaming`]: NDJSON and Server-Sent Events for server streams.
+//! - [`openapi`], [`docs`]: `/openapi.json` and `/docs`.
+//! - [`cors`]: the CORS policy (off by default).
+
+pub mod call;
+pub mod cors;
+pub mod docs;
+pub mod errors;
+pub mod openapi;
+#[cfg(test)]
+mod proptests;
+pub mod routes;
+pub mod streaming;
+pub mod template;
+pub mod transcode;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    response::Response,
+};
+use bytes::Bytes;
+use clap::Args;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use tonic::Code;
+
+use self::{
+    call::{Event, StackService},
+    cors::Cors,
+    errors::{api_error_response, gateway_error, status_response},
+    routes::{Lookup, Route, RouteTable},
+    streaming::{Framing, stream_response},
+    template::Captures,
+};
+use crate::{config::ConfigError, policy::PolicyTable};
+
+pub use self::routes::RouteError;
+
+/// REST gateway settings (flags with env fallbacks).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RestConfig {
+    /// Origins allowed to call the REST API from browsers (CORS), comma-separated, or `*`. Empty: CORS off.
+    #[arg(long = "cors-allowed-origins", env = "TENANTRY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+    /// Ignore unknown JSON fields and query parameters instead of answering 400.
+    #[arg(long = "rest-allow-unknown-fields", env = "TENANTRY_REST_ALLOW_UNKNOWN_FIELDS")]
+    pub allow_unknown_fields: bool,
+}
+
+impl RestConfig {
+    /// Checks the settings, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for origin in &self.cors_allowed_origins {
+            let plain = origin == "*"
+                || (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && origin.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+            if !plain {
+                return Err(ConfigError::Invalid {
+                    setting: "--cors-allowed-origins",
+                    problem: format!("`{origin}` is not an origin like https://app.example.com (or `*`)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The gateway: routes, the stack, and the generated documents.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: RouteTable,
+    stack: StackService,
+    cors: Cors,
+    deny_unknown_fields: bool,
+    max_body_bytes: usize,
+    openapi: Bytes,
+    docs: Bytes,
+}
+
+impl Gateway {
+    /// A gateway over `stack` (the layered gRPC routes).
+    pub fn new(
+        routes: RouteTable,
+        policies: &PolicyTable,
+        stack: StackService,
+        config: &RestConfig,
+        max_body_bytes: usize,
+    ) -> Gateway {
+        let spec = openapi::document(&routes, policies);
+        let docs = Bytes::from(docs::render(&spec));
+        let openapi = Bytes::from(serde_json::to_vec(&spec).unwrap_or_default());
+        Gateway {
+            inner: Arc::new(Inner {
+                routes,
+                stack,
+                cors: Cors::new(config.cors_allowed_origins.clone()),
+                deny_unknown_fields: !config.allow_unknown_fields,
+                max_body_bytes,
+                openapi,
+                docs,
+            }),
+        }
+    }
+
+    /// The gateway as a router, to mount as the HTTP listener's fallback.
+    pub fn router(self) -> Router {
+        Router::new().fallback(handle).with_state(self)
+    }
+
+    /// Handles one HTTP request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let headers = request.headers().clone();
+        if let Some(preflight) = self.inner.cors.preflight(request.method(), &headers) {
+            return preflight;
+        }
+        let mut response = self.dispatch(request).await;
+        self.inner.cors.decorate(&headers, &mut response);
+        response
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        if parts.method == Method::GET {
+            match path {
+                "/openapi.json" => return document(&self.inner.openapi, "application/json"),
+                "/docs" => return document(&self.inner.docs, "text/html; charset=utf-8"),
+                _ => {}
+            }
+        }
+        let (route, captures) = match self.inner.routes.lookup(&parts.method, path) {
+            Lookup::Found(route, captures) => (route.clone(), captures),
+            Lookup::WrongMethod(allowed) => {
+                let mut response = gateway_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Code::Unimplemented,
+                    format!("{} is not allowed on {path}", parts.method),
+                );
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                return response;
+            }
+            Lookup::NotFound => {
+                return gateway_error(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"));
+            }
+        };
+        let mut pretty = false;
+        let query: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .filter(|(key, _)| {
+                let is_pretty = key == "pretty";
+                pretty |= is_pretty;
+                !is_pretty
+            })
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let remote = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let request = Incoming { headers: &parts.headers, remote, query: &query, body: &body, pretty };
+        self.call(&route, &captures, request).await
+    }
+
+    /// The body, within the size limit and in JSON.
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Box<Response>> {
+        let limit = self.inner.max_body_bytes;
+        let too_large = || {
+            Box::new(gateway_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ResourceExhausted,
+                format!("the request body is larger than {limit} bytes"),
+            ))
+        };
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(_) => {
+                return Err(Box::new(gateway_error(
+                    StatusCode::BAD_REQUEST,
+                    Code::InvalidArgument,
+                    "the request body could not be read",
+                )));
+            }
+        };
+        if !bytes.is_empty() && !is_json(headers) {
+            return Err(Box::new(gateway_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::InvalidArgument,
+                "request bodies must be JSON: send `content-type: application/json`",
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Transcodes, calls the stack, and transcodes the answer.
+    async fn call(&self, route: &Route, captures: &Captures, request: Incoming<'_>) -> Response {
+        let Incoming { headers, remote, query, body, pretty } = request;
+        let message = match transcode::request_message(route, captures, query, body, self.inner.deny_unknown_fields) {
+            Ok(message) => message,
+            Err(error) => return api_error_response(error, pretty),
+        };
+        let encoded = Bytes::from(prost::Message::encode_to_vec(&message));
+        let max = self.inner.max_body_bytes;
+        let reply = call::call(&self.inner.stack, &route.grpc_path, headers, remote, encoded, max).await;
+        let call::Reply { metadata, mut body } = reply;
+        if route.rpc.is_server_streaming() {
+            return stream_response(metadata, body, route.rpc.output(), Framing::from_accept(headers)).await;
+        }
+        let (message, status, trailers) = match body.next().await {
+            Event::Message(message) => match body.next().await {
+                Event::End(status, trailers) => (Some(message), status, trailers),
+                Event::Message(_) => (None, tonic::Status::internal("a unary call answered twice"), HeaderMap::new()),
+            },
+            Event::End(status, trailers) => (None, status, trailers),
+        };
+        let mut all = metadata;
+        all.extend(trailers);
+        match (message, status.code()) {
+            (Some(message), Code::Ok) => match transcode::response_json(route.rpc.output(), &message, pretty) {
+                Ok(json) => {
+                    let mut response = Response::new(Body::from(json));
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    errors::copy_response_metadata(&all, response.headers_mut());
+                    response
+                }
+                Err(error) => api_error_response(error, pretty),
+            },
+            (None, Code::Ok) => status_response(&tonic::Status::internal("the call answered no message"), &all, pretty),
+            (_, _) => status_response(&status, &all, pretty),
+        }
+    }
+}
+
+/// What the call needs from the HTTP request, once routed.
+struct Incoming<'a> {
+    headers: &'a HeaderMap,
+    remote: Option<SocketAddr>,
+    query: &'a [(String, String)],
+    body: &'a [u8],
+    pretty: bool,
+}
+
+async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+    gateway.handle(request).await
+}
+
+fn document(bytes: &Bytes, content_type: &'static str) -> Response {
+    let mut response = Response::new(Body::from(bytes.clone()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
+        |media| {
+            let media = media.trim().to_ascii_lowercase();
+            media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+        },
+    )
+}
