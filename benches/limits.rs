@@ -173,7 +173,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             let layers = stack::layers(StackState {
                 policies,
                 mounted,
-                admin_keys: AdminKeys::new(fixture.pool.clone()),
+                authenticator: authenticator(&fixture.pool),
                 tenants,
                 max_in_flight: 4096,
                 max_deadline: deadline,
@@ -190,7 +190,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             let layers = ServiceBuilder::new()
                 .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
                 .layer(LimitsLayer::new(4096))
-                .layer(GuardLayer::new(Authenticate::new(AdminKeys::new(fixture.pool.clone()))))
+                .layer(GuardLayer::new(Authenticate::new(authenticator(&fixture.pool))))
                 .layer(GuardLayer::new(TenantContext::new(tenants)))
                 .layer(GuardLayer::new(Authorize::new(mounted)));
             let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
@@ -293,4 +293,20 @@ fn main() {
     );
     println!("  full (redis) / full (local)   = {:.3}  (target >= 0.50)", rate("FullRedis") / rate("FullLocal"));
     criterion.final_summary();
+}
+
+/// The identity authenticator the server would build (a fresh dev key ring;
+/// the benchmark calls with a platform-admin key).
+fn authenticator(pool: &sqlx::PgPool) -> tenantry::identity::Authenticator {
+    use tenantry::identity::{access::IdentityCache, api_keys::LastUsed, keys, keys::KeyRing, tokens::TokenService};
+    let ring = KeyRing::from_pems(&keys::generate().unwrap().private_pem, &[]).unwrap();
+    let tokens = TokenService::new(ring, "tenantry", "tenantry-api", Duration::from_secs(900));
+    let tenants = tenantry::tenancy::TenantDirectory::new(pool.clone());
+    tenantry::identity::Authenticator::new(
+        pool.clone(),
+        tokens,
+        IdentityCache::new(pool.clone()),
+        tenants,
+        LastUsed::default(),
+    )
 }

@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Signing keys for access tokens. The key ring is PEM text (in
+    /// TENANTRY_JWT_PRIVATE_KEY or the --jwt-private-key-file file): the first
+    /// block is the signing private key; every further block, a public or a
+    /// private key, is verification-only (published in the JWKS and accepted).
+    /// To rotate: append the new key (verify-only), roll out; move it first
+    /// (signing) with the old key after it, roll out; after the access-token
+    /// lifetime remove the old key, roll out.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Create a platform-admin API key and print only the key on stdout.
     Bootstrap {
         #[command(flatten)]
@@ -72,6 +83,19 @@ enum Command {
         /// A label for the key, kept with it for audit.
         #[arg(long, default_value = "bootstrap")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate an RSA-2048 key pair for signing access tokens. Prints the
+    /// private key (PKCS#8 PEM) and the public key (SPKI PEM) on stdout, or
+    /// writes `jwt-signing-key.pem` (mode 0600) and `jwt-public-key.pem` into
+    /// --out-dir. The key id (`kid`) goes to stderr.
+    Generate {
+        /// Directory to write the two PEM files into (created if missing).
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -181,6 +205,18 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 }
             }
             println!("purged {purged} tenant(s)");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Generate { out_dir } } => {
+            let key = crate::identity::keys::generate().map_err(anyhow::Error::msg)?;
+            match out_dir {
+                None => print!("{}{}", key.private_pem, key.public_pem),
+                Some(dir) => {
+                    let (private, public) = crate::identity::keys::write_pair(&dir, &key)?;
+                    println!("{}\n{}", private.display(), public.display());
+                }
+            }
+            eprintln!("kid: {}", key.kid);
             Ok(())
         }
         Command::Bootstrap { database, name } => {

@@ -241,6 +241,9 @@ pub struct ServeConfig {
     /// Largest decoded request message, in bytes.
     #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Identity: signing keys, token lifetimes, login throttling.
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityConfig,
     /// REST gateway settings.
     #[command(flatten)]
     pub rest: crate::gateway::RestConfig,
@@ -319,7 +322,8 @@ impl ServeConfig {
         if self.usage_buffer_entries < 100 {
             return Err(invalid("--usage-buffer-entries", "must be at least 100"));
         }
-        self.rest.validate()
+        self.rest.validate()?;
+        self.identity.validate()
     }
 
     /// Defaults for a server on loopback with both ports chosen by the OS.
@@ -337,6 +341,7 @@ impl ServeConfig {
             health_interval: Duration::from_secs(2),
             max_message_bytes: 4 * 1024 * 1024,
             tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
+            identity: crate::identity::IdentityConfig { ephemeral_signing_key: true, ..Default::default() },
             rest: crate::gateway::RestConfig::default(),
             rate_limit_engine: RateLimitEngine::Local,
             rate_limit_expected_nodes: 1,

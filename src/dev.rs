@@ -41,6 +41,10 @@ pub async fn serve(
     } else {
         None
     };
+    let mut serve = serve;
+    if serve.identity.jwt_private_key.is_none() && serve.identity.jwt_private_key_file.is_none() {
+        serve.identity.jwt_private_key_file = Some(dev_signing_key(&dev.data_dir)?);
+    }
     let result = run(ServeConfig { migrate: true, ..serve }, database, &dev.data_dir, shutdown).await;
     if let Some(cluster) = cluster {
         match cluster.stop().await {
@@ -70,6 +74,8 @@ async fn run(
          \nTry:\n\
          \n  grpcurl -plaintext {grpc} list\
          \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" {grpc} tenantry.v1.TenantService/ListTenants\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_path})\" -d '{{\"slug\":\"acme\",\"display_name\":\"Acme\",\"plan_id\":\"free\",\"owner_email\":\"owner@acme.test\",\"owner_password\":\"change me please\"}}' {grpc} tenantry.v1.TenantService/CreateTenant\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"email\":\"owner@acme.test\",\"password\":\"change me please\"}}' {grpc} tenantry.v1.AuthService/Login\
          \n  grpcurl -plaintext -d '{{\"service\":\"tenantry.v1.TenantService\"}}' {grpc} grpc.health.v1.Health/Check\
          \n  curl -s -H \"authorization: Bearer $(cat {key_path})\" http://{http}/v1/tenants\
          \n  curl -s http://{http}/readyz\n\nREST reference: http://{http}/docs\n"
@@ -79,6 +85,18 @@ async fn run(
     std::io::stdout().flush().ok();
     app.run_until_stopped(shutdown).await?;
     Ok(())
+}
+
+/// The dev signing key under the data dir, generated on first use.
+fn dev_signing_key(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data_dir.join("keys");
+    let file = dir.join("jwt-signing-key.pem");
+    if !file.exists() {
+        let key = crate::identity::keys::generate().map_err(anyhow::Error::msg)?;
+        crate::identity::keys::write_pair(&dir, &key).with_context(|| format!("writing {}", file.display()))?;
+        tracing::info!(kid = %key.kid, path = %file.display(), "generated a dev signing key for access tokens");
+    }
+    Ok(file)
 }
 
 /// The key in `file` when it still authenticates, else a new one written there.

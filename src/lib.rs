@@ -24,6 +24,8 @@
 //! - [`context`]: [`context::RequestContext`], what the stack learns about a
 //!   call, carried in request extensions.
 //! - [`auth`]: principals and credentials (platform-admin API keys).
+//! - [`identity`]: users, passwords, access tokens and the key ring, refresh
+//!   tokens, tenant API keys, roles, the audit log, AuthService.
 //! - [`tenancy`]: tenants, their schemas, the tenant transaction, TenantService.
 //! - [`ratelimit`]: per-tenant rate limits (in process or Redis) and quotas.
 //! - [`usage`]: the usage meter, client usage events and UsageService.
@@ -49,6 +51,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod metrics;

@@ -16,17 +16,21 @@ use tonic::{
 };
 
 use crate::{
-    auth::api_key::AdminKeys,
     config::{ConfigError, DatabaseConfig, RateLimitEngine, Secret, ServeConfig},
     db::{self, DbError},
     health::HealthProbe,
+    identity::{
+        Authenticator, access::IdentityCache, api_keys::LastUsed, keys::KeyRing, passwords::PasswordHasherPool,
+        service::AuthApi, tokens::TokenService,
+    },
     jobs::{self, worker::WorkerConfig},
     metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
     proto::tenantry::v1::{
-        jobs_service_server::JobsServiceServer, scaling_service_server::ScalingServiceServer,
-        tenant_service_server::TenantServiceServer, usage_service_server::UsageServiceServer,
+        auth_service_server::AuthServiceServer, jobs_service_server::JobsServiceServer,
+        scaling_service_server::ScalingServiceServer, tenant_service_server::TenantServiceServer,
+        usage_service_server::UsageServiceServer,
     },
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
     scaling::service::ScalingApi,
@@ -64,6 +68,7 @@ pub struct App {
     pool: PgPool,
     listen_pool: PgPool,
     policies: Arc<PolicyTable>,
+    keys: KeyRing,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     metrics: Metrics,
@@ -87,6 +92,8 @@ impl App {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
         };
+        // Before listening: without a signing key no token can be issued.
+        let keys = KeyRing::from_config(&config.identity)?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
         let metrics = Metrics::new();
@@ -96,6 +103,7 @@ impl App {
             pool,
             listen_pool,
             policies,
+            keys,
             grpc_listener,
             http_listener,
             metrics,
@@ -133,7 +141,7 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, drains
     /// in-flight calls for at most the drain timeout, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let App { config, pool, listen_pool, policies, grpc_listener, http_listener, metrics, workers } = self;
+        let App { config, pool, listen_pool, policies, keys, grpc_listener, http_listener, metrics, workers } = self;
         // Conflicting or broken HTTP rules stop the server before it serves anything.
         let rest_routes = crate::gateway::routes::RouteTable::embedded()?;
         let jobs = jobs::Runtime::start(
@@ -154,18 +162,32 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.listen(listen_pool.clone(), shutdown.clone());
+        let writer_stop = shutdown.child_token();
+        let (authenticator, last_used_writer) =
+            identity_handles(&config, &pool, &listen_pool, keys, &tenants, &shutdown, &writer_stop);
+        let hasher = PasswordHasherPool::new(config.identity.password_hash_concurrency);
+
         let mut mounted = HashSet::new();
         let mut routes = Routes::builder();
         mount(&mut routes, &mut mounted, health_service);
         mount(&mut routes, &mut mounted, reflection_v1);
         mount(&mut routes, &mut mounted, reflection_v1alpha);
-        let tenants = TenantDirectory::new(pool.clone());
-        tenants.listen(listen_pool.clone(), shutdown.clone());
         mount(
             &mut routes,
             &mut mounted,
-            TenantServiceServer::new(TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace))
-                .max_decoding_message_size(config.max_message_bytes),
+            TenantServiceServer::new(
+                TenantApi::new(pool.clone(), tenants.clone(), config.tenant_purge_grace).with_passwords(hasher.clone()),
+            )
+            .max_decoding_message_size(config.max_message_bytes),
+        );
+        let auth_api =
+            AuthApi::new(pool.clone(), authenticator.clone(), hasher, tenants.clone(), &config.identity, &policies);
+        mount(
+            &mut routes,
+            &mut mounted,
+            AuthServiceServer::new(auth_api).max_decoding_message_size(config.max_message_bytes),
         );
         let plans = PlanBook::new(pool.clone());
         plans.listen(listen_pool.clone(), shutdown.clone());
@@ -221,7 +243,7 @@ impl App {
         let layers = stack::layers(StackState {
             policies: policies.clone(),
             mounted: Arc::new(mounted),
-            admin_keys: AdminKeys::new(pool.clone()),
+            authenticator,
             tenants,
             max_in_flight: config.max_in_flight,
             max_deadline: config.max_deadline,
@@ -270,6 +292,9 @@ impl App {
         }
         // After the servers: workers finish or release their jobs, then the pool closes.
         jobs.stopped().await;
+        // The API keys' last use collected since the last batch.
+        writer_stop.cancel();
+        last_used_writer.await.ok();
         // Drained: every call's usage is in the meter; write it before closing.
         match meter.flush(&pool).await {
             Ok(rows) => tracing::info!(rows, "usage flushed"),
@@ -280,6 +305,26 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The identity caches (listening for invalidations), the authenticator
+/// over them, and the batched last-used writer (ends after `shutdown`).
+fn identity_handles(
+    config: &ServeConfig,
+    pool: &PgPool,
+    listen_pool: &PgPool,
+    keys: KeyRing,
+    tenants: &TenantDirectory,
+    shutdown: &CancellationToken,
+    writer_stop: &CancellationToken,
+) -> (Authenticator, tokio::task::JoinHandle<()>) {
+    let cache = IdentityCache::new(pool.clone());
+    cache.listen(listen_pool.clone(), shutdown.clone());
+    let last_used = LastUsed::default();
+    let writer = last_used.run(pool.clone(), config.identity.last_used_flush, writer_stop.clone());
+    let identity = &config.identity;
+    let tokens = TokenService::new(keys, &identity.jwt_issuer, &identity.jwt_audience, identity.access_token_ttl);
+    (Authenticator::new(pool.clone(), tokens, cache, tenants.clone(), last_used), writer)
 }
 
 /// Adds a service to the routes and records that it is served.

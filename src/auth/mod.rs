@@ -5,9 +5,15 @@
 //!
 //! - this file: [`Principal`], credential extraction from headers, [`AuthError`].
 //! - [`api_key`]: the API-key format, hashing and the platform-admin key store.
+//!
+//! Tenant principals (users and tenant API keys) are made by
+//! [`crate::identity::Authenticator`].
 
 pub mod api_key;
 
+use std::{collections::BTreeSet, sync::Arc};
+
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
 
 use crate::{error::ApiError, tenancy::TenantId};
@@ -22,6 +28,31 @@ pub enum Principal {
         /// The key's label, for audit and logs.
         name: String,
     },
+    /// A tenant's user, authenticated by an access token.
+    User(Arc<TenantPrincipal>),
+    /// A tenant's API key.
+    ApiKey(Arc<TenantPrincipal>),
+}
+
+/// A principal bound to one tenant, with what it may do there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPrincipal {
+    /// The only tenant it can act in.
+    pub tenant: TenantId,
+    /// `usr_…` or `key_…`.
+    pub id: String,
+    /// The user's display name (or email), or the key's name.
+    pub display_name: String,
+    /// Role ids bound to a user; empty for keys.
+    pub roles: Vec<String>,
+    /// The user's roles' permissions, or the key's scopes.
+    pub permissions: Arc<BTreeSet<String>>,
+    /// When the credential was issued (token `iat`, key creation).
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When the credential expires, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The session (refresh family) a user's token belongs to.
+    pub session_id: Option<String>,
 }
 
 impl Principal {
@@ -29,6 +60,15 @@ impl Principal {
     pub fn id(&self) -> &str {
         match self {
             Principal::PlatformAdmin { key_id, .. } => key_id,
+            Principal::User(p) | Principal::ApiKey(p) => &p.id,
+        }
+    }
+
+    /// The tenant-bound details of a user or tenant API key.
+    pub fn tenant_principal(&self) -> Option<&TenantPrincipal> {
+        match self {
+            Principal::PlatformAdmin { .. } => None,
+            Principal::User(p) | Principal::ApiKey(p) => Some(p),
         }
     }
 
@@ -37,6 +77,7 @@ impl Principal {
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
             Principal::PlatformAdmin { .. } => None,
+            Principal::User(p) | Principal::ApiKey(p) => Some(&p.tenant),
         }
     }
 
@@ -46,9 +87,10 @@ impl Principal {
     }
 
     /// Whether the principal holds `permission` in the call's tenant.
-    pub fn has_permission(&self, _permission: &str) -> bool {
+    pub fn has_permission(&self, permission: &str) -> bool {
         match self {
             Principal::PlatformAdmin { .. } => true,
+            Principal::User(p) | Principal::ApiKey(p) => p.permissions.contains(permission),
         }
     }
 }

@@ -1,41 +1,41 @@
 //! Authenticate: turns the call's credential into a [`Principal`] in the
 //! request context. Public methods skip it; everything else needs a valid
 //! credential or is refused with UNAUTHENTICATED.
+//!
+//! Access tokens (RS256 JWTs) and tenant API keys are verified by
+//! [`Authenticator`] (cached, bounded, invalidated across nodes by NOTIFY);
+//! keys that are not tenant keys are checked as platform-admin keys.
+//!
+//! [`Principal`]: crate::auth::Principal
 
 use http::Request;
 use tonic::body::Body;
 
 use super::guard::{Guard, context, context_mut};
-use crate::{
-    auth::{AuthError, Credential, api_key::AdminKeys, credential_from_headers},
-    error::ApiError,
-    policy::Access,
-};
+use crate::{auth::credential_from_headers, error::ApiError, identity::Authenticator, policy::Access};
 
 /// See the module docs.
 #[derive(Clone)]
 pub struct Authenticate {
-    admin_keys: AdminKeys,
+    authenticator: Authenticator,
 }
 
 impl Authenticate {
-    /// Verifies platform-admin keys against `admin_keys`.
-    pub fn new(admin_keys: AdminKeys) -> Self {
-        Authenticate { admin_keys }
+    /// Verifies credentials with `authenticator`.
+    pub fn new(authenticator: Authenticator) -> Self {
+        Authenticate { authenticator }
     }
 }
 
 impl Guard for Authenticate {
     async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
-        if context(request)?.method.access == Access::Public {
+        let context = context(request)?;
+        if context.method.access == Access::Public {
             return Ok(());
         }
-        let principal = match credential_from_headers(request.headers())? {
-            Credential::ApiKey(key) => self.admin_keys.authenticate(key).await?,
-            // Nothing issues access tokens until identity lands; refusing
-            // every one is the only safe answer.
-            Credential::AccessToken(_) => return Err(AuthError::InvalidAccessToken.into()),
-        };
+        let deadline = context.deadline;
+        let credential = credential_from_headers(request.headers())?;
+        let principal = self.authenticator.authenticate(credential, deadline).await?;
         tracing::Span::current().record("principal", principal.id());
         context_mut(request)?.principal = Some(principal);
         Ok(())

@@ -33,7 +33,7 @@ use self::{
     limits::LimitsLayer, meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimitLayer, tenant::TenantContext,
 };
 use crate::{
-    auth::api_key::AdminKeys,
+    identity::Authenticator,
     metrics::Metrics,
     policy::PolicyTable,
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
@@ -48,8 +48,8 @@ pub struct StackState {
     pub policies: Arc<PolicyTable>,
     /// Services this server serves; other contract methods answer UNIMPLEMENTED.
     pub mounted: Arc<HashSet<String>>,
-    /// Verifies platform-admin API keys.
-    pub admin_keys: AdminKeys,
+    /// Verifies access tokens, tenant API keys and platform-admin keys.
+    pub authenticator: Authenticator,
     /// Resolves tenants for the tenant context.
     pub tenants: TenantDirectory,
     /// Calls in flight before shedding.
@@ -94,7 +94,7 @@ pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
         // Before any work: shed when overloaded, and bound the call by its deadline.
         .layer(LimitsLayer::new(state.max_in_flight))
         // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.admin_keys), state.metrics.clone())))
+        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.authenticator), state.metrics.clone())))
         // Which tenant the call acts in: needs the principal, feeds limits and authorization.
         .layer(GuardLayer::new(TenantContext::new(state.tenants)))
         // Per-tenant limits: after the tenant is known, before authorization so refused calls count.

@@ -29,13 +29,21 @@ pub struct TenantApi {
     pool: PgPool,
     directory: TenantDirectory,
     purge_grace: Duration,
+    /// Hashes the owner's password of a new tenant (bounded, off the executor).
+    passwords: crate::identity::passwords::PasswordHasherPool,
 }
 
 impl TenantApi {
     /// Handlers over `pool`; changes are evicted from `directory` at once;
     /// deleted tenants are purged after `purge_grace`.
     pub fn new(pool: PgPool, directory: TenantDirectory, purge_grace: Duration) -> Self {
-        TenantApi { pool, directory, purge_grace }
+        let passwords = crate::identity::passwords::PasswordHasherPool::new(1);
+        TenantApi { pool, directory, purge_grace, passwords }
+    }
+
+    /// Shares the server's password hasher (and its concurrency bound).
+    pub fn with_passwords(self, passwords: crate::identity::passwords::PasswordHasherPool) -> Self {
+        TenantApi { passwords, ..self }
     }
 
     /// Records a committed change: this node's cache forgets the tenant.
@@ -140,6 +148,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl TenantService for TenantApi {
     async fn create_tenant(&self, request: Request<pb::CreateTenantRequest>) -> Reply<pb::CreateTenantResponse> {
         let deadline = context::of(&request)?.deadline;
+        let actor = crate::identity::audit::actor_of(context::of(&request)?);
         let message = request.into_inner();
         let new = NewTenant {
             slug: Slug::parse(&message.slug)?,
@@ -148,14 +157,28 @@ impl TenantService for TenantApi {
             labels: message.labels.into_iter().collect::<BTreeMap<_, _>>(),
         };
         model::labels("labels", &new.labels)?;
-        if message.owner_email.is_some() || message.owner_password.is_some() {
-            return Err(ApiError::Unimplemented { method: "CreateTenant with an owner".into() }.into());
-        }
+        // The owner is checked and its password hashed before the provisioning
+        // transaction opens, then created inside it: tenant and owner exist
+        // together or not at all.
+        let owner = match (&message.owner_email, &message.owner_password) {
+            (None, None) => None,
+            (Some(email), Some(password)) => {
+                Some(crate::identity::service::hash_owner_password(&self.passwords, email, password).await?)
+            }
+            (Some(_), None) => return Err(ApiError::invalid("owner_password", "is required with owner_email").into()),
+            (None, Some(_)) => return Err(ApiError::invalid("owner_email", "is required with owner_password").into()),
+        };
         let tx = self.pool.begin().await.map_err(ApiError::internal)?;
-        let (tenant, scoped) = store::provision(tx, &new, deadline).await?;
+        let (tenant, mut scoped) = store::provision(tx, &new, deadline).await?;
+        let owner = match owner {
+            Some((email, hash)) => {
+                Some(crate::identity::service::create_owner(&mut scoped, &actor, &email, &hash).await?)
+            }
+            None => None,
+        };
         scoped.commit().await.map_err(ApiError::internal)?;
         tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
-        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(self.changed(tenant)), owner: None }))
+        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(self.changed(tenant)), owner }))
     }
 
     async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Reply<pb::GetTenantResponse> {

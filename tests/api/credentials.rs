@@ -117,9 +117,12 @@ async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
     assert!(methods.len() >= 49);
     for policy in methods {
         let status = call_raw(&app, &policy.path, &[]).await;
-        let expected =
-            if policy.access == tenantry::policy::Access::Public { Code::Unimplemented } else { Code::Unauthenticated };
-        assert_eq!(status.code(), expected, "{}: {status:?}", policy.path);
+        if policy.access == tenantry::policy::Access::Public {
+            // Public methods run (and may refuse the empty message) or are not served yet.
+            assert_ne!(status.code(), Code::Unauthenticated, "{}: {status:?}", policy.path);
+        } else {
+            assert_eq!(status.code(), Code::Unauthenticated, "{}: {status:?}", policy.path);
+        }
     }
 }
 

@@ -4,6 +4,13 @@
 
 mod harness;
 
+mod auth_keyring;
+mod auth_keys;
+mod auth_roles;
+mod auth_security;
+mod auth_sessions;
+mod auth_users;
+
 mod cli;
 mod contract;
 mod credentials;

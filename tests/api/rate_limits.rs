@@ -237,6 +237,7 @@ async fn serve_process(database_url: &str, redis_url: &str) -> ServerProcess {
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", redis_url)
+        .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
         .env("TENANTRY_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -26,6 +26,7 @@ async fn tenantry(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     (output.status.success(), text(output.stdout), text(output.stderr))
 }
 
+/// Drops what the latest tenant migration (identity) creates.
 /// Makes a tenant schema look as if the latest migration had never run.
 async fn roll_back_latest(app: &TestApp, tenant_id: &str, keep_objects: bool) {
     let schema = format!("t_{tenant_id}");

@@ -1,6 +1,7 @@
 //! The test harness: [`spawn_app`] starts the real server on port 0 against
 //! a fresh database (and real Redis) and hands back typed clients.
 
+pub mod identity;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
@@ -93,6 +94,8 @@ pub async fn spawn_node_with_workers(
     config.health_interval = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
     config.redis_url = Some(redis::url().await.to_owned().into());
+    // A known signing key, so tests can log in and also forge tokens.
+    config.identity.jwt_private_key = Some(identity::signing_key().private_pem.clone().into());
     configure(&mut config);
     let app = App::build(config, database)
         .await

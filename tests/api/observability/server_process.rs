@@ -81,6 +81,8 @@ impl ServerProcess {
             .env_remove("RUST_LOG")
             .env("DATABASE_URL", &database.url)
             .env("TENANTRY_LOG_FORMAT", "json")
+            // `serve` needs a signing key for access tokens.
+            .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
             .envs(env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,232 @@
+//! Access tokens: RS256 JWTs with `iss`, `aud`, `sub` (the user), `tid` (the
+//! tenant), `sid` (the session, i.e. refresh family), `jti`, `iat`, `nbf`,
+//! `exp` and a `kid` header.
+//!
+//! Verification pins RS256 (one family, never `none` or HMAC): the header
+//! must say RS256 and the signature over `header.payload` is checked with the
+//! ring key's pre-parsed aws-lc public key (RSA PKCS#1 v1.5, SHA-256) before
+//! jsonwebtoken validates the claims. It refuses
+//! headers that point elsewhere for keys (`jku`, `x5u`, `jwk`, `x5c`),
+//! looks the `kid` up in the fixed [`KeyRing`], and checks `iss`, `aud`,
+//! `exp` and `nbf` with a small leeway. Verified tokens are cached (bounded)
+//! until they expire, so the hot path is one hash-map lookup.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeyRing;
+use crate::{ids, tenancy::TenantId};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+/// Verified tokens kept; beyond it expired entries go, then everything.
+const MAX_CACHED: usize = 100_000;
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The claims of a Tenantry access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub tid: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub tenant: TenantId,
+    pub user_id: String,
+    pub session_id: String,
+    pub token_id: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issues and verifies access tokens with one key ring.
+#[derive(Clone)]
+pub struct TokenService {
+    ring: KeyRing,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Arc<Validation>,
+    cache: Arc<RwLock<HashMap<Box<str>, Arc<VerifiedToken>>>>,
+}
+
+/// Why a token was refused; deliberately coarse for callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid access token")]
+pub struct InvalidToken;
+
+impl TokenService {
+    /// A token service signing with `ring`'s signing key.
+    pub fn new(ring: KeyRing, issuer: &str, audience: &str, ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.algorithms = vec![Algorithm::RS256];
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // The RS256 signature is checked first, with the ring's pre-parsed key
+        // (see `verify_uncached`); jsonwebtoken then validates the claims only,
+        // sparing it a rebuild of the RSA key from `n`/`e` per token. The
+        // malicious-token corpus (tests/api/auth_security.rs) guards this.
+        #[allow(deprecated)]
+        validation.insecure_disable_signature_validation();
+        TokenService {
+            ring,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+            validation: Arc::new(validation),
+            cache: Arc::default(),
+        }
+    }
+
+    /// The key ring (for JWKS).
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// Lifetime of issued tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `user_id` of `tenant` in session `session_id`.
+    pub fn issue(&self, tenant: &TenantId, user_id: &str, session_id: &str) -> Result<(String, DateTime<Utc>), String> {
+        let now = Utc::now();
+        let expires_at = now + chrono::Duration::from_std(self.ttl).map_err(|e| e.to_string())?;
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_owned(),
+            tid: tenant.as_str().to_owned(),
+            sid: session_id.to_owned(),
+            jti: ids::new_id("jti"),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: expires_at.timestamp(),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.ring.signing_kid().to_owned());
+        let token = encode(&header, &claims, self.ring.signing_key()).map_err(|e| e.to_string())?;
+        Ok((token, DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires_at)))
+    }
+
+    /// The token's claims when it is valid now; served from the cache when
+    /// this exact token was verified before.
+    pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, InvalidToken> {
+        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(token) {
+            // The signature and claims were checked; only time moves on.
+            if Utc::now() <= hit.expires_at + LEEWAY {
+                return Ok(hit.clone());
+            }
+            return Err(InvalidToken);
+        }
+        let verified = Arc::new(self.verify_uncached(token)?);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            let now = Utc::now();
+            cache.retain(|_, t| now <= t.expires_at + LEEWAY);
+            if cache.len() >= MAX_CACHED / 2 {
+                cache.clear();
+            }
+        }
+        cache.insert(token.into(), verified.clone());
+        Ok(verified)
+    }
+
+    /// Full verification, without the cache (benchmarks use it directly).
+    pub fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, InvalidToken> {
+        if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|b| *b == b'.').count() != 2 {
+            return Err(InvalidToken);
+        }
+        let header = decode_header(token).map_err(|_| InvalidToken)?;
+        if header.alg != Algorithm::RS256
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+        {
+            return Err(InvalidToken);
+        }
+        let key = header.kid.as_deref().and_then(|kid| self.ring.verifying(kid)).ok_or(InvalidToken)?;
+        let (message, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| InvalidToken)?;
+        key.parsed.verify_sig(message.as_bytes(), &signature).map_err(|_| InvalidToken)?;
+        let claims = decode::<AccessClaims>(token, &key.decoding, &self.validation).map_err(|_| InvalidToken)?.claims;
+        let tenant = TenantId::parse(&claims.tid).ok_or(InvalidToken)?;
+        if !ids::is_id("usr", &claims.sub) || claims.exp < claims.iat || claims.sid.is_empty() {
+            return Err(InvalidToken);
+        }
+        Ok(VerifiedToken {
+            tenant,
+            user_id: claims.sub,
+            session_id: claims.sid,
+            token_id: claims.jti,
+            issued_at: DateTime::from_timestamp(claims.iat, 0).ok_or(InvalidToken)?,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).ok_or(InvalidToken)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::keys;
+
+    fn service() -> TokenService {
+        let ring = KeyRing::from_pems(&keys::generate().unwrap().private_pem, &[]).unwrap();
+        TokenService::new(ring, "tenantry", "tenantry-api", Duration::from_secs(900))
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_are_cached() {
+        let tokens = service();
+        let tenant = TenantId::generate();
+        let user = ids::new_id("usr");
+        let (token, expires_at) = tokens.issue(&tenant, &user, "ses_1").unwrap();
+        let verified = tokens.verify(&token).unwrap();
+        assert_eq!((verified.tenant.clone(), verified.user_id.clone()), (tenant, user));
+        assert_eq!(verified.expires_at, expires_at);
+        assert!(Arc::ptr_eq(&verified, &tokens.verify(&token).unwrap()));
+    }
+
+    #[test]
+    fn a_token_whose_signature_or_payload_changed_is_refused() {
+        let tokens = service();
+        let (token, _) = tokens.issue(&TenantId::generate(), &ids::new_id("usr"), "ses_1").unwrap();
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let other = if signature.starts_with('A') { 'B' } else { 'A' };
+        assert_eq!(tokens.verify_uncached(&format!("{message}.{other}{}", &signature[1..])), Err(InvalidToken));
+        assert_eq!(tokens.verify_uncached(&format!("{message}.{signature}=")), Err(InvalidToken));
+        let (header, _) = message.split_once('.').unwrap();
+        assert_eq!(tokens.verify_uncached(&format!("{header}.e30.{signature}")), Err(InvalidToken));
+    }
+
+    #[test]
+    fn another_rings_tokens_are_refused() {
+        let (a, b) = (service(), service());
+        let (token, _) = a.issue(&TenantId::generate(), &ids::new_id("usr"), "ses_1").unwrap();
+        assert_eq!(b.verify(&token), Err(InvalidToken));
+    }
+}
