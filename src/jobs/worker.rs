@@ -263,9 +263,9 @@ impl Workers {
                 running = tasks.len(),
                 "jobs still running at shutdown; stopping them and releasing their leases"
             );
-            for (_, (_, stop)) in lock(&in_flight).iter() {
-                stop.cancel();
-            }
+            // Abort without signalling the handlers first: a handler that saw
+            // its stop token could report a failure (using up an attempt)
+            // instead of having its lease released below.
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }

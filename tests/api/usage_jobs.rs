@@ -86,7 +86,9 @@ async fn a_usage_export_job_returns_the_tenants_usage_as_csv() {
 
 #[tokio::test]
 async fn the_usage_rollup_folds_old_minutes_into_hours_keeping_every_sum() {
-    let app = spawn_app().await;
+    // This test runs the rollup itself: no in-process workers racing it.
+    let app =
+        crate::harness::spawn_app_with(crate::harness::TestDatabase::create().await, |c| c.no_workers = true).await;
     metering(&app).await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let old_hour = chrono::Utc::now() - chrono::Duration::days(50);
