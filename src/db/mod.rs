@@ -5,8 +5,10 @@
 //!
 //! - this file: [`connect`], [`migrate`], [`check_migrations`], [`ping`].
 //! - [`embedded`]: the private cluster `serve --dev` and the tests start.
+//! - [`notify`]: the LISTEN task behind every cache invalidated across nodes.
 
 pub mod embedded;
+pub mod notify;
 
 use std::{collections::HashMap, time::Duration};
 

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{IdentityError, api_keys::CachedKey, roles};
@@ -216,48 +216,7 @@ impl IdentityCache {
     /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
     /// only while the listener is connected.
     pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let listener = async {
-                    let mut listener = PgListener::connect_with(&listen_pool).await?;
-                    listener.listen(CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(listener)
-                };
-                let mut listener = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    result = listener => match result {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::warn!(%error, "identity change listener cannot connect; caches off");
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(backoff) => {}
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            continue;
-                        }
-                    }
-                };
-                backoff = Duration::from_millis(100);
-                cache.forget_everything();
-                cache.listening.store(true, Ordering::Release);
-                loop {
-                    let received = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        received = listener.try_recv() => received,
-                    };
-                    match received {
-                        Ok(Some(notification)) => cache.evict(notification.payload()),
-                        // The connection dropped and notifications may have been missed.
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                cache.listening.store(false, Ordering::Release);
-                cache.forget_everything();
-            }
-        });
+        crate::db::notify::listen(listen_pool, &[CHANNEL], "identity", std::sync::Arc::new(self.clone()), shutdown);
     }
 }
 
@@ -283,4 +242,20 @@ pub async fn load_user(conn: &mut PgConnection, user_id: &str) -> Result<UserAcc
         .await?;
     let permissions = roles::permissions_of(conn, &roles).await?;
     Ok(UserAccess { active: state == "active", email, display_name, roles, permissions: Arc::new(permissions) })
+}
+
+impl crate::db::notify::Subscriber for IdentityCache {
+    fn connected(&self) {
+        self.forget_everything();
+        self.listening.store(true, Ordering::Release);
+    }
+
+    fn notified(&self, _channel: &str, payload: &str) {
+        self.evict(payload);
+    }
+
+    fn disconnected(&self) {
+        self.listening.store(false, Ordering::Release);
+        self.forget_everything();
+    }
 }

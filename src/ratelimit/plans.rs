@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
@@ -107,47 +107,28 @@ impl PlanBook {
     /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
     /// only while the listener is connected.
     pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        let book = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let connect = async {
-                    let mut listener = PgListener::connect_with(&listen_pool).await?;
-                    listener.listen_all([directory::CHANNEL, PLANS_CHANNEL]).await?;
-                    Ok::<_, sqlx::Error>(listener)
-                };
-                let mut listener = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    result = connect => match result {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::warn!(%error, "plan change listener cannot connect; plan cache off");
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(backoff) => {}
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            continue;
-                        }
-                    }
-                };
-                backoff = Duration::from_millis(100);
-                book.forget_everything();
-                book.cache.listening.store(true, Ordering::Release);
-                loop {
-                    let received = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        received = listener.try_recv() => received,
-                    };
-                    match received {
-                        Ok(Some(n)) if n.channel() == PLANS_CHANNEL => book.evict_plan(n.payload()),
-                        Ok(Some(n)) => book.evict_tenant(n.payload()),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                book.cache.listening.store(false, Ordering::Release);
-                book.forget_everything();
-            }
-        });
+        crate::db::notify::listen(
+            listen_pool,
+            &[directory::CHANNEL, PLANS_CHANNEL],
+            "plans",
+            std::sync::Arc::new(self.clone()),
+            shutdown,
+        );
+    }
+}
+
+impl crate::db::notify::Subscriber for PlanBook {
+    fn connected(&self) {
+        self.forget_everything();
+        self.cache.listening.store(true, Ordering::Release);
+    }
+
+    fn notified(&self, channel: &str, payload: &str) {
+        if channel == PLANS_CHANNEL { self.evict_plan(payload) } else { self.evict_tenant(payload) }
+    }
+
+    fn disconnected(&self) {
+        self.cache.listening.store(false, Ordering::Release);
+        self.forget_everything();
     }
 }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{TenancyError, TenantId, TenantRef, TenantState};
@@ -134,47 +134,22 @@ impl TenantDirectory {
     /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
     /// only while the listener is connected.
     pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        let directory = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let listener = async {
-                    let mut listener = PgListener::connect_with(&listen_pool).await?;
-                    listener.listen(CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(listener)
-                };
-                let mut listener = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    result = listener => match result {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::warn!(%error, "tenant change listener cannot connect; cache off");
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(backoff) => {}
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            continue;
-                        }
-                    }
-                };
-                backoff = Duration::from_millis(100);
-                directory.forget_everything();
-                directory.cache.listening.store(true, Ordering::Release);
-                loop {
-                    let received = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        received = listener.try_recv() => received,
-                    };
-                    match received {
-                        Ok(Some(notification)) => directory.evict(notification.payload()),
-                        // The connection dropped and notifications may have been missed.
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                directory.cache.listening.store(false, Ordering::Release);
-                directory.forget_everything();
-            }
-        });
+        crate::db::notify::listen(listen_pool, &[CHANNEL], "tenants", std::sync::Arc::new(self.clone()), shutdown);
+    }
+}
+
+impl crate::db::notify::Subscriber for TenantDirectory {
+    fn connected(&self) {
+        self.forget_everything();
+        self.cache.listening.store(true, Ordering::Release);
+    }
+
+    fn notified(&self, _channel: &str, payload: &str) {
+        self.evict(payload);
+    }
+
+    fn disconnected(&self) {
+        self.cache.listening.store(false, Ordering::Release);
+        self.forget_everything();
     }
 }
