@@ -296,10 +296,12 @@ resource "aws_cloudwatch_metric_alarm" "ecs_running_tasks" {
 # -------------------------------------------------------------------- jobs
 
 resource "aws_cloudwatch_metric_alarm" "job_queue_depth" {
-  alarm_name          = "${var.name}-job-queue-depth"
-  alarm_description   = "More than ${var.queue_depth_threshold} ready jobs waiting for 15 minutes: workers are not keeping up or are stuck."
-  namespace           = var.metrics_namespace
-  metric_name         = var.queue_depth_metric_name
+  alarm_name        = "${var.name}-job-queue-depth"
+  alarm_description = "More than ${var.queue_depth_threshold} ready jobs waiting for 15 minutes: workers are not keeping up or are stuck."
+  namespace         = var.metrics_namespace
+  metric_name       = var.queue_depth_metric_name
+  # The exporter's single-dimension rollup by job state: only jobs ready to run.
+  dimensions          = { state = "available" }
   statistic           = "Maximum"
   period              = local.period
   evaluation_periods  = 3

@@ -207,7 +207,7 @@ variable "metrics_namespace" {
 variable "metrics_name_regex" {
   description = "Prometheus metric names to publish (anchored RE2, no '$'); everything else is dropped before it costs anything."
   type        = string
-  default     = "tenantry_jobs_(queue_depth|oldest_ready_age_seconds)"
+  default     = "tenantry_jobs_(queue_depth|oldest_age_seconds)"
 }
 
 variable "log_retention_days" {
