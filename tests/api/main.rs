@@ -17,6 +17,7 @@ mod credentials;
 mod dev_mode;
 mod health;
 mod isolation;
+mod isolation_matrix;
 mod jobs;
 mod jobs_crash;
 mod limits;
