@@ -5,6 +5,7 @@
 
 mod documents;
 mod errors;
+mod live;
 mod parity;
 mod reachability;
 mod tenants;
