@@ -5,6 +5,7 @@
 //! A fast hash is right here: the secret is random, not a password, so there
 //! is nothing to brute-force. Hashes are compared in constant time.
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
@@ -80,11 +81,31 @@ pub struct AdminKeys {
     pool: PgPool,
 }
 
-#[derive(sqlx::FromRow)]
-struct AdminKeyRow {
-    id: String,
-    name: String,
-    secret_hash: Vec<u8>,
+/// An unrevoked platform-admin key, as verification needs it (and as the
+/// identity cache keeps it; a trigger announces revocations).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdminKey {
+    pub id: String,
+    pub public_id: String,
+    pub name: String,
+    pub secret_hash: Vec<u8>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl AdminKey {
+    /// The principal of `secret` presented for `key` (a public id that
+    /// matched no row is `None`): the hash is compared even then, so timing
+    /// does not reveal which public ids exist; expiry is checked on every use.
+    pub fn verify(key: Option<&AdminKey>, secret: &str) -> Result<Principal, AuthError> {
+        let stored = key.map_or(&[0u8; 32][..], |k| &k.secret_hash);
+        let matches = secret_matches(secret, stored);
+        match key {
+            Some(key) if matches && key.expires_at.is_none_or(|at| at > Utc::now()) => {
+                Ok(Principal::PlatformAdmin { key_id: key.id.clone(), name: key.name.clone() })
+            }
+            _ => Err(AuthError::InvalidApiKey),
+        }
+    }
 }
 
 impl AdminKeys {
@@ -108,24 +129,22 @@ impl AdminKeys {
         Ok((id, key.full))
     }
 
-    /// The principal of a presented platform-admin key.
+    /// The principal of a presented platform-admin key, read from the
+    /// database (the server's hot path goes through the identity cache).
     pub async fn authenticate(&self, key: &str) -> Result<Principal, AuthError> {
         let parsed = parse(key)?;
-        let row: Option<AdminKeyRow> = sqlx::query_as(
-            "SELECT id, name, secret_hash FROM platform.admin_api_keys
-             WHERE public_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+        AdminKey::verify(self.load(parsed.public_id).await?.as_ref(), parsed.secret)
+    }
+
+    /// The unrevoked key with this public id, if any.
+    pub async fn load(&self, public_id: &str) -> Result<Option<AdminKey>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, public_id, name, secret_hash, expires_at FROM platform.admin_api_keys
+             WHERE public_id = $1 AND revoked_at IS NULL",
         )
-        .bind(parsed.public_id)
+        .bind(public_id)
         .fetch_optional(&self.pool)
-        .await?;
-        // Hash even when no row matched, so timing does not reveal which
-        // public ids exist.
-        let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.secret_hash);
-        let matches = secret_matches(parsed.secret, stored);
-        match row {
-            Some(row) if matches => Ok(Principal::PlatformAdmin { key_id: row.id, name: row.name }),
-            _ => Err(AuthError::InvalidApiKey),
-        }
+        .await
     }
 }
 

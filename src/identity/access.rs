@@ -6,7 +6,9 @@
 //! are bypassed, since invalidations could be missed.
 //!
 //! Payloads: `user:<tenant>:<user>`, `tenant:<tenant>` (a role changed:
-//! every user of the tenant), `key:<public id>`.
+//! every user of the tenant), `key:<public id>` (a tenant API key revoked,
+//! or a platform-admin key changed: a trigger on `platform.admin_api_keys`
+//! sends it, so revoking one with plain SQL reaches every node).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -21,7 +23,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{IdentityError, api_keys::CachedKey, roles};
-use crate::tenancy::{TenantId, TenantTx};
+use crate::{
+    auth::api_key::AdminKey,
+    tenancy::{TenantId, TenantTx},
+};
 
 /// The channel identity changes are announced on.
 pub const CHANNEL: &str = "tenantry_identity";
@@ -55,6 +60,7 @@ pub struct IdentityCache {
     pool: PgPool,
     users: Arc<UserMap>,
     keys: Arc<RwLock<HashMap<String, Timed<CachedKey>>>>,
+    admin_keys: Arc<RwLock<HashMap<String, Timed<AdminKey>>>>,
     listening: Arc<AtomicBool>,
     /// Bumped by every eviction, so a load that raced one is not cached.
     generation: Arc<AtomicU64>,
@@ -103,6 +109,7 @@ impl IdentityCache {
             pool,
             users: Arc::default(),
             keys: Arc::default(),
+            admin_keys: Arc::default(),
             listening: Arc::default(),
             generation: Arc::default(),
         }
@@ -171,6 +178,21 @@ impl IdentityCache {
         }
     }
 
+    /// A cached platform-admin key by public id.
+    pub fn admin_key(&self, public_id: &str) -> Option<Arc<AdminKey>> {
+        if !self.is_listening() {
+            return None;
+        }
+        fresh(&self.admin_keys, public_id)
+    }
+
+    /// Caches a platform-admin key, unless an eviction happened since `generation`.
+    pub fn remember_admin_key(&self, key: Arc<AdminKey>, generation: u64) {
+        if self.is_listening() && self.generation.load(Ordering::Acquire) == generation {
+            insert_bounded(&self.admin_keys, key.public_id.clone(), key);
+        }
+    }
+
     /// Forgets a user on this node at once, so the node that changed it
     /// reads its own write; other nodes follow through the notification.
     pub fn forget_user(&self, tenant: &TenantId, user_id: &str) {
@@ -201,6 +223,7 @@ impl IdentityCache {
             }
             (Some("key"), Some(public_id), None) => {
                 self.keys.write().unwrap_or_else(|e| e.into_inner()).remove(public_id);
+                self.admin_keys.write().unwrap_or_else(|e| e.into_inner()).remove(public_id);
             }
             _ => self.forget_everything(),
         }
@@ -210,6 +233,7 @@ impl IdentityCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.users.write().unwrap_or_else(|e| e.into_inner()).clear();
         self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.admin_keys.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Listens for identity changes on a session connection from

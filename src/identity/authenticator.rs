@@ -7,7 +7,7 @@
 //! - API key: the platform index names the tenant, the tenant schema holds
 //!   the key; verified keys are cached and the secret is compared in
 //!   constant time on every call. Keys not in the index are platform-admin
-//!   keys.
+//!   keys, cached the same way.
 //! - Either way the tenant must be live: deleted tenants' credentials are
 //!   UNAUTHENTICATED, suspended ones FAILED_PRECONDITION, on every node as
 //!   soon as the tenant directory's NOTIFY arrives.
@@ -23,7 +23,10 @@ use super::{
     tokens::TokenService,
 };
 use crate::{
-    auth::{AuthError, Credential, Principal, TenantPrincipal, api_key, api_key::AdminKeys},
+    auth::{
+        AuthError, Credential, Principal, TenantPrincipal, api_key,
+        api_key::{AdminKey, AdminKeys},
+    },
     error::ApiError,
     tenancy::{TenantDirectory, TenantId, TenantState, TenantTx},
 };
@@ -81,12 +84,19 @@ impl Authenticator {
 
     async fn api_key(&self, key: &str, deadline: Instant) -> Result<Principal, ApiError> {
         let parsed = api_key::parse(key)?;
+        if let Some(admin) = self.cache.admin_key(parsed.public_id) {
+            return Ok(AdminKey::verify(Some(&admin), parsed.secret)?);
+        }
         let cached = match self.cache.key(parsed.public_id) {
             Some(cached) => Some(cached),
             None => {
                 let generation = self.cache.generation();
                 let Some(tenant) = api_keys::tenant_of(&self.pool, parsed.public_id).await? else {
-                    return Ok(self.admin_keys.authenticate(key).await?);
+                    let admin = self.admin_keys.load(parsed.public_id).await.map_err(AuthError::Store)?.map(Arc::new);
+                    if let Some(admin) = &admin {
+                        self.cache.remember_admin_key(admin.clone(), generation);
+                    }
+                    return Ok(AdminKey::verify(admin.as_deref(), parsed.secret)?);
                 };
                 self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
                 let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::internal)?;
