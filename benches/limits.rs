@@ -72,7 +72,8 @@ async fn fixture() -> Fixture {
             (cluster.connect_options("bench"), Some((cluster, dir)))
         }
     };
-    let pool = PgPool::connect_with(options).await.expect("connect");
+    // Room for every variant's LISTEN sessions (each holds a connection) and the calls.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(32).connect_with(options).await.expect("connect");
     tenantry::db::migrate(&pool).await.expect("migrate");
     let (_, admin_key) = AdminKeys::new(pool.clone()).create("bench").await.expect("admin key");
     sqlx::query(
@@ -173,7 +174,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             let layers = stack::layers(StackState {
                 policies,
                 mounted,
-                authenticator: authenticator(&fixture.pool),
+                authenticator: authenticator(fixture, &tenants).await,
                 tenants,
                 max_in_flight: 4096,
                 max_deadline: deadline,
@@ -190,7 +191,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             let layers = ServiceBuilder::new()
                 .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
                 .layer(LimitsLayer::new(4096))
-                .layer(GuardLayer::new(Authenticate::new(authenticator(&fixture.pool))))
+                .layer(GuardLayer::new(Authenticate::new(authenticator(fixture, &tenants).await)))
                 .layer(GuardLayer::new(TenantContext::new(tenants)))
                 .layer(GuardLayer::new(Authorize::new(mounted)));
             let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
@@ -296,17 +297,16 @@ fn main() {
 }
 
 /// The identity authenticator the server would build (a fresh dev key ring;
-/// the benchmark calls with a platform-admin key).
-fn authenticator(pool: &sqlx::PgPool) -> tenantry::identity::Authenticator {
+/// the benchmark calls with a platform-admin key), its cache listening for
+/// invalidations as in `serve`.
+async fn authenticator(fixture: &Fixture, tenants: &TenantDirectory) -> tenantry::identity::Authenticator {
     use tenantry::identity::{access::IdentityCache, api_keys::LastUsed, keys, keys::KeyRing, tokens::TokenService};
     let ring = KeyRing::from_pems(&keys::generate().unwrap().private_pem, &[]).unwrap();
     let tokens = TokenService::new(ring, "tenantry", "tenantry-api", Duration::from_secs(900));
-    let tenants = tenantry::tenancy::TenantDirectory::new(pool.clone());
-    tenantry::identity::Authenticator::new(
-        pool.clone(),
-        tokens,
-        IdentityCache::new(pool.clone()),
-        tenants,
-        LastUsed::default(),
-    )
+    let cache = IdentityCache::new(fixture.pool.clone());
+    cache.listen(fixture.pool.clone(), fixture.shutdown.clone());
+    while !cache.is_listening() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tenantry::identity::Authenticator::new(fixture.pool.clone(), tokens, cache, tenants.clone(), LastUsed::default())
 }

@@ -86,8 +86,20 @@ async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), IdentityEr
     Ok(())
 }
 
-fn insert_bounded<K: std::hash::Hash + Eq, T>(map: &RwLock<HashMap<K, Timed<T>>>, key: K, value: Arc<T>) {
+/// Inserts unless an eviction happened since `seen`; checked under the map's
+/// lock, which every eviction takes after bumping the generation, so none
+/// can slip in between.
+fn insert_bounded<K: std::hash::Hash + Eq, T>(
+    map: &RwLock<HashMap<K, Timed<T>>>,
+    generation: &AtomicU64,
+    seen: u64,
+    key: K,
+    value: Arc<T>,
+) {
     let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+    if generation.load(Ordering::Acquire) != seen {
+        return;
+    }
     if map.len() >= MAX_ENTRIES {
         map.clear();
     }
@@ -153,8 +165,8 @@ impl IdentityCache {
 
     /// Caches a user's access, unless an eviction happened since `generation`.
     pub fn remember_user(&self, tenant: &TenantId, user_id: &str, access: Arc<UserAccess>, generation: u64) {
-        if self.is_listening() && self.generation.load(Ordering::Acquire) == generation {
-            insert_bounded(&self.users, (tenant.clone(), user_id.to_owned()), access);
+        if self.is_listening() {
+            insert_bounded(&self.users, &self.generation, generation, (tenant.clone(), user_id.to_owned()), access);
         }
     }
 
@@ -173,8 +185,8 @@ impl IdentityCache {
 
     /// Caches a verified key, unless an eviction happened since `generation`.
     pub fn remember_key(&self, key: Arc<CachedKey>, generation: u64) {
-        if self.is_listening() && self.generation.load(Ordering::Acquire) == generation {
-            insert_bounded(&self.keys, key.public_id.clone(), key);
+        if self.is_listening() {
+            insert_bounded(&self.keys, &self.generation, generation, key.public_id.clone(), key);
         }
     }
 
@@ -188,8 +200,8 @@ impl IdentityCache {
 
     /// Caches a platform-admin key, unless an eviction happened since `generation`.
     pub fn remember_admin_key(&self, key: Arc<AdminKey>, generation: u64) {
-        if self.is_listening() && self.generation.load(Ordering::Acquire) == generation {
-            insert_bounded(&self.admin_keys, key.public_id.clone(), key);
+        if self.is_listening() {
+            insert_bounded(&self.admin_keys, &self.generation, generation, key.public_id.clone(), key);
         }
     }
 

@@ -6,12 +6,24 @@
 //! what Redis Cluster needs for a single-key script, and the tenant id in it
 //! keeps tenants apart.
 //!
+//! Decisions for one tenant are coalesced, never approximated: while a
+//! tenant's round trip is in flight, its next calls queue, and one script
+//! call then decides the whole queue in arrival order, each call against the
+//! bucket as the previous ones left it. Every admitted call still took its
+//! tokens in Redis (accuracy across nodes is unchanged), an idle tenant's
+//! call goes out at once, and a busy tenant costs one round trip per batch
+//! instead of one per call.
+//!
 //! Commands time out after at most 250 ms. After a failure the engine stops
 //! asking Redis for a short cool-down and reports it unavailable at once, so
 //! an outage costs calls no latency; the caller falls back.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -19,6 +31,7 @@ use fred::{
     prelude::{Client, ClientLike},
     types::scripts::Script,
 };
+use tokio::sync::oneshot;
 
 use super::{Decision, Limits, RateHeaders};
 use crate::tenancy::TenantId;
@@ -27,78 +40,178 @@ use crate::tenancy::TenantId;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long Redis is not asked after a failure.
 const COOL_DOWN: Duration = Duration::from_millis(500);
+/// Most calls decided by one script call.
+const MAX_BATCH: usize = 256;
 
-/// KEYS[1]: the tenant's key. ARGV: microseconds per token, bucket size, cost.
-/// Returns {allowed, remaining, retry after µs, reset µs}.
+/// KEYS[1]: the tenant's key. ARGV: microseconds per token, bucket size,
+/// then one cost per call, in arrival order. Returns four numbers per call:
+/// {allowed, remaining, retry after µs, reset µs}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local bucket = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 local tolerance = interval * bucket
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-if new_tat - tolerance > now then
-  return {0, math.floor((tolerance - (tat - now)) / interval), new_tat - tolerance - now, tat - now}
+local out = {}
+local taken = false
+for i = 3, #ARGV do
+  local new_tat = tat + tonumber(ARGV[i]) * interval
+  if new_tat - tolerance > now then
+    table.insert(out, 0)
+    table.insert(out, math.floor((tolerance - (tat - now)) / interval))
+    table.insert(out, new_tat - tolerance - now)
+    table.insert(out, tat - now)
+  else
+    tat = new_tat
+    taken = true
+    table.insert(out, 1)
+    table.insert(out, math.floor((tolerance - (tat - now)) / interval))
+    table.insert(out, 0)
+    table.insert(out, tat - now)
+  end
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, new_tat - now}
+if taken then
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+return out
 "#;
 
-/// See the module docs.
+/// A call waiting for its tenant's next batch.
+struct Waiter {
+    cost: u32,
+    limits: Limits,
+    reply: oneshot::Sender<Result<Decision, ()>>,
+}
+
+/// See the module docs; cheap to clone.
+#[derive(Clone)]
 pub struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Client,
     script: Script,
     /// Start of the limiter's clock, for `unavailable_until`.
     epoch: Instant,
     /// Milliseconds since `epoch` before which Redis is not asked.
     unavailable_until: AtomicU64,
+    /// Tenants with a batch in flight, and the calls queued behind it.
+    queues: Mutex<HashMap<TenantId, Vec<Waiter>>>,
+    /// Script calls made, for tests and benchmarks.
+    round_trips: AtomicU64,
 }
 
 impl RedisLimiter {
     /// An engine over a connected (or connecting) client.
     pub fn new(client: Client) -> Self {
         RedisLimiter {
-            client,
-            script: Script::from_lua(GCRA),
-            epoch: Instant::now(),
-            unavailable_until: AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                client,
+                script: Script::from_lua(GCRA),
+                epoch: Instant::now(),
+                unavailable_until: AtomicU64::new(0),
+                queues: Mutex::default(),
+                round_trips: AtomicU64::new(0),
+            }),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Script calls made so far (each decides one or more calls).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
     }
 
     /// Takes `cost` tokens from `tenant`'s bucket in Redis; `Err` when Redis
     /// did not answer in time (the caller falls back).
     pub async fn check(&self, tenant: &TenantId, limits: &Limits, cost: u32) -> Result<Decision, ()> {
-        if self.now_ms() < self.unavailable_until.load(Ordering::Relaxed) || !self.client.is_connected() {
+        let inner = &self.inner;
+        if inner.now_ms() < inner.unavailable_until.load(Ordering::Relaxed) || !inner.client.is_connected() {
             return Err(());
         }
+        let (reply, decided) = oneshot::channel();
+        let waiter = Waiter { cost: cost.clamp(1, limits.bucket()), limits: limits.clone(), reply };
+        let start_batching = {
+            let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            match queues.get_mut(tenant) {
+                Some(queue) => {
+                    queue.push(waiter);
+                    false
+                }
+                None => {
+                    queues.insert(tenant.clone(), vec![waiter]);
+                    true
+                }
+            }
+        };
+        if start_batching {
+            // A task, not this call, drives the tenant's batches: a caller
+            // that goes away must not strand the calls queued behind it.
+            tokio::spawn(self.inner.clone().drive(tenant.clone()));
+        }
+        decided.await.unwrap_or(Err(()))
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Decides `tenant`'s queued calls, batch after batch, until none wait.
+    async fn drive(self: Arc<Self>, tenant: TenantId) {
+        let key = format!("tenantry:rl:{{{tenant}}}");
+        loop {
+            let batch: Vec<Waiter> = {
+                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(queue) = queues.get_mut(&tenant) else { return };
+                if queue.is_empty() {
+                    queues.remove(&tenant);
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect()
+            };
+            let decisions = self.decide(&key, &batch).await;
+            for (index, waiter) in batch.into_iter().enumerate() {
+                let decision = decisions.as_ref().map(|d| d[index]).map_err(|&()| ());
+                // A caller that went away has nothing to be told.
+                let _ = waiter.reply.send(decision);
+            }
+        }
+    }
+
+    /// One script call deciding `batch` in order (limits from its newest call).
+    async fn decide(&self, key: &str, batch: &[Waiter]) -> Result<Vec<Decision>, ()> {
+        if self.now_ms() < self.unavailable_until.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        let limits = &batch.last().expect("batches are never empty").limits;
         let interval_us = (1_000_000 / u64::from(limits.requests_per_second.max(1))).max(1);
         let bucket = limits.bucket();
-        let cost = cost.clamp(1, bucket);
-        let key = format!("tenantry:rl:{{{tenant}}}");
-        let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(
-            &self.client,
-            key,
-            vec![interval_us.to_string(), bucket.to_string(), cost.to_string()],
-        );
+        let mut args = Vec::with_capacity(batch.len() + 2);
+        args.push(interval_us.to_string());
+        args.push(bucket.to_string());
+        args.extend(batch.iter().map(|w| w.cost.min(bucket).to_string()));
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(&self.client, key, args);
         match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
-            Ok(Ok(reply)) if reply.len() == 4 => {
+            Ok(Ok(reply)) if reply.len() == 4 * batch.len() => {
                 let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
-                Ok(Decision {
-                    allowed: reply[0] == 1,
-                    headers: RateHeaders {
-                        limit: u64::from(bucket),
-                        remaining: reply[1].clamp(0, i64::from(bucket)) as u64,
-                        reset: micros(reply[3]),
-                    },
-                    retry_after: micros(reply[2]),
-                })
+                Ok(reply
+                    .chunks_exact(4)
+                    .map(|r| Decision {
+                        allowed: r[0] == 1,
+                        headers: RateHeaders {
+                            limit: u64::from(bucket),
+                            remaining: r[1].clamp(0, i64::from(bucket)) as u64,
+                            reset: micros(r[3]),
+                        },
+                        retry_after: micros(r[2]),
+                    })
+                    .collect())
             }
             outcome => {
                 match outcome {

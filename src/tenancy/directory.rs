@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -39,6 +39,9 @@ enum Entry {
 struct Cache {
     entries: RwLock<HashMap<String, Entry>>,
     listening: AtomicBool,
+    /// Bumped by every eviction, so a load that raced one is not cached
+    /// (it may have read the row before the change committed).
+    generation: AtomicU64,
 }
 
 /// Looks tenants up by id or slug, with a cache invalidated across nodes.
@@ -67,6 +70,7 @@ impl TenantDirectory {
         if listening && let Some(hit) = self.cached(key) {
             return Ok(hit);
         }
+        let generation = self.cache.generation.load(Ordering::Acquire);
         let found = self.load(key).await?;
         if listening {
             let now = Instant::now();
@@ -75,6 +79,10 @@ impl TenantDirectory {
                 None => Entry::Missing(now),
             };
             let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock evictions take, so none slips in between.
+            if self.cache.generation.load(Ordering::Acquire) != generation {
+                return Ok(found);
+            }
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
@@ -121,13 +129,16 @@ impl TenantDirectory {
     /// Evicts a tenant (by the `<id>:<slug>` payload of a notification).
     fn evict(&self, payload: &str) {
         let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.cache.generation.fetch_add(1, Ordering::AcqRel);
         for key in payload.split(':') {
             entries.remove(key);
         }
     }
 
     fn forget_everything(&self) {
-        self.cache.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.cache.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 
     /// Listens for tenant changes on a session connection from

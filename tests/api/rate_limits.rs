@@ -302,3 +302,54 @@ async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst
     drop((first, others));
     pool.close().await;
 }
+
+/// Concurrent calls of one tenant share round trips but are decided one by
+/// one in Redis: a bucket of 50 admits exactly 50 of 400 simultaneous calls,
+/// each told how many remain, and a refused call takes no tokens.
+#[tokio::test]
+async fn coalesced_redis_decisions_are_exact() {
+    let config = fred::prelude::Config::from_url(crate::harness::redis::url().await).unwrap();
+    let client = fred::prelude::Builder::from_config(config).build().unwrap();
+    fred::prelude::ClientLike::init(&client).await.unwrap();
+    let limiter = tenantry::ratelimit::RedisLimiter::new(client);
+    let tenant = tenantry::tenancy::TenantId::generate();
+    // One token a second (the slowest refill a plan has): a second must pass
+    // before a 51st call could be admitted.
+    let limits = tenantry::ratelimit::Limits {
+        plan_id: "exact".into(),
+        requests_per_second: 1,
+        burst: 50,
+        monthly_request_quota: 0,
+    };
+    let started = Instant::now();
+    let calls: Vec<_> = (0..400)
+        .map(|_| {
+            let (limiter, tenant, limits) = (limiter.clone(), tenant.clone(), limits.clone());
+            tokio::spawn(async move { limiter.check(&tenant, &limits, 1).await.expect("Redis answers") })
+        })
+        .collect();
+    let mut decisions = Vec::new();
+    for call in calls {
+        decisions.push(call.await.unwrap());
+    }
+    let refills = started.elapsed().as_secs() as usize;
+    let mut remaining: Vec<u64> = decisions.iter().filter(|d| d.allowed).map(|d| d.headers.remaining).collect();
+    assert!(
+        (50..=50 + refills).contains(&remaining.len()),
+        "{} admitted of a bucket of 50 in {:?}",
+        remaining.len(),
+        started.elapsed()
+    );
+    if refills == 0 {
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..50).collect::<Vec<_>>(), "each admitted call saw its own remaining count");
+    }
+    assert!(decisions.iter().filter(|d| !d.allowed).all(|d| d.retry_after > Duration::ZERO));
+    assert!(limiter.round_trips() < 400, "{} round trips for 400 calls: nothing was coalesced", limiter.round_trips());
+    // A costlier call than what is left is refused without taking the rest.
+    let limits = tenantry::ratelimit::Limits { burst: 5, ..limits };
+    let other = tenantry::tenancy::TenantId::generate();
+    assert!(limiter.check(&other, &limits, 3).await.unwrap().allowed);
+    assert!(!limiter.check(&other, &limits, 3).await.unwrap().allowed);
+    assert!(limiter.check(&other, &limits, 2).await.unwrap().allowed, "the refused call took nothing");
+}
