@@ -1,21 +1,28 @@
 //! `tenantry migrate` over tenant schemas, as operators run it: upgrades
 //! every schema, reports a broken one without stopping the rest, shows
-//! status, and is resumable and idempotent.
+//! status, and is resumable and idempotent. Each test runs straight to
+//! PostgreSQL and with `DATABASE_URL` through PgBouncer in transaction
+//! pooling mode (`TENANTRY_DATABASE_LISTEN_URL` direct), as a deploy
+//! pipeline behind a pooler runs it.
 
 use std::time::Duration;
 
 use tenantry::tenancy::schema;
 use tokio::process::Command;
 
-use crate::harness::{TestApp, spawn_app};
+use crate::harness::{Backend, TestApp, on_every_backend};
+
+on_every_backend!(
+    migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping,
+    purge_command_drops_only_tenants_past_their_grace_period,
+);
 
 async fn tenantry(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let url = app.database_url();
     let output = tokio::time::timeout(
         Duration::from_secs(120),
         Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(args)
-            .env("DATABASE_URL", url)
+            .envs(app.cli_env().iter().cloned())
             .env("TENANTRY_LOG_FORMAT", "json")
             .output(),
     )
@@ -40,14 +47,13 @@ async fn roll_back_latest(app: &TestApp, tenant_id: &str, keep_objects: bool) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping() {
+async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping(backend: Backend) {
     assert_eq!(
         schema::latest_version(),
         20261127030000,
         "this test rolls back the usage-events migration; update it when tenant migrations are added"
     );
-    let app = spawn_app().await;
+    let app = backend.spawn_app().await;
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(app.create_tenant(&format!("tenant-{i}")).await.id);
@@ -82,9 +88,8 @@ async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping
     assert!(status.contains("lagging tenants: 0"), "{status}");
 }
 
-#[tokio::test]
-async fn purge_command_drops_only_tenants_past_their_grace_period() {
-    let app = spawn_app().await;
+async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backend) {
+    let app = backend.spawn_app().await;
     let keep = app.create_tenant("keep").await;
     let gone = app.create_tenant("gone").await;
     let waiting = app.create_tenant("waiting").await;
