@@ -80,8 +80,9 @@ pub struct DatabaseConfig {
     /// pooler that cannot keep them (PgBouncer before 1.21).
     #[arg(long = "db-statement-cache", env = "TENANTRY_DB_STATEMENT_CACHE", default_value_t = 100)]
     pub statement_cache_capacity: usize,
-    /// A direct PostgreSQL URL for LISTEN/NOTIFY when DATABASE_URL goes through
-    /// a transaction-mode pooler (notifications need a session); defaults to DATABASE_URL.
+    /// A direct PostgreSQL URL for what needs a session (LISTEN/NOTIFY, the
+    /// migrations' advisory lock) when DATABASE_URL goes through a
+    /// transaction-mode pooler; defaults to DATABASE_URL.
     #[arg(long = "database-listen-url", env = "TENANTRY_DATABASE_LISTEN_URL", hide_env_values = true)]
     pub listen_url: Option<Secret>,
     /// Connection options built by code (the embedded cluster); wins over `url`.
@@ -129,8 +130,8 @@ impl DatabaseConfig {
         Ok(options.statement_cache_capacity(self.statement_cache_capacity))
     }
 
-    /// The options LISTEN/NOTIFY connections use: a session, never a pooler's
-    /// transaction-scoped connection.
+    /// The options session connections (LISTEN/NOTIFY, migrations) use: a
+    /// session, never a pooler's transaction-scoped connection.
     pub fn listen_options(&self) -> Result<PgConnectOptions, ConfigError> {
         match (&self.listen_options, &self.listen_url) {
             (Some(options), _) => Ok(options.clone()),

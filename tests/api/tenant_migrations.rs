@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tenantry::tenancy::schema;
 use tokio::process::Command;
 
-use crate::harness::{Backend, TestApp, on_every_backend};
+use crate::harness::{Backend, TestApp, TestDatabase, eventually, on_every_backend};
 
 on_every_backend!(
+    platform_migrations_leave_no_advisory_lock_behind,
     migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping,
     purge_command_drops_only_tenants_past_their_grace_period,
 );
@@ -45,6 +47,45 @@ async fn roll_back_latest(app: &TestApp, tenant_id: &str, keep_objects: bool) {
         .execute(&app.pool)
         .await
         .unwrap();
+}
+
+/// sqlx serialises migrators with a session-level advisory lock. Through a
+/// transaction-mode pooler its lock and unlock can land on different server
+/// connections, leaving the lock held and every later migrator waiting.
+async fn platform_migrations_leave_no_advisory_lock_behind(backend: Backend) {
+    let database = TestDatabase::create().await;
+    let direct = PgPool::connect_with(database.options.clone()).await.unwrap();
+    // Several idle server connections behind the pooler, so consecutive
+    // statements of one client do not all land on the same one.
+    let options = backend.database_config(&database).await.connect_options().unwrap();
+    let warm = PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
+    let mut sleeps = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let warm = warm.clone();
+        sleeps.spawn(async move { sqlx::query("SELECT pg_sleep(0.1)").execute(&warm).await.map(drop) });
+    }
+    for slept in sleeps.join_all().await {
+        slept.unwrap();
+    }
+    warm.close().await;
+
+    let app = backend.spawn_app_with(database, |_| {}).await;
+    // The job workers take transaction-scoped advisory locks for moments; a
+    // lock left behind by the migration stays.
+    let released = eventually(Duration::from_secs(3), || async {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&direct)
+        .await
+        .unwrap();
+        held == 0
+    })
+    .await;
+    assert!(released, "the migration lock outlived the migration");
+    let (ok, _, stderr) = tenantry(&app, &["migrate"]).await;
+    assert!(ok, "a later migrator runs: {stderr}");
 }
 
 async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping(backend: Backend) {
