@@ -71,6 +71,8 @@ impl Backend {
 ///     // …
 /// }
 /// ```
+// benches/ include this harness without the tests that use the macro.
+#[allow(unused_macros)]
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {$(
         // A module beside the function of the same name (types and values
@@ -88,4 +90,5 @@ macro_rules! on_every_backend {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use on_every_backend;

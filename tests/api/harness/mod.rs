@@ -31,6 +31,7 @@ use tonic::{
 };
 use tonic_health::pb::health_client::HealthClient;
 
+#[allow(unused_imports)] // used by the tests, not by benches/, which include this harness
 pub(crate) use self::backend::on_every_backend;
 pub use self::{backend::Backend, postgres::TestDatabase};
 
