@@ -98,6 +98,8 @@ async fn start() -> Bouncer {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Before starting: the directory goes even if PgBouncer fails to start.
+    watchdog::clean_up_after_exit(&dir.join("pgbouncer.pid"), &dir);
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let host = match upstream.get_socket() {
         Some(socket) => socket.display().to_string(),
@@ -139,7 +141,6 @@ async fn start() -> Bouncer {
         "pgbouncer failed to start: {}",
         std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
     );
-    watchdog::clean_up_after_exit(&dir.join("pgbouncer.pid"), &dir);
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Bouncer { port };
