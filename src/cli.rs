@@ -174,7 +174,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("--concurrency: must be at least 1");
             }
             let pool = db::connect(&database).await?;
-            db::migrate(&pool).await?;
+            // Platform migrations on a direct session (their lock is
+            // session-level); tenant schemas through the pool, each in one
+            // transaction, which a transaction-mode pooler carries.
+            let session = db::listen_pool(&database)?;
+            db::migrate(&session).await?;
+            session.close().await;
             let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
             tracing::info!(version = latest, "platform schema is up to date");
             let report = migrate::migrate_all(&pool, concurrency).await?;

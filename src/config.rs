@@ -76,12 +76,14 @@ pub struct DatabaseConfig {
     /// How long a call waits for a pooled connection before UNAVAILABLE.
     #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
-    /// Prepared statements cached per connection; 0 behind a transaction-mode
-    /// pooler that cannot keep them (PgBouncer before 1.21).
+    /// Prepared statements cached per connection (at least 1). Behind a
+    /// transaction-mode pooler it must carry prepared statements: PgBouncer
+    /// >= 1.21 with max_prepared_statements, or RDS Proxy.
     #[arg(long = "db-statement-cache", env = "TENANTRY_DB_STATEMENT_CACHE", default_value_t = 100)]
     pub statement_cache_capacity: usize,
-    /// A direct PostgreSQL URL for LISTEN/NOTIFY when DATABASE_URL goes through
-    /// a transaction-mode pooler (notifications need a session); defaults to DATABASE_URL.
+    /// A direct PostgreSQL URL for what needs a session (LISTEN/NOTIFY, the
+    /// migrations' advisory lock) when DATABASE_URL goes through a
+    /// transaction-mode pooler; defaults to DATABASE_URL.
     #[arg(long = "database-listen-url", env = "TENANTRY_DATABASE_LISTEN_URL", hide_env_values = true)]
     pub listen_url: Option<Secret>,
     /// Connection options built by code (the embedded cluster); wins over `url`.
@@ -117,6 +119,17 @@ impl DatabaseConfig {
         if self.max_connections == 0 {
             return Err(invalid("--db-max-connections", "must be at least 1"));
         }
+        // sqlx still prepares a named statement for every query when its cache
+        // is off, and never closes it: one more per execution on the server
+        // connection, and name clashes behind a transaction-mode pooler.
+        if self.statement_cache_capacity == 0 {
+            return Err(invalid(
+                "--db-statement-cache",
+                "must be at least 1 (with 0, sqlx prepares a new named statement for every query and never \
+                 closes it); behind a transaction-mode pooler use one that carries prepared statements, \
+                 e.g. PgBouncer >= 1.21 with max_prepared_statements",
+            ));
+        }
         Ok(())
     }
 
@@ -129,8 +142,8 @@ impl DatabaseConfig {
         Ok(options.statement_cache_capacity(self.statement_cache_capacity))
     }
 
-    /// The options LISTEN/NOTIFY connections use: a session, never a pooler's
-    /// transaction-scoped connection.
+    /// The options session connections (LISTEN/NOTIFY, migrations) use: a
+    /// session, never a pooler's transaction-scoped connection.
     pub fn listen_options(&self) -> Result<PgConnectOptions, ConfigError> {
         match (&self.listen_options, &self.listen_url) {
             (Some(options), _) => Ok(options.clone()),
@@ -391,6 +404,15 @@ mod tests {
         let config = DatabaseConfig { connect_options: None, ..config };
         let error = config.connect_options().unwrap_err().to_string();
         assert!(error.contains("DATABASE_URL") && !error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_statement_cache_of_zero_is_refused() {
+        let mut config = DatabaseConfig::from_options(PgConnectOptions::new());
+        assert!(config.validate().is_ok());
+        config.statement_cache_capacity = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("--db-statement-cache") && error.contains("PgBouncer >= 1.21"), "{error}");
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl App {
         let pool = db::connect(&database).await?;
         let listen_pool = db::listen_pool(&database)?;
         if config.migrate {
-            db::migrate(&pool).await?;
+            // On a direct session: the migration lock is session-level.
+            db::migrate(&listen_pool).await?;
         } else {
             db::check_migrations(&pool).await?;
         }

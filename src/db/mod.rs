@@ -55,6 +55,11 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
 
 /// Applies pending platform migrations (idempotent; concurrent runs wait on
 /// sqlx's advisory lock).
+///
+/// That lock is session-level: pass a pool of direct sessions
+/// ([`listen_pool`]), never one behind a transaction-mode pooler, where the
+/// lock and the unlock can land on different server connections and the lock
+/// then outlives the run, blocking every later migrator.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())
@@ -99,8 +104,9 @@ pub async fn check_migrations(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// A small pool of session connections for LISTEN/NOTIFY, connected lazily:
-/// direct to PostgreSQL even when the main pool goes through a pooler.
+/// A small pool of session connections for what needs a session (LISTEN/NOTIFY,
+/// the platform migrations' advisory lock), connected lazily: direct to
+/// PostgreSQL even when the main pool goes through a pooler.
 pub fn listen_pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     let options = config.listen_options()?;
     Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(config.acquire_timeout).connect_lazy_with(options))

@@ -19,7 +19,9 @@ use tenantry::tenancy::{
     store,
 };
 
-use crate::harness::{TestDatabase, pgbouncer};
+use crate::harness::{Backend, TestDatabase, on_every_backend};
+
+on_every_backend!(pooled_connections_never_carry_a_tenant_scope_to_the_next_call);
 
 const TENANTS: usize = 50;
 const OPERATIONS: usize = 3000;
@@ -156,33 +158,19 @@ async fn assert_no_contamination(pool: PgPool, direct: &PgPool, tenants: Vec<Ten
     }
 }
 
-#[tokio::test]
-async fn pooled_connections_never_carry_a_tenant_scope_to_the_next_call() {
+async fn pooled_connections_never_carry_a_tenant_scope_to_the_next_call(backend: Backend) {
     let database = TestDatabase::create().await;
     let direct = PgPool::connect_with(database.options.clone()).await.unwrap();
     tenantry::db::migrate(&direct).await.unwrap();
     let tenants = provision_tenants(&direct).await;
+    // Two pooled connections; through PgBouncer they are multiplexed over
+    // shared server connections, where any session state would leak between
+    // tenants.
+    let options = backend.database_config(&database).await.connect_options().unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(60))
-        .connect_with(database.options.clone())
-        .await
-        .unwrap();
-    assert_no_contamination(pool, &direct, tenants).await;
-}
-
-#[tokio::test]
-async fn the_tenant_door_holds_through_pgbouncer_in_transaction_pooling_mode() {
-    let database = TestDatabase::create().await;
-    let direct = PgPool::connect_with(database.options.clone()).await.unwrap();
-    tenantry::db::migrate(&direct).await.unwrap();
-    let tenants = provision_tenants(&direct).await;
-    // Two client connections multiplexed by PgBouncer over shared server
-    // connections: any session state would leak between tenants here.
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect_with(pgbouncer::options(&database.name).await)
+        .connect_with(options)
         .await
         .unwrap();
     assert_no_contamination(pool, &direct, tenants).await;

@@ -1,5 +1,6 @@
 //! The tenant context layer: which tenant a platform admin's call acts in,
-//! and how unknown, deleted and suspended tenants are answered.
+//! and how unknown, deleted and suspended tenants are answered; straight to
+//! PostgreSQL and through PgBouncer in transaction pooling mode.
 
 use tenantry::{
     proto::tenantry::v1::{GetQuotaRequest, ListTenantsRequest},
@@ -8,7 +9,15 @@ use tenantry::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use crate::harness::{Backend, TestApp, on_every_backend, with_metadata};
+
+on_every_backend!(
+    a_platform_admin_must_name_the_tenant_of_a_tenant_scoped_call,
+    an_active_tenant_named_by_id_or_slug_is_accepted,
+    unknown_and_deleted_tenants_are_not_found,
+    a_suspended_tenant_is_failed_precondition,
+    a_platform_level_method_refuses_a_tenant_header,
+);
 
 async fn insert_tenant(app: &TestApp, slug: &str, state: &str) -> TenantId {
     let id = TenantId::generate();
@@ -29,18 +38,16 @@ fn as_admin_in(app: &TestApp, tenant: &str) -> tonic::Request<GetQuotaRequest> {
     with_metadata(GetQuotaRequest::default(), &[("authorization", &bearer), ("x-tenant-id", tenant)])
 }
 
-#[tokio::test]
-async fn a_platform_admin_must_name_the_tenant_of_a_tenant_scoped_call() {
-    let app = spawn_app().await;
+async fn a_platform_admin_must_name_the_tenant_of_a_tenant_scoped_call(backend: Backend) {
+    let app = backend.spawn_app().await;
     let status = app.usage().get_quota(app.as_admin(GetQuotaRequest::default())).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let details = status.get_error_details();
     assert_eq!(details.bad_request().unwrap().field_violations[0].field, "x-tenant-id");
 }
 
-#[tokio::test]
-async fn an_active_tenant_named_by_id_or_slug_is_accepted() {
-    let app = spawn_app().await;
+async fn an_active_tenant_named_by_id_or_slug_is_accepted(backend: Backend) {
+    let app = backend.spawn_app().await;
     let id = insert_tenant(&app, "acme", "active").await;
     for name in [id.as_str(), "acme"] {
         let quota = app.usage().get_quota(as_admin_in(&app, name)).await;
@@ -48,9 +55,8 @@ async fn an_active_tenant_named_by_id_or_slug_is_accepted() {
     }
 }
 
-#[tokio::test]
-async fn unknown_and_deleted_tenants_are_not_found() {
-    let app = spawn_app().await;
+async fn unknown_and_deleted_tenants_are_not_found(backend: Backend) {
+    let app = backend.spawn_app().await;
     let deleted = insert_tenant(&app, "gone", "deleted").await;
     for name in
         ["nobody", deleted.as_str(), "gone", &TenantId::generate().to_string(), "x'; DROP TABLE platform.tenants; --"]
@@ -60,18 +66,16 @@ async fn unknown_and_deleted_tenants_are_not_found() {
     }
 }
 
-#[tokio::test]
-async fn a_suspended_tenant_is_failed_precondition() {
-    let app = spawn_app().await;
+async fn a_suspended_tenant_is_failed_precondition(backend: Backend) {
+    let app = backend.spawn_app().await;
     insert_tenant(&app, "paused", "suspended").await;
     let status = app.usage().get_quota(as_admin_in(&app, "paused")).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("suspended"));
 }
 
-#[tokio::test]
-async fn a_platform_level_method_refuses_a_tenant_header() {
-    let app = spawn_app().await;
+async fn a_platform_level_method_refuses_a_tenant_header(backend: Backend) {
+    let app = backend.spawn_app().await;
     insert_tenant(&app, "acme", "active").await;
     let bearer = format!("Bearer {}", app.admin_key);
     let request = with_metadata(ListTenantsRequest::default(), &[("authorization", &bearer), ("x-tenant-id", "acme")]);

@@ -1,21 +1,30 @@
 //! `tenantry migrate` over tenant schemas, as operators run it: upgrades
 //! every schema, reports a broken one without stopping the rest, shows
-//! status, and is resumable and idempotent.
+//! status, and is resumable and idempotent. Each test runs straight to
+//! PostgreSQL and with `DATABASE_URL` through PgBouncer in transaction
+//! pooling mode (`TENANTRY_DATABASE_LISTEN_URL` direct), as a deploy
+//! pipeline behind a pooler runs it.
 
 use std::time::Duration;
 
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tenantry::tenancy::schema;
 use tokio::process::Command;
 
-use crate::harness::{TestApp, spawn_app};
+use crate::harness::{Backend, TestApp, TestDatabase, eventually, on_every_backend};
+
+on_every_backend!(
+    platform_migrations_leave_no_advisory_lock_behind,
+    migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping,
+    purge_command_drops_only_tenants_past_their_grace_period,
+);
 
 async fn tenantry(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let url = app.database_url();
     let output = tokio::time::timeout(
         Duration::from_secs(120),
         Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(args)
-            .env("DATABASE_URL", url)
+            .envs(app.cli_env().iter().cloned())
             .env("TENANTRY_LOG_FORMAT", "json")
             .output(),
     )
@@ -40,14 +49,52 @@ async fn roll_back_latest(app: &TestApp, tenant_id: &str, keep_objects: bool) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping() {
+/// sqlx serialises migrators with a session-level advisory lock. Through a
+/// transaction-mode pooler its lock and unlock can land on different server
+/// connections, leaving the lock held and every later migrator waiting.
+async fn platform_migrations_leave_no_advisory_lock_behind(backend: Backend) {
+    let database = TestDatabase::create().await;
+    let direct = PgPool::connect_with(database.options.clone()).await.unwrap();
+    // Several idle server connections behind the pooler, so consecutive
+    // statements of one client do not all land on the same one.
+    let options = backend.database_config(&database).await.connect_options().unwrap();
+    let warm = PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
+    let mut sleeps = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let warm = warm.clone();
+        sleeps.spawn(async move { sqlx::query("SELECT pg_sleep(0.1)").execute(&warm).await.map(drop) });
+    }
+    for slept in sleeps.join_all().await {
+        slept.unwrap();
+    }
+    warm.close().await;
+
+    let app = backend.spawn_app_with(database, |_| {}).await;
+    // The job workers take transaction-scoped advisory locks for moments; a
+    // lock left behind by the migration stays.
+    let released = eventually(Duration::from_secs(3), || async {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&direct)
+        .await
+        .unwrap();
+        held == 0
+    })
+    .await;
+    assert!(released, "the migration lock outlived the migration");
+    let (ok, _, stderr) = tenantry(&app, &["migrate"]).await;
+    assert!(ok, "a later migrator runs: {stderr}");
+}
+
+async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping(backend: Backend) {
     assert_eq!(
         schema::latest_version(),
         20261127030000,
         "this test rolls back the usage-events migration; update it when tenant migrations are added"
     );
-    let app = spawn_app().await;
+    let app = backend.spawn_app().await;
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(app.create_tenant(&format!("tenant-{i}")).await.id);
@@ -82,9 +129,8 @@ async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping
     assert!(status.contains("lagging tenants: 0"), "{status}");
 }
 
-#[tokio::test]
-async fn purge_command_drops_only_tenants_past_their_grace_period() {
-    let app = spawn_app().await;
+async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backend) {
+    let app = backend.spawn_app().await;
     let keep = app.create_tenant("keep").await;
     let gone = app.create_tenant("gone").await;
     let waiting = app.create_tenant("waiting").await;

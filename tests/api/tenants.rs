@@ -1,5 +1,6 @@
 //! TenantService end to end: provisioning, validation, lifecycle, lists,
-//! plans, and cache invalidation across nodes.
+//! plans, and cache invalidation across nodes; each test runs straight to
+//! PostgreSQL and through PgBouncer in transaction pooling mode.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,23 @@ use tenantry::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::harness::{TestApp, TestDatabase, eventually, spawn_app, spawn_app_with, spawn_second_node};
+use crate::harness::{Backend, TestApp, TestDatabase, eventually, on_every_backend, spawn_second_node};
+
+on_every_backend!(
+    creating_a_tenant_provisions_its_schema_at_the_latest_version,
+    bad_input_is_invalid_argument_naming_the_field_and_creates_nothing,
+    a_duplicate_slug_is_already_exists_and_leaves_nothing_behind,
+    concurrent_creates_of_one_slug_make_exactly_one_tenant,
+    provisioning_that_does_not_commit_leaves_no_row_and_no_schema,
+    get_tenant_finds_by_id_or_slug_and_unknown_is_not_found,
+    list_tenants_pages_through_all_in_creation_order_and_filters_by_state,
+    update_tenant_applies_only_the_masked_fields,
+    a_suspended_tenant_is_refused_until_resumed,
+    a_suspension_reaches_every_node_within_five_seconds,
+    a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period,
+    lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones,
+    plans_are_seeded_and_upserted,
+);
 
 fn create(slug: &str) -> CreateTenantRequest {
     CreateTenantRequest {
@@ -61,9 +78,8 @@ fn bad_field(status: &tonic::Status) -> String {
     status.get_error_details().bad_request().expect("BadRequest details").field_violations[0].field.clone()
 }
 
-#[tokio::test]
-async fn creating_a_tenant_provisions_its_schema_at_the_latest_version() {
-    let app = spawn_app().await;
+async fn creating_a_tenant_provisions_its_schema_at_the_latest_version(backend: Backend) {
+    let app = backend.spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     assert!(TenantId::parse(&tenant.id).is_some(), "{}", tenant.id);
     assert_eq!(tenant.state(), TenantState::Active);
@@ -77,9 +93,8 @@ async fn creating_a_tenant_provisions_its_schema_at_the_latest_version() {
     assert_eq!(version, schema::latest_version());
 }
 
-#[tokio::test]
-async fn bad_input_is_invalid_argument_naming_the_field_and_creates_nothing() {
-    let app = spawn_app().await;
+async fn bad_input_is_invalid_argument_naming_the_field_and_creates_nothing(backend: Backend) {
+    let app = backend.spawn_app().await;
     let long = "x".repeat(201);
     let cases: Vec<(CreateTenantRequest, &str)> = vec![
         (create("ab"), "slug"),
@@ -103,9 +118,8 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_creates_nothing() {
     assert_eq!(counts(&app).await, (0, 0), "nothing half-created");
 }
 
-#[tokio::test]
-async fn a_duplicate_slug_is_already_exists_and_leaves_nothing_behind() {
-    let app = spawn_app().await;
+async fn a_duplicate_slug_is_already_exists_and_leaves_nothing_behind(backend: Backend) {
+    let app = backend.spawn_app().await;
     app.create_tenant("acme").await;
     let before = counts(&app).await;
     let status = app.tenants().create_tenant(app.as_admin(create("acme"))).await.unwrap_err();
@@ -113,9 +127,8 @@ async fn a_duplicate_slug_is_already_exists_and_leaves_nothing_behind() {
     assert_eq!(counts(&app).await, before);
 }
 
-#[tokio::test]
-async fn concurrent_creates_of_one_slug_make_exactly_one_tenant() {
-    let app = spawn_app().await;
+async fn concurrent_creates_of_one_slug_make_exactly_one_tenant(backend: Backend) {
+    let app = backend.spawn_app().await;
     let attempts = (0..8).map(|_| {
         let mut client = app.tenants();
         let request = app.as_admin(create("race"));
@@ -139,9 +152,8 @@ where
     out
 }
 
-#[tokio::test]
-async fn provisioning_that_does_not_commit_leaves_no_row_and_no_schema() {
-    let app = spawn_app().await;
+async fn provisioning_that_does_not_commit_leaves_no_row_and_no_schema(backend: Backend) {
+    let app = backend.spawn_app().await;
     let new = NewTenant {
         slug: Slug::parse("ghost").unwrap(),
         display_name: "Ghost".into(),
@@ -156,9 +168,8 @@ async fn provisioning_that_does_not_commit_leaves_no_row_and_no_schema() {
     assert_eq!(counts(&app).await, (0, 0));
 }
 
-#[tokio::test]
-async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found() {
-    let app = spawn_app().await;
+async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found(backend: Backend) {
+    let app = backend.spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     for key in [tenant.id.as_str(), "acme"] {
         let got = app.tenants().get_tenant(app.as_admin(GetTenantRequest { tenant_id: key.into() })).await.unwrap();
@@ -172,9 +183,8 @@ async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found() {
     assert_eq!(bad_field(&status), "tenant_id");
 }
 
-#[tokio::test]
-async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state() {
-    let app = spawn_app().await;
+async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state(backend: Backend) {
+    let app = backend.spawn_app().await;
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(app.create_tenant(&format!("tenant-{i}")).await.id);
@@ -206,9 +216,8 @@ async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state()
     assert_eq!(bad_field(&app.tenants().list_tenants(app.as_admin(bad)).await.unwrap_err()), "page_size");
 }
 
-#[tokio::test]
-async fn update_tenant_applies_only_the_masked_fields() {
-    let app = spawn_app().await;
+async fn update_tenant_applies_only_the_masked_fields(backend: Backend) {
+    let app = backend.spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     let update = |fields: Tenant, paths: &[&str]| UpdateTenantRequest {
         tenant: Some(fields),
@@ -250,9 +259,8 @@ async fn update_tenant_applies_only_the_masked_fields() {
     assert_eq!(bad_field(&status), "tenant.id");
 }
 
-#[tokio::test]
-async fn a_suspended_tenant_is_refused_until_resumed() {
-    let app = spawn_app().await;
+async fn a_suspended_tenant_is_refused_until_resumed(backend: Backend) {
+    let app = backend.spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     assert_ne!(scoped_call(&app, "acme").await, Code::FailedPrecondition);
 
@@ -268,9 +276,8 @@ async fn a_suspended_tenant_is_refused_until_resumed() {
     assert_ne!(scoped_call(&app, "acme").await, Code::FailedPrecondition);
 }
 
-#[tokio::test]
-async fn a_suspension_reaches_every_node_within_five_seconds() {
-    let first = spawn_app().await;
+async fn a_suspension_reaches_every_node_within_five_seconds(backend: Backend) {
+    let first = backend.spawn_app().await;
     let tenant = first.create_tenant("acme").await;
     let second = spawn_second_node(&first).await;
     // Warm the second node's cache.
@@ -284,9 +291,8 @@ async fn a_suspension_reaches_every_node_within_five_seconds() {
     assert!(refused, "the second node still serves the suspended tenant");
 }
 
-#[tokio::test]
-async fn a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period() {
-    let app = spawn_app_with(TestDatabase::create().await, |c| c.tenant_purge_grace = Duration::ZERO).await;
+async fn a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period(backend: Backend) {
+    let app = backend.spawn_app_with(TestDatabase::create().await, |c| c.tenant_purge_grace = Duration::ZERO).await;
     let tenant = app.create_tenant("acme").await;
     let request = app.as_admin(DeleteTenantRequest { tenant_id: tenant.id.clone() });
     let deleted = app.tenants().delete_tenant(request).await.unwrap().into_inner().tenant.unwrap();
@@ -312,9 +318,8 @@ async fn a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period() {
     assert!(schema_exists(&app, &again.id).await, "the new tenant with the same slug is untouched");
 }
 
-#[tokio::test]
-async fn lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones() {
-    let app = spawn_app().await;
+async fn lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones(backend: Backend) {
+    let app = backend.spawn_app().await;
     let status = app.tenants().suspend_tenant(app.as_admin(SuspendTenantRequest::default())).await.unwrap_err();
     assert_eq!(bad_field(&status), "tenant_id");
     let unknown = DeleteTenantRequest { tenant_id: TenantId::generate().to_string() };
@@ -325,9 +330,8 @@ async fn lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones() {
     assert_eq!(bad_field(&status), "reason");
 }
 
-#[tokio::test]
-async fn plans_are_seeded_and_upserted() {
-    let app = spawn_app().await;
+async fn plans_are_seeded_and_upserted(backend: Backend) {
+    let app = backend.spawn_app().await;
     let plans = app.tenants().list_plans(app.as_admin(ListPlansRequest::default())).await.unwrap().into_inner();
     let mut ids: Vec<_> = plans.plans.iter().map(|p| p.id.as_str()).collect();
     ids.sort();

@@ -1,6 +1,8 @@
 //! The test harness: [`spawn_app`] starts the real server on port 0 against
-//! a fresh database (and real Redis) and hands back typed clients.
+//! a fresh database (and real Redis) and hands back typed clients;
+//! [`Backend`] also starts it through PgBouncer.
 
+pub mod backend;
 pub mod identity;
 pub mod pgbouncer;
 pub mod postgres;
@@ -29,7 +31,9 @@ use tonic::{
 };
 use tonic_health::pb::health_client::HealthClient;
 
-pub use self::postgres::TestDatabase;
+#[allow(unused_imports)] // used by the tests, not by benches/, which include this harness
+pub(crate) use self::backend::on_every_backend;
+pub use self::{backend::Backend, postgres::TestDatabase};
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
@@ -41,6 +45,10 @@ pub struct TestApp {
     pub channel: Channel,
     /// The database pool the server uses (for arranging state directly).
     pub pool: sqlx::PgPool,
+    /// How the server reaches its database (a second node reuses it).
+    database: DatabaseConfig,
+    /// The environment a `tenantry` child process needs to reach the database.
+    cli_env: Vec<(&'static str, String)>,
     shutdown: CancellationToken,
     server: Option<JoinHandle<Result<(), tenantry::startup::StartupError>>>,
     /// Dropped last, so the database outlives the server (`None` for a
@@ -48,23 +56,21 @@ pub struct TestApp {
     _database: Option<TestDatabase>,
 }
 
-/// A server on a fresh database with test defaults.
+/// A server on a fresh database with test defaults, straight to PostgreSQL.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(TestDatabase::create().await, |_| {}).await
+    Backend::Direct.spawn_app().await
 }
 
-/// A server on `database`, with settings adjusted by `configure`.
+/// A server on `database`, with settings adjusted by `configure`, straight
+/// to PostgreSQL.
 pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let options = DatabaseConfig::from_options(database.options.clone());
-    let mut app = spawn_node(options, configure).await;
-    app._database = Some(database);
-    app
+    Backend::Direct.spawn_app_with(database, configure).await
 }
 
-/// Another server ("node") on the same database as `app`.
+/// Another server ("node") on the same database as `app`, reaching it the
+/// same way.
 pub async fn spawn_second_node(app: &TestApp) -> TestApp {
-    let options = app.pool.connect_options().as_ref().clone();
-    spawn_node(DatabaseConfig::from_options(options), |_| {}).await
+    spawn_node(app.database.clone(), |_| {}).await
 }
 
 /// A server on `database` whose in-process job workers use `workers`.
@@ -75,6 +81,7 @@ pub async fn spawn_app_with_workers(
 ) -> TestApp {
     let options = DatabaseConfig::from_options(database.options.clone());
     let mut app = spawn_node_with_workers(options, configure, workers).await;
+    app.cli_env = vec![("DATABASE_URL", database.url.clone())];
     app._database = Some(database);
     app
 }
@@ -97,7 +104,7 @@ pub async fn spawn_node_with_workers(
     // A known signing key, so tests can log in and also forge tokens.
     config.identity.jwt_private_key = Some(identity::signing_key().private_pem.clone().into());
     configure(&mut config);
-    let app = App::build(config, database)
+    let app = App::build(config, database.clone())
         .await
         .expect("the server builds")
         .with_workers(workers)
@@ -111,7 +118,17 @@ pub async fn spawn_node_with_workers(
         .connect()
         .await
         .expect("connect to the server");
-    TestApp { http_addr, admin_key, channel, pool, shutdown, server: Some(server), _database: None }
+    TestApp {
+        http_addr,
+        admin_key,
+        channel,
+        pool,
+        database,
+        cli_env: Vec::new(),
+        shutdown,
+        server: Some(server),
+        _database: None,
+    }
 }
 
 impl TestApp {
@@ -137,9 +154,12 @@ impl TestApp {
         with_metadata(message, &[("authorization", &format!("Bearer {}", self.admin_key))])
     }
 
-    /// A `postgres://` URL to this app's database, for child processes.
-    pub fn database_url(&self) -> String {
-        self._database.as_ref().map(|d| d.url.clone()).expect("the app owns its database")
+    /// The environment a `tenantry` child process needs to reach this app's
+    /// database the way the app does (`DATABASE_URL`, and through PgBouncer
+    /// the direct `TENANTRY_DATABASE_LISTEN_URL`).
+    pub fn cli_env(&self) -> &[(&'static str, String)] {
+        assert!(!self.cli_env.is_empty(), "the app owns its database");
+        &self.cli_env
     }
 
     /// Creates a tenant on the free plan as the platform admin.

@@ -1,14 +1,33 @@
 //! PgBouncer in transaction pooling mode in front of the test PostgreSQL,
-//! one per test process (Debian's `pgbouncer`), so the tenancy tests also
-//! prove that nothing depends on session state. Cleaned up by the watchdog
-//! after the process exits.
+//! one per test process, so the tenancy tests also prove that nothing
+//! depends on session state. Cleaned up by the watchdog after the process
+//! exits.
+//!
+//! It must be PgBouncer 1.21 or newer: from 1.21 on, `max_prepared_statements`
+//! carries sqlx's named prepared statements across transactions, so the real
+//! server runs through it unchanged. The binary is `$PGBOUNCER` if set, else
+//! the one `.ci/pgbouncer` builds under [`PRIVATE_PREFIX`], else `pgbouncer`
+//! on PATH. An older one fails the tests that need it, saying how to get a
+//! newer one: a silent skip would report PgBouncer coverage that never ran.
 
-use std::{net::TcpListener, os::unix::fs::PermissionsExt, path::PathBuf, process::Command, time::Duration};
+use std::{
+    net::TcpListener,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
 use super::{postgres, watchdog};
+
+/// Where `.ci/pgbouncer` installs PgBouncer when the system's is too old.
+pub const PRIVATE_PREFIX: &str = "/usr/local/lib/tenantry-pgbouncer";
+
+/// The oldest PgBouncer that carries prepared statements in transaction mode.
+const MINIMUM: (u32, u32) = (1, 21);
 
 /// Where PgBouncer listens.
 pub struct Bouncer {
@@ -23,6 +42,45 @@ pub async fn bouncer() -> &'static Bouncer {
     BOUNCER.get_or_init(start).await
 }
 
+/// The binary to run: `$PGBOUNCER`, the private build, or the one on PATH.
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PGBOUNCER") {
+        return PathBuf::from(path);
+    }
+    let private = Path::new(PRIVATE_PREFIX).join("bin/pgbouncer");
+    if private.exists() { private } else { PathBuf::from("pgbouncer") }
+}
+
+/// `major.minor` from the first line of `pgbouncer --version` ("PgBouncer 1.24.1").
+fn version(binary: &Path) -> Option<(u32, u32)> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let number = text.lines().next()?.split_whitespace().nth(1)?;
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// A usable binary, or a failure that says how to get one.
+fn checked_binary() -> PathBuf {
+    let binary = binary();
+    let how = format!(
+        "run `sudo .ci/pgbouncer` (builds PgBouncer from Debian's next suite into {PRIVATE_PREFIX}; \
+         the tests find it there), install PgBouncer >= 1.21 from your distribution, \
+         or point PGBOUNCER at such a binary"
+    );
+    match version(&binary) {
+        None => panic!("no PgBouncer at `{}`; the tests through PgBouncer need one >= 1.21: {how}", binary.display()),
+        Some(found) if found < MINIMUM => panic!(
+            "PgBouncer {}.{} at `{}` cannot carry prepared statements in transaction pooling mode \
+             (needs >= 1.21, `max_prepared_statements`): {how}",
+            found.0,
+            found.1,
+            binary.display()
+        ),
+        Some(_) => binary,
+    }
+}
+
 fn postgres_user() -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
@@ -31,6 +89,7 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 async fn start() -> Bouncer {
+    let binary = checked_binary();
     let upstream: PgConnectOptions = postgres::admin_options().await;
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "tenantry-pgbouncer-{}-{}",
@@ -39,16 +98,22 @@ async fn start() -> Bouncer {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Before starting: the directory goes even if PgBouncer fails to start.
+    watchdog::clean_up_after_exit(&dir.join("pgbouncer.pid"), &dir);
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let host = match upstream.get_socket() {
         Some(socket) => socket.display().to_string(),
         None => upstream.get_host().to_owned(),
     };
     let user = upstream.get_username().to_owned();
+    // server_round_robin: a client's consecutive transactions land on
+    // different server connections, so anything that relies on session state
+    // (a lock, a setting, a LISTEN) breaks here instead of working by luck.
     let config = format!(
         "[databases]\n* = host={host} port={upstream_port} user={user}\n\
          [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
          auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+         max_prepared_statements = 200\nserver_round_robin = 1\n\
          max_client_conn = 1000\ndefault_pool_size = 10\n\
          ignore_startup_parameters = extra_float_digits,options\n\
          logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
@@ -56,8 +121,11 @@ async fn start() -> Bouncer {
         dir = dir.display(),
     );
     std::fs::write(dir.join("pgbouncer.ini"), config).unwrap();
-    std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"\"\n")).unwrap();
-    let mut command = Command::new("pgbouncer");
+    // Clients are trusted; the password (if any) is what PgBouncer logs in
+    // to PostgreSQL with.
+    let password = password().unwrap_or_default().replace('"', "\"\"");
+    std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"{password}\"\n")).unwrap();
+    let mut command = Command::new(&binary);
     command.arg("-d").arg(dir.join("pgbouncer.ini"));
     // PgBouncer refuses to run as root; it switches user itself with -u.
     if std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false) {
@@ -67,13 +135,12 @@ async fn start() -> Bouncer {
         }
         command.args(["-u", "postgres"]);
     }
-    let status = command.status().expect("pgbouncer is installed (apt-get install pgbouncer)");
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()));
     assert!(
         status.success(),
         "pgbouncer failed to start: {}",
         std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
     );
-    watchdog::clean_up_after_exit(&dir.join("pgbouncer.pid"), &dir);
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Bouncer { port };
@@ -83,40 +150,68 @@ async fn start() -> Bouncer {
     panic!("pgbouncer did not start listening on {port}");
 }
 
-/// Options to reach `database` through PgBouncer. Prepared statements are
-/// not cached: PgBouncer 1.18 cannot keep them across transactions.
+/// Options to reach `database` through PgBouncer, with sqlx's defaults
+/// (prepared statements cached per connection, as in production).
 pub async fn options(database: &str) -> PgConnectOptions {
     let upstream = postgres::admin_options().await;
     let bouncer = bouncer().await;
-    let mut options = PgConnectOptions::new()
+    let options = PgConnectOptions::new()
         .host("127.0.0.1")
         .port(bouncer.port)
         .username(upstream.get_username())
-        .database(database)
-        .statement_cache_capacity(0);
-    if let Ok(url) = std::env::var("DATABASE_URL")
-        && let Ok(parsed) = url.parse::<url_password::Url>()
-        && let Some(password) = parsed.password()
-    {
-        options = options.password(password);
+        .database(database);
+    match password() {
+        Some(password) => options.password(&password),
+        None => options,
     }
-    options
 }
 
-mod url_password {
+/// A `postgres://` URL to `database` through PgBouncer, for child processes.
+pub async fn url(database: &str) -> String {
+    let upstream = postgres::admin_options().await;
+    let bouncer = bouncer().await;
+    let user = upstream.get_username();
+    let userinfo = match std::env::var("DATABASE_URL").ok().as_deref().and_then(userinfo::password) {
+        Some(password) => format!("{user}:{password}"),
+        None => user.to_owned(),
+    };
+    format!("postgres://{userinfo}@127.0.0.1:{}/{database}", bouncer.port)
+}
+
+/// The password of `DATABASE_URL`, decoded; `None` for the private cluster.
+fn password() -> Option<String> {
+    let url = std::env::var("DATABASE_URL").ok()?;
+    userinfo::password(&url).map(userinfo::percent_decode)
+}
+
+mod userinfo {
     //! Just enough URL parsing to carry a password through.
-    pub struct Url(Option<String>);
-    impl std::str::FromStr for Url {
-        type Err = ();
-        fn from_str(url: &str) -> Result<Self, ()> {
-            let rest = url.split_once("://").ok_or(())?.1;
-            let userinfo = rest.split_once('@').map(|(u, _)| u).unwrap_or("");
-            Ok(Url(userinfo.split_once(':').map(|(_, p)| p.to_owned())))
-        }
+
+    /// The password of a `scheme://user:password@host/...` URL, as written.
+    pub fn password(url: &str) -> Option<&str> {
+        let rest = url.split_once("://")?.1;
+        let userinfo = rest.split_once('@')?.0;
+        Some(userinfo.split_once(':')?.1)
     }
-    impl Url {
-        pub fn password(&self) -> Option<&str> {
-            self.0.as_deref()
+
+    /// `%XX` escapes decoded.
+    pub fn percent_decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
         }
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
