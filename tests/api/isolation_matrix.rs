@@ -2,6 +2,19 @@
 //! tenant-scoped RPC enumerated from the descriptor (a new RPC is covered
 //! the moment it is added to the contract): naming another tenant is
 //! PERMISSION_DENIED, and another tenant's ids and lists reveal nothing.
+//!
+//! # Layout
+//!
+//! - this file: the forged `x-tenant-id` sweep, and the runner of the case
+//!   table: every entry, for three attacker/victim pairings (each direction
+//!   between two tenants with an owner's token, and an API key), with the
+//!   victim's snapshot compared around every attack.
+//! - [`cases`]: one entry per tenant-scoped RPC and its attack.
+//! - [`estate`]: a tenant holding a real resource of every kind, and its
+//!   snapshot.
+
+mod cases;
+mod estate;
 
 use tenantry::{
     policy::{Access, PolicyTable, TenantScope},
@@ -9,6 +22,10 @@ use tenantry::{
 };
 use tonic::Code;
 
+use self::{
+    cases::{CASES, Class, Duel, table_mismatches, tenant_scoped_rpcs},
+    estate::Estate,
+};
 use crate::harness::{TestApp, identity::bearer, spawn_app, with_metadata};
 
 /// Calls `path` with an empty message; the stack answers before decoding.
@@ -80,5 +97,70 @@ async fn another_tenants_ids_and_lists_reveal_nothing() {
     for event in events {
         let serialized = format!("{event:?}");
         assert!(!serialized.contains(&bravo.id) && !serialized.contains("bravo"), "{serialized}");
+    }
+}
+
+#[test]
+fn the_case_table_covers_exactly_the_tenant_scoped_rpcs_of_the_descriptor() {
+    let rpcs = tenant_scoped_rpcs();
+    assert!(rpcs.len() >= 40, "only {} tenant-scoped RPCs: {rpcs:?}", rpcs.len());
+    let table: Vec<&str> = CASES.iter().map(|c| c.rpc).collect();
+    let problems = table_mismatches(&rpcs, &table);
+    assert!(problems.is_empty(), "the cross-tenant case table is out of date:\n{}", problems.join("\n"));
+    // Every RPC that takes an id of a tenant's resource is attacked with one.
+    for rpc in ["AuthService/GetUser", "AuthService/RevokeApiKey", "JobsService/CompleteJob", "TenantService/GetTenant"]
+    {
+        let case = CASES.iter().find(|c| c.rpc == rpc).unwrap();
+        assert_eq!(case.class, Class::ForeignIds, "{rpc}");
+    }
+}
+
+#[test]
+fn the_table_check_names_an_rpc_without_a_case_and_a_case_without_an_rpc() {
+    let descriptor = vec!["AuthService/GetUser".to_owned(), "JobsService/PauseJob".to_owned()];
+    let problems = table_mismatches(&descriptor, &["AuthService/GetUser", "AuthService/GetUserV0"]);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("JobsService/PauseJob is tenant-scoped in the descriptor but has no"),
+        "{problems:#?}"
+    );
+    assert!(problems[1].starts_with("AuthService/GetUserV0 has a case but is not"), "{problems:#?}");
+    let twice = table_mismatches(&descriptor[..1], &["AuthService/GetUser", "AuthService/GetUser"]);
+    assert_eq!(twice, vec!["AuthService/GetUser has 2 cases".to_owned()]);
+}
+
+#[tokio::test]
+async fn another_tenants_resources_answer_not_found_and_stay_unchanged_on_every_tenant_scoped_rpc() {
+    let rpcs = tenant_scoped_rpcs();
+    let table: Vec<&str> = CASES.iter().map(|c| c.rpc).collect();
+    let problems = table_mismatches(&rpcs, &table);
+    assert!(problems.is_empty(), "the cross-tenant case table is out of date:\n{}", problems.join("\n"));
+
+    let app = spawn_app().await;
+    let alpha = Estate::build(&app, "alpha").await;
+    let bravo = Estate::build(&app, "bravo").await;
+    let charlie = Estate::build(&app, "charlie").await;
+    // Each attacker attacks once, so what it creates under the victim's names
+    // in its own tenant never collides with an earlier attack of its own.
+    let token = "its owner's access token";
+    let runs = [
+        (&alpha, alpha.owner_token.as_str(), token, &bravo),
+        (&bravo, bravo.owner_token.as_str(), token, &alpha),
+        (&charlie, charlie.api_key_secret.as_str(), "a full-scope API key", &alpha),
+    ];
+    for (attacker, credential, credential_kind, victim) in runs {
+        for case in CASES {
+            let duel = Duel { app: &app, attacker, victim, credential, credential_kind, rpc: case.rpc };
+            let before = victim.snapshot(&app).await;
+            (case.attack)(&duel).await;
+            let changed = before.differences(&victim.snapshot(&app).await);
+            assert!(changed.is_empty(), "{duel}: the victim's data changed:\n{}", changed.join("\n"));
+            if let Some(afterwards) = case.afterwards {
+                afterwards(&duel).await;
+            }
+        }
+    }
+    for estate in [&alpha, &bravo, &charlie] {
+        estate.still_works(&app).await;
     }
 }
