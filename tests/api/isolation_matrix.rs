@@ -9,16 +9,22 @@
 //!   table: every entry, for three attacker/victim pairings (each direction
 //!   between two tenants with an owner's token, and an API key), with the
 //!   victim's snapshot compared around every attack.
-//! - [`cases`]: one entry per tenant-scoped RPC and its attack.
+//! - [`cases`]: one entry per tenant-scoped RPC, and the helpers attacks share.
+//! - [`identity_attacks`], [`workload_attacks`]: the attacks, by service.
 //! - [`estate`]: a tenant holding a real resource of every kind, and its
 //!   snapshot.
 
 mod cases;
 mod estate;
+mod identity_attacks;
+mod workload_attacks;
 
 use tenantry::{
+    identity::roles::CATALOGUE,
     policy::{Access, PolicyTable, TenantScope},
-    proto::tenantry::v1::{GetTenantRequest, GetUserRequest, ListAuditEventsRequest, ListUsersRequest},
+    proto::tenantry::v1::{
+        CreateApiKeyRequest, GetTenantRequest, GetUserRequest, ListAuditEventsRequest, ListUsersRequest,
+    },
 };
 use tonic::Code;
 
@@ -45,7 +51,12 @@ async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_sc
     let app = spawn_app().await;
     let alpha = app.tenant_with_owner("alpha").await;
     let bravo = app.tenant_with_owner("bravo").await;
-    let authorization = format!("Bearer {}", alpha.owner_token);
+    let key = CreateApiKeyRequest {
+        name: "automation".into(),
+        scopes: CATALOGUE.iter().map(|(p, _)| (*p).to_owned()).collect(),
+        expire_time: None,
+    };
+    let key = app.auth().create_api_key(bearer(key, &alpha.owner_token)).await.unwrap().into_inner().secret;
     let table = PolicyTable::embedded().unwrap();
     let methods: Vec<_> = table
         .iter()
@@ -53,16 +64,26 @@ async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_sc
         .filter(|p| p.tenant_scope != TenantScope::None && p.access != Access::Public)
         .collect();
     assert!(methods.len() >= 40, "only {} tenant-scoped methods", methods.len());
-    for policy in methods {
-        for forged in [bravo.id.as_str(), bravo.slug.as_str()] {
-            let status =
-                call_raw(&app, &policy.path, &[("authorization", &authorization), ("x-tenant-id", forged)]).await;
-            assert_eq!(status.code(), Code::PermissionDenied, "{} naming {forged}: {status:?}", policy.path);
+    // Naming a tenant that does not exist is refused alike: no existence oracle.
+    let nobody = tenantry::ids::new_id("ten");
+    for (credential, secret) in [("owner token", &alpha.owner_token), ("API key", &key)] {
+        let authorization = format!("Bearer {secret}");
+        for policy in &methods {
+            for forged in [bravo.id.as_str(), bravo.slug.as_str(), nobody.as_str()] {
+                let metadata = [("authorization", authorization.as_str()), ("x-tenant-id", forged)];
+                let status = call_raw(&app, &policy.path, &metadata).await;
+                let path = &policy.path;
+                assert_eq!(
+                    status.code(),
+                    Code::PermissionDenied,
+                    "{path} with the {credential} naming {forged}: {status:?}"
+                );
+            }
+            // Naming its own tenant is fine: the refusal above is about the other tenant.
+            let own = [("authorization", authorization.as_str()), ("x-tenant-id", alpha.slug.as_str())];
+            let own = call_raw(&app, &policy.path, &own).await;
+            assert_ne!(own.code(), Code::PermissionDenied, "{} naming its own tenant: {own:?}", policy.path);
         }
-        // Naming its own tenant is fine: the refusal above is about the other tenant.
-        let own =
-            call_raw(&app, &policy.path, &[("authorization", &authorization), ("x-tenant-id", &alpha.slug)]).await;
-        assert_ne!(own.code(), Code::PermissionDenied, "{} naming its own tenant: {own:?}", policy.path);
     }
 }
 
