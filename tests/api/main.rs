@@ -18,6 +18,7 @@ mod dev_mode;
 mod health;
 mod isolation;
 mod isolation_matrix;
+mod isolation_proptest;
 mod jobs;
 mod jobs_crash;
 mod limits;
