@@ -50,6 +50,9 @@ use tower::ServiceBuilder;
 /// Calls per measured batch, and how many are in flight at once.
 const BATCH: usize = 256;
 const CONCURRENCY: usize = 16;
+/// The ratio table: rounds, and batches per variant in each round.
+const RATIO_ROUNDS: usize = 10;
+const RATIO_BATCHES: usize = 16;
 
 struct Fixture {
     pool: PgPool,
@@ -244,17 +247,19 @@ fn main() {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(6));
     let variants = [Variant::Bare, Variant::AuthTenant, Variant::FullLocal, Variant::FullRedis];
-    let mut means = Vec::new();
+    let channels: Vec<Channel> = variants
+        .iter()
+        .map(|&variant| {
+            runtime.block_on(async {
+                let addr = serve(&fixture, variant).await;
+                Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+            })
+        })
+        .collect();
     {
         let mut group = criterion.benchmark_group("get_quota");
         group.throughput(Throughput::Elements(BATCH as u64));
-        for variant in variants {
-            let channel = runtime.block_on(async {
-                let addr = serve(&fixture, variant).await;
-                Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-            });
-            let mut total = Duration::ZERO;
-            let mut iterations = 0u64;
+        for (variant, channel) in variants.iter().zip(&channels) {
             group.bench_function(format!("{variant:?}"), |b| {
                 b.to_async(&runtime).iter_custom(|iters| {
                     let (channel, fixture) = (channel.clone(), &fixture);
@@ -267,19 +272,25 @@ fn main() {
                     }
                 });
             });
-            // One more timed pass outside criterion for the ratio table.
-            runtime.block_on(async {
-                for _ in 0..20 {
-                    let started = Instant::now();
-                    batch(&channel, &fixture).await;
-                    total += started.elapsed();
-                    iterations += 1;
-                }
-            });
-            means.push((variant, BATCH as f64 * iterations as f64 / total.as_secs_f64()));
         }
         group.finish();
     }
+    // The ratio table: the variants take turns, round after round, so a
+    // change in the machine's load falls on all of them alike.
+    let mut totals = vec![Duration::ZERO; variants.len()];
+    runtime.block_on(async {
+        for _ in 0..RATIO_ROUNDS {
+            for (total, channel) in totals.iter_mut().zip(&channels) {
+                let started = Instant::now();
+                for _ in 0..RATIO_BATCHES {
+                    batch(channel, &fixture).await;
+                }
+                *total += started.elapsed();
+            }
+        }
+    });
+    let calls = (RATIO_ROUNDS * RATIO_BATCHES * BATCH) as f64;
+    let means: Vec<_> = variants.iter().zip(&totals).map(|(v, t)| (*v, calls / t.as_secs_f64())).collect();
     fixture.shutdown.cancel();
     let rate = |v: &str| means.iter().find(|(m, _)| format!("{m:?}") == v).map_or(f64::NAN, |(_, r)| *r);
     println!("\ncalls per second (GetQuota, {CONCURRENCY} in flight, loopback gRPC):");

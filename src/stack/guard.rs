@@ -7,6 +7,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -17,7 +18,7 @@ use tower::{Layer, Service};
 use crate::{context::RequestContext, error::ApiError};
 
 /// A check made before the handler runs.
-pub trait Guard: Clone + Send + Sync + 'static {
+pub trait Guard: Send + Sync + 'static {
     /// Inspects (and may enrich) the request; an error refuses the call.
     fn check(&self, request: &mut Request<Body>) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
@@ -43,20 +44,21 @@ pub fn reject(error: ApiError) -> Response<Body> {
     Status::from(error).into_http()
 }
 
-/// Runs a [`Guard`] in front of the inner service.
+/// Runs a [`Guard`] in front of the inner service. The guard is shared, so
+/// the per-call clones tower makes of the service cost one reference count.
 #[derive(Clone)]
 pub struct GuardLayer<G> {
-    guard: G,
+    guard: Arc<G>,
 }
 
 impl<G> GuardLayer<G> {
     /// A layer running `guard`.
     pub fn new(guard: G) -> Self {
-        GuardLayer { guard }
+        GuardLayer { guard: Arc::new(guard) }
     }
 }
 
-impl<G: Clone, S> Layer<S> for GuardLayer<G> {
+impl<G, S> Layer<S> for GuardLayer<G> {
     type Service = Guarded<G, S>;
     fn layer(&self, inner: S) -> Self::Service {
         Guarded { guard: self.guard.clone(), inner }
@@ -66,7 +68,7 @@ impl<G: Clone, S> Layer<S> for GuardLayer<G> {
 /// The service made by [`GuardLayer`].
 #[derive(Clone)]
 pub struct Guarded<G, S> {
-    guard: G,
+    guard: Arc<G>,
     inner: S,
 }
 

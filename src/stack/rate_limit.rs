@@ -50,7 +50,7 @@ impl RateLimitLayer {
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit { inner, limits: self.clone() }
+        RateLimit { inner, limits: Arc::new(self.clone()) }
     }
 }
 
@@ -58,7 +58,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    limits: RateLimitLayer,
+    limits: Arc<RateLimitLayer>,
 }
 
 impl RateLimitLayer {

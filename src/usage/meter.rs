@@ -1,9 +1,11 @@
 //! The meter: what every tenant call costs (request count, handler compute
 //! time, request and response bytes), per tenant, method and minute.
 //!
-//! Calls add to an in-memory aggregate split into shards by tenant and
-//! method, each behind its own short lock, so concurrent calls rarely meet
-//! and the request path never touches the database. A flusher writes the
+//! Calls add to an in-memory aggregate split into shards, each behind its
+//! own short lock, and the request path never touches the database. The
+//! shard is picked by tenant and method *and* by the recording thread, so
+//! even one busy tenant's calls on different worker threads do not queue on
+//! one lock; a flush merges the shards' entries per key. A flusher writes the
 //! aggregate every interval as one multi-row upsert per batch into
 //! `platform.usage_counters`, and once more at shutdown after the servers
 //! have drained. The aggregate is bounded: a call that would need a new
@@ -128,9 +130,15 @@ struct Inner {
 }
 
 impl Inner {
-    /// Calls of one tenant and method always meet in the same shard.
+    /// The shard for `key` on this thread: each thread has its own stripe,
+    /// so threads recording the same key use different locks.
     fn shard_of(&self, key: &Key) -> usize {
-        self.hasher.hash_one((&key.tenant, &key.method)) as usize % SHARDS
+        static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+        }
+        let stripe = STRIPE.with(|stripe| *stripe);
+        (self.hasher.hash_one((&key.tenant, &key.method)) as usize).wrapping_add(stripe) % SHARDS
     }
 }
 
@@ -198,14 +206,17 @@ impl Meter {
         inner.quotas.counted(&key.tenant, 1);
     }
 
+    /// Empties every shard, merging one key's entries from several shards.
     fn take(&self) -> Vec<(Key, Totals)> {
-        let mut taken = Vec::new();
+        let mut taken: HashMap<Key, Totals> = HashMap::new();
         for shard in &self.inner.shards {
             let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
             self.inner.entries.fetch_sub(map.len(), Ordering::AcqRel);
-            taken.extend(map);
+            for (key, totals) in map {
+                taken.entry(key).or_default().add(&totals);
+            }
         }
-        taken
+        taken.into_iter().collect()
     }
 
     /// Puts rows of a failed write back, within the bound.
@@ -349,4 +360,46 @@ async fn upsert(pool: &PgPool, rows: &[(Key, Totals)]) -> Result<u64, sqlx::Erro
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One key recorded on several threads lands in several shards; a flush
+    /// sees it once, with every call counted (one upsert row per key).
+    #[tokio::test]
+    async fn one_key_from_many_threads_is_taken_once_with_every_call() {
+        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/unused").unwrap();
+        let meter = Meter::new(1_000, QuotaBook::new(pool));
+        let tenant = TenantId::generate();
+        let at = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (meter, tenant) = (meter.clone(), tenant.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        meter.record(CallUsage {
+                            tenant: tenant.clone(),
+                            method: Arc::from("tenantry.v1.UsageService/GetQuota"),
+                            at,
+                            compute: Duration::from_micros(10),
+                            request_bytes: 5,
+                            response_bytes: 7,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let taken = meter.take();
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        let (key, totals) = &taken[0];
+        assert_eq!((&key.tenant, key.minute), (&tenant, 1_800_000_000 / 60 * 60));
+        assert_eq!((totals.requests, totals.request_bytes, totals.response_bytes), (4_000, 20_000, 28_000));
+        assert!((totals.compute_ms - 40.0).abs() < 1e-6, "{}", totals.compute_ms);
+        assert_eq!(meter.stats().buffered, 0);
+    }
 }
