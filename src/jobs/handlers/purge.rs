@@ -2,7 +2,8 @@
 //! tenants deleted longer ago than the grace period, through
 //! [`crate::tenancy::purge`]. Purging one tenant is idempotent and skips
 //! tenants another node is purging, so overlapping runs are harmless. The
-//! tenant's jobs and scaling data in `platform` go with it.
+//! tenant's jobs and scaling data in `platform` go with it, in the same
+//! transaction as the schema.
 
 use super::{Handler, HandlerError, HandlerFuture, JobContext};
 use crate::tenancy::purge;
@@ -12,19 +13,6 @@ const BATCH: i64 = 50;
 
 /// See the module docs.
 pub struct TenantPurge;
-
-/// Deletes what the platform schema still holds for a purged tenant: its
-/// jobs (never leased again once it was deleted) and its scaling data.
-async fn forget_tenant(pool: &sqlx::PgPool, tenant: &crate::tenancy::TenantId) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for table in ["jobs", "scaling_decisions", "scaling_state", "scaling_policies"] {
-        sqlx::query(&format!("DELETE FROM platform.{table} WHERE tenant_id = $1"))
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
-}
 
 impl Handler for TenantPurge {
     fn run(&self, job: JobContext) -> HandlerFuture {
@@ -43,9 +31,6 @@ impl Handler for TenantPurge {
                         .await
                         .map_err(|error| HandlerError::retry(format!("purging {tenant} failed: {error}")))?
                     {
-                        forget_tenant(&job.pool, tenant)
-                            .await
-                            .map_err(|error| HandlerError::retry(format!("cleaning up {tenant} failed: {error}")))?;
                         purged.push(tenant.to_string());
                         progressed = true;
                     }
