@@ -55,6 +55,9 @@ pub struct RequestContext {
     pub principal: Option<Principal>,
     /// The tenant the call acts in, when it acts in one.
     pub tenant: Option<TenantRef>,
+    /// A tenant credential's own tenant, found live by authentication, so
+    /// the tenant context layer does not look it up a second time.
+    pub credential_tenant: Option<TenantRef>,
 }
 
 impl RequestContext {

@@ -28,7 +28,7 @@ use crate::{
         api_key::{AdminKey, AdminKeys},
     },
     error::ApiError,
-    tenancy::{TenantDirectory, TenantId, TenantState, TenantTx},
+    tenancy::{TenantDirectory, TenantId, TenantRef, TenantState, TenantTx},
 };
 
 /// Verifies credentials into principals.
@@ -66,26 +66,37 @@ impl Authenticator {
 
     /// The principal a credential stands for.
     pub async fn authenticate(&self, credential: Credential<'_>, deadline: Instant) -> Result<Principal, ApiError> {
+        Ok(self.authenticate_in(credential, deadline).await?.0)
+    }
+
+    /// The principal a credential stands for, with its tenant (found live)
+    /// when it is a tenant credential: the tenant guard then need not look
+    /// the same tenant up again.
+    pub async fn authenticate_in(
+        &self,
+        credential: Credential<'_>,
+        deadline: Instant,
+    ) -> Result<(Principal, Option<TenantRef>), ApiError> {
         match credential {
             Credential::AccessToken(token) => self.user(token, deadline).await,
             Credential::ApiKey(key) => self.api_key(key, deadline).await,
         }
     }
 
-    async fn user(&self, token: &str, deadline: Instant) -> Result<Principal, ApiError> {
+    async fn user(&self, token: &str, deadline: Instant) -> Result<(Principal, Option<TenantRef>), ApiError> {
         let verified = self.tokens.verify(token).map_err(|_| AuthError::InvalidAccessToken)?;
-        self.live_tenant(&verified.tenant, AuthError::InvalidAccessToken).await?;
+        let tenant = self.live_tenant(&verified.tenant, AuthError::InvalidAccessToken).await?;
         let access = self.cache.user(&verified.tenant, &verified.user_id, deadline).await?;
         if !access.active {
             return Err(AuthError::InvalidAccessToken.into());
         }
-        Ok(user_principal(&verified.tenant, &verified.user_id, &access, &verified))
+        Ok((user_principal(&verified.tenant, &verified.user_id, &access, &verified), Some(tenant)))
     }
 
-    async fn api_key(&self, key: &str, deadline: Instant) -> Result<Principal, ApiError> {
+    async fn api_key(&self, key: &str, deadline: Instant) -> Result<(Principal, Option<TenantRef>), ApiError> {
         let parsed = api_key::parse(key)?;
         if let Some(admin) = self.cache.admin_key(parsed.public_id) {
-            return Ok(AdminKey::verify(Some(&admin), parsed.secret)?);
+            return Ok((AdminKey::verify(Some(&admin), parsed.secret)?, None));
         }
         let cached = match self.cache.key(parsed.public_id) {
             Some(cached) => Some(cached),
@@ -96,7 +107,7 @@ impl Authenticator {
                     if let Some(admin) = &admin {
                         self.cache.remember_admin_key(admin.clone(), generation);
                     }
-                    return Ok(AdminKey::verify(admin.as_deref(), parsed.secret)?);
+                    return Ok((AdminKey::verify(admin.as_deref(), parsed.secret)?, None));
                 };
                 self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
                 let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::internal)?;
@@ -116,9 +127,9 @@ impl Authenticator {
             Some(key) if matches && key.expires_at.is_none_or(|at| at > Utc::now()) => key,
             _ => return Err(AuthError::InvalidApiKey.into()),
         };
-        self.live_tenant(&key.tenant, AuthError::InvalidApiKey).await?;
+        let tenant = self.live_tenant(&key.tenant, AuthError::InvalidApiKey).await?;
         self.last_used.touch(&key.tenant, &key.key_id);
-        Ok(key_principal(&key))
+        Ok((key_principal(&key), Some(tenant)))
     }
 
     /// The cached part of an API-key check (benchmarks): parse, cache, compare, expiry.
@@ -130,12 +141,12 @@ impl Authenticator {
         valid.then(|| key_principal(&cached))
     }
 
-    /// Refuses credentials of tenants that are gone or suspended.
-    async fn live_tenant(&self, tenant: &TenantId, invalid: AuthError) -> Result<(), ApiError> {
+    /// The credential's tenant, refusing tenants that are gone or suspended.
+    async fn live_tenant(&self, tenant: &TenantId, invalid: AuthError) -> Result<TenantRef, ApiError> {
         let found = self.tenants.resolve(tenant.as_str()).await.map_err(ApiError::internal)?;
-        match found.map(|t| t.state) {
-            Some(TenantState::Active) => Ok(()),
-            Some(TenantState::Suspended) => Err(ApiError::FailedPrecondition {
+        match found {
+            Some(tenant) if tenant.state == TenantState::Active => Ok(tenant),
+            Some(tenant) if tenant.state == TenantState::Suspended => Err(ApiError::FailedPrecondition {
                 reason: "TENANT_SUSPENDED",
                 message: "the credential's tenant is suspended".into(),
             }),

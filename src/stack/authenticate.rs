@@ -35,9 +35,11 @@ impl Guard for Authenticate {
         }
         let deadline = context.deadline;
         let credential = credential_from_headers(request.headers())?;
-        let principal = self.authenticator.authenticate(credential, deadline).await?;
+        let (principal, tenant) = self.authenticator.authenticate_in(credential, deadline).await?;
         tracing::Span::current().record("principal", principal.id());
-        context_mut(request)?.principal = Some(principal);
+        let context = context_mut(request)?;
+        context.principal = Some(principal);
+        context.credential_tenant = tenant;
         Ok(())
     }
 }

@@ -118,6 +118,7 @@ where
             deadline: started + self.max_deadline,
             principal: None,
             tenant: None,
+            credential_tenant: None,
         });
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -77,13 +77,18 @@ impl Guard for TenantContext {
             }
             (None, None) => return Ok(()),
         };
-        let tenant = self
-            .directory
-            .resolve(&key)
-            .await
-            .map_err(ApiError::internal)?
-            .filter(|t| t.state != TenantState::Deleted)
-            .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {key}") })?;
+        // A tenant credential's tenant was found live by authentication.
+        let known = context.credential_tenant.as_ref().filter(|t| t.id.as_str() == key).cloned();
+        let tenant = match known {
+            Some(tenant) => tenant,
+            None => self
+                .directory
+                .resolve(&key)
+                .await
+                .map_err(ApiError::internal)?
+                .filter(|t| t.state != TenantState::Deleted)
+                .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {key}") })?,
+        };
         if tenant.state == TenantState::Suspended {
             return Err(ApiError::FailedPrecondition {
                 reason: "TENANT_SUSPENDED",
