@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
-use tenantry::tenancy::schema;
+use tenantry::{
+    proto::tenantry::v1::{EnqueueJobRequest, jobs_service_client::JobsServiceClient},
+    tenancy::schema,
+};
 use tokio::process::Command;
 
 use crate::harness::{Backend, TestApp, TestDatabase, eventually, on_every_backend};
@@ -134,6 +137,11 @@ async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backe
     let keep = app.create_tenant("keep").await;
     let gone = app.create_tenant("gone").await;
     let waiting = app.create_tenant("waiting").await;
+    // Each tenant has a queued job; the purged tenant's goes with its schema.
+    for tenant in [&keep, &gone, &waiting] {
+        let request = EnqueueJobRequest { kind: "email.send".into(), ..Default::default() };
+        JobsServiceClient::new(app.channel.clone()).enqueue_job(app.as_admin_in(&tenant.id, request)).await.unwrap();
+    }
     sqlx::query("UPDATE platform.tenants SET state = 'deleted', deleted_at = now(), purge_after = now() - interval '1 minute' WHERE id = $1")
         .bind(&gone.id)
         .execute(&app.pool)
@@ -155,4 +163,12 @@ async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backe
     let mut expected = vec![format!("t_{}", keep.id), format!("t_{}", waiting.id)];
     expected.sort();
     assert_eq!(schemas, expected);
+    let jobs_of = |tenant: String| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM platform.jobs WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&app.pool)
+    };
+    assert_eq!(jobs_of(gone.id.clone()).await.unwrap(), 0, "the purged tenant's jobs are gone");
+    assert_eq!(jobs_of(keep.id.clone()).await.unwrap(), 1);
+    assert_eq!(jobs_of(waiting.id.clone()).await.unwrap(), 1, "a tenant still in its grace period keeps its jobs");
 }
