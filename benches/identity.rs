@@ -10,7 +10,7 @@ use tenantry::{
     auth::api_key,
     identity::{
         Authenticator,
-        access::{IdentityCache, UserAccess},
+        access::{IdentityCache, UserAccess, VerifiedKey},
         api_keys::{CachedKey, LastUsed},
         authenticator,
         keys::{self, KeyRing},
@@ -80,7 +80,7 @@ fn api_keys(c: &mut Criterion) {
         created_at: chrono::Utc::now(),
         expires_at: None,
     };
-    cache.remember_key(Arc::new(cached), cache.generation());
+    cache.remember_key(Arc::new(VerifiedKey::Tenant(cached)), cache.generation());
     let authenticator =
         Authenticator::new(pool.clone(), token_service(), cache, TenantDirectory::new(pool), LastUsed::default());
     assert!(authenticator.check_cached_key(&key.full).is_some());

@@ -51,6 +51,24 @@ struct Timed<T> {
     at: Instant,
 }
 
+/// A verified API key as the cache holds it, under its public id.
+#[derive(Debug)]
+pub enum VerifiedKey {
+    /// A tenant's key, from the tenant's schema.
+    Tenant(CachedKey),
+    /// A platform-admin key.
+    Admin(AdminKey),
+}
+
+impl VerifiedKey {
+    fn public_id(&self) -> &str {
+        match self {
+            VerifiedKey::Tenant(key) => &key.public_id,
+            VerifiedKey::Admin(key) => &key.public_id,
+        }
+    }
+}
+
 /// Users' access by tenant and user id.
 type UserMap = RwLock<HashMap<(TenantId, String), Timed<UserAccess>>>;
 
@@ -59,8 +77,7 @@ type UserMap = RwLock<HashMap<(TenantId, String), Timed<UserAccess>>>;
 pub struct IdentityCache {
     pool: PgPool,
     users: Arc<UserMap>,
-    keys: Arc<RwLock<HashMap<String, Timed<CachedKey>>>>,
-    admin_keys: Arc<RwLock<HashMap<String, Timed<AdminKey>>>>,
+    keys: Arc<RwLock<HashMap<String, Timed<VerifiedKey>>>>,
     listening: Arc<AtomicBool>,
     /// Bumped by every eviction, so a load that raced one is not cached.
     generation: Arc<AtomicU64>,
@@ -121,7 +138,6 @@ impl IdentityCache {
             pool,
             users: Arc::default(),
             keys: Arc::default(),
-            admin_keys: Arc::default(),
             listening: Arc::default(),
             generation: Arc::default(),
         }
@@ -170,8 +186,8 @@ impl IdentityCache {
         }
     }
 
-    /// A cached API key by public id.
-    pub fn key(&self, public_id: &str) -> Option<Arc<CachedKey>> {
+    /// A cached API key (a tenant's or a platform admin's) by public id.
+    pub fn key(&self, public_id: &str) -> Option<Arc<VerifiedKey>> {
         if !self.is_listening() {
             return None;
         }
@@ -184,24 +200,9 @@ impl IdentityCache {
     }
 
     /// Caches a verified key, unless an eviction happened since `generation`.
-    pub fn remember_key(&self, key: Arc<CachedKey>, generation: u64) {
+    pub fn remember_key(&self, key: Arc<VerifiedKey>, generation: u64) {
         if self.is_listening() {
-            insert_bounded(&self.keys, &self.generation, generation, key.public_id.clone(), key);
-        }
-    }
-
-    /// A cached platform-admin key by public id.
-    pub fn admin_key(&self, public_id: &str) -> Option<Arc<AdminKey>> {
-        if !self.is_listening() {
-            return None;
-        }
-        fresh(&self.admin_keys, public_id)
-    }
-
-    /// Caches a platform-admin key, unless an eviction happened since `generation`.
-    pub fn remember_admin_key(&self, key: Arc<AdminKey>, generation: u64) {
-        if self.is_listening() {
-            insert_bounded(&self.admin_keys, &self.generation, generation, key.public_id.clone(), key);
+            insert_bounded(&self.keys, &self.generation, generation, key.public_id().to_owned(), key);
         }
     }
 
@@ -235,7 +236,6 @@ impl IdentityCache {
             }
             (Some("key"), Some(public_id), None) => {
                 self.keys.write().unwrap_or_else(|e| e.into_inner()).remove(public_id);
-                self.admin_keys.write().unwrap_or_else(|e| e.into_inner()).remove(public_id);
             }
             _ => self.forget_everything(),
         }
@@ -245,7 +245,6 @@ impl IdentityCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.users.write().unwrap_or_else(|e| e.into_inner()).clear();
         self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
-        self.admin_keys.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Listens for identity changes on a session connection from

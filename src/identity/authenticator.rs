@@ -18,7 +18,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 use super::{
-    access::{IdentityCache, UserAccess},
+    access::{IdentityCache, UserAccess, VerifiedKey},
     api_keys::{self, CachedKey, LastUsed},
     tokens::TokenService,
 };
@@ -95,24 +95,24 @@ impl Authenticator {
 
     async fn api_key(&self, key: &str, deadline: Instant) -> Result<(Principal, Option<TenantRef>), ApiError> {
         let parsed = api_key::parse(key)?;
-        if let Some(admin) = self.cache.admin_key(parsed.public_id) {
-            return Ok((AdminKey::verify(Some(&admin), parsed.secret)?, None));
-        }
         let cached = match self.cache.key(parsed.public_id) {
             Some(cached) => Some(cached),
             None => {
                 let generation = self.cache.generation();
-                let Some(tenant) = api_keys::tenant_of(&self.pool, parsed.public_id).await? else {
-                    let admin = self.admin_keys.load(parsed.public_id).await.map_err(AuthError::Store)?.map(Arc::new);
-                    if let Some(admin) = &admin {
-                        self.cache.remember_admin_key(admin.clone(), generation);
+                // Keys not in the tenant index are platform-admin keys.
+                let loaded = match api_keys::tenant_of(&self.pool, parsed.public_id).await? {
+                    None => {
+                        self.admin_keys.load(parsed.public_id).await.map_err(AuthError::Store)?.map(VerifiedKey::Admin)
                     }
-                    return Ok((AdminKey::verify(admin.as_deref(), parsed.secret)?, None));
+                    Some(tenant) => {
+                        self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
+                        let mut tx =
+                            TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::internal)?;
+                        let loaded = api_keys::load(&mut tx, &tenant, parsed.public_id).await?;
+                        tx.commit().await.map_err(ApiError::internal)?;
+                        loaded.map(VerifiedKey::Tenant)
+                    }
                 };
-                self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
-                let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::internal)?;
-                let loaded = api_keys::load(&mut tx, &tenant, parsed.public_id).await?;
-                tx.commit().await.map_err(ApiError::internal)?;
                 loaded.map(|key| {
                     let key = Arc::new(key);
                     self.cache.remember_key(key.clone(), generation);
@@ -120,25 +120,31 @@ impl Authenticator {
                 })
             }
         };
+        let key = match cached.as_deref() {
+            Some(VerifiedKey::Admin(admin)) => return Ok((AdminKey::verify(Some(admin), parsed.secret)?, None)),
+            Some(VerifiedKey::Tenant(key)) => Some(key),
+            None => None,
+        };
         // Compare even without a row, so timing does not tell which ids exist.
-        let stored = cached.as_ref().map_or(&[0u8; 32][..], |k| &k.secret_hash);
+        let stored = key.map_or(&[0u8; 32][..], |k| &k.secret_hash);
         let matches = api_key::secret_matches(parsed.secret, stored);
-        let key = match cached {
+        let key = match key {
             Some(key) if matches && key.expires_at.is_none_or(|at| at > Utc::now()) => key,
             _ => return Err(AuthError::InvalidApiKey.into()),
         };
         let tenant = self.live_tenant(&key.tenant, AuthError::InvalidApiKey).await?;
         self.last_used.touch(&key.tenant, &key.key_id);
-        Ok((key_principal(&key), Some(tenant)))
+        Ok((key_principal(key), Some(tenant)))
     }
 
-    /// The cached part of an API-key check (benchmarks): parse, cache, compare, expiry.
+    /// The cached part of a tenant API-key check (benchmarks): parse, cache, compare, expiry.
     pub fn check_cached_key(&self, key: &str) -> Option<Principal> {
         let parsed = api_key::parse(key).ok()?;
         let cached = self.cache.key(parsed.public_id)?;
+        let VerifiedKey::Tenant(cached) = &*cached else { return None };
         let valid = api_key::secret_matches(parsed.secret, &cached.secret_hash)
             && cached.expires_at.is_none_or(|at| at > Utc::now());
-        valid.then(|| key_principal(&cached))
+        valid.then(|| key_principal(cached))
     }
 
     /// The credential's tenant, refusing tenants that are gone or suspended.
