@@ -114,18 +114,6 @@ async fn unknown_methods_are_unimplemented_before_authentication() {
     assert!(status.message().contains("NoSuchMethod"));
 }
 
-/// Calls `path` with an empty message; the stack answers before decoding.
-async fn call_raw(app: &crate::harness::TestApp, path: &str, metadata: &[(&'static str, &str)]) -> tonic::Status {
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::try_from(path).unwrap();
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    match grpc.unary(with_metadata((), metadata), path, codec).await {
-        Ok(_) => tonic::Status::ok(""),
-        Err(status) => status,
-    }
-}
-
 #[tokio::test]
 async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
     let app = spawn_app().await;
@@ -133,7 +121,7 @@ async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
     let methods: Vec<_> = table.iter().filter(|p| p.service.starts_with("tenantry.v1.")).collect();
     assert!(methods.len() >= 49);
     for policy in methods {
-        let status = call_raw(&app, &policy.path, &[]).await;
+        let status = app.call_raw(&policy.path, &[]).await;
         if policy.access == tenantry::policy::Access::Public {
             // Public methods run (and may refuse the empty message) or are not served yet.
             assert_ne!(status.code(), Code::Unauthenticated, "{}: {status:?}", policy.path);
@@ -149,7 +137,7 @@ async fn an_admin_gets_past_authentication_and_authorization_on_every_method() {
     let table = tenantry::policy::PolicyTable::embedded().unwrap();
     let bearer = format!("Bearer {}", app.admin_key);
     for policy in table.iter().filter(|p| p.service.starts_with("tenantry.v1.")) {
-        let status = call_raw(&app, &policy.path, &[("authorization", &bearer)]).await;
+        let status = app.call_raw(&policy.path, &[("authorization", &bearer)]).await;
         let code = status.code();
         assert!(
             ![Code::Unauthenticated, Code::PermissionDenied, Code::Internal].contains(&code),

@@ -32,19 +32,7 @@ use self::{
     cases::{CASES, Class, Duel, table_mismatches, tenant_scoped_rpcs},
     estate::Estate,
 };
-use crate::harness::{TestApp, identity::bearer, spawn_app, with_metadata};
-
-/// Calls `path` with an empty message; the stack answers before decoding.
-async fn call_raw(app: &TestApp, path: &str, metadata: &[(&'static str, &str)]) -> tonic::Status {
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::try_from(path).unwrap();
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    match grpc.unary(with_metadata((), metadata), path, codec).await {
-        Ok(_) => tonic::Status::ok(""),
-        Err(status) => status,
-    }
-}
+use crate::harness::{identity::bearer, spawn_app};
 
 #[tokio::test]
 async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_scoped_method() {
@@ -71,7 +59,7 @@ async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_sc
         for policy in &methods {
             for forged in [bravo.id.as_str(), bravo.slug.as_str(), nobody.as_str()] {
                 let metadata = [("authorization", authorization.as_str()), ("x-tenant-id", forged)];
-                let status = call_raw(&app, &policy.path, &metadata).await;
+                let status = app.call_raw(&policy.path, &metadata).await;
                 let path = &policy.path;
                 assert_eq!(
                     status.code(),
@@ -81,7 +69,7 @@ async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_sc
             }
             // Naming its own tenant is fine: the refusal above is about the other tenant.
             let own = [("authorization", authorization.as_str()), ("x-tenant-id", alpha.slug.as_str())];
-            let own = call_raw(&app, &policy.path, &own).await;
+            let own = app.call_raw(&policy.path, &own).await;
             assert_ne!(own.code(), Code::PermissionDenied, "{} naming its own tenant: {own:?}", policy.path);
         }
     }

@@ -19,11 +19,7 @@ async fn list_tenants(app: &TestApp, metadata: &[(&'static str, &str)]) -> Code 
 
 /// A call to a path no service defines, through a raw gRPC client.
 async fn call_unknown_method(app: &TestApp) -> Code {
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/tenantry.v1.NoSuchService/Anything");
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    grpc.unary(tonic::Request::new(()), path, codec).await.unwrap_err().code()
+    app.call_raw("/tenantry.v1.NoSuchService/Anything", &[]).await.code()
 }
 
 async fn scrape(app: &TestApp) -> Scrape {

@@ -68,17 +68,8 @@ async fn every_rpc_binding_reaches_its_method_through_the_stack() {
 /// Whether the method's service is served: over gRPC with an empty message
 /// it answers anything but the stack's UNIMPLEMENTED.
 async fn landed(app: &crate::harness::TestApp, grpc_path: &str, headers: &[(&'static str, &str)]) -> bool {
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::try_from(grpc_path).unwrap();
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    match grpc.unary(crate::harness::with_metadata((), headers), path, codec).await {
-        Ok(_) => true,
-        Err(status) => {
-            !(status.code() == tonic::Code::Unimplemented
-                && status.message().ends_with("not implemented by this server yet"))
-        }
-    }
+    let status = app.call_raw(grpc_path, headers).await;
+    !(status.code() == tonic::Code::Unimplemented && status.message().ends_with("not implemented by this server yet"))
 }
 
 #[tokio::test]
