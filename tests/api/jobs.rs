@@ -20,15 +20,7 @@ use crate::harness::{TestApp, TestDatabase, spawn_app, spawn_app_with_workers, w
 
 /// A tenant row on `plan`, straight in the table.
 pub async fn insert_tenant(app: &TestApp, slug: &str, plan: &str) -> TenantId {
-    let id = TenantId::generate();
-    sqlx::query("INSERT INTO platform.tenants (id, slug, display_name, plan_id) VALUES ($1, $2, $2, $3)")
-        .bind(id.as_str())
-        .bind(slug)
-        .bind(plan)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    id
+    crate::harness::tenants::insert_tenant_row(app, slug, plan, "active").await
 }
 
 /// A jobs client.

@@ -20,17 +20,7 @@ on_every_backend!(
 );
 
 async fn insert_tenant(app: &TestApp, slug: &str, state: &str) -> TenantId {
-    let id = TenantId::generate();
-    sqlx::query(
-        "INSERT INTO platform.tenants (id, slug, display_name, plan_id, state) VALUES ($1, $2, $2, 'free', $3)",
-    )
-    .bind(id.as_str())
-    .bind(slug)
-    .bind(state)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    id
+    crate::harness::tenants::insert_tenant_row(app, slug, "free", state).await
 }
 
 fn as_admin_in(app: &TestApp, tenant: &str) -> tonic::Request<GetQuotaRequest> {

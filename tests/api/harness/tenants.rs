@@ -62,3 +62,23 @@ pub async fn create_tenant(channel: &Channel, admin_key: &str, slug: &str, plan:
         .expect("tenant in the response");
     TenantHandle { id: tenant.id, admin_key: admin_key.to_owned() }
 }
+
+/// A tenant row straight in `platform.tenants` (no schema, no owner), on
+/// `plan` and in `state`: for tests of what reads the row.
+pub async fn insert_tenant_row(
+    app: &super::TestApp,
+    slug: &str,
+    plan: &str,
+    state: &str,
+) -> tenantry::tenancy::TenantId {
+    let id = tenantry::tenancy::TenantId::generate();
+    sqlx::query("INSERT INTO platform.tenants (id, slug, display_name, plan_id, state) VALUES ($1, $2, $2, $3, $4)")
+        .bind(id.as_str())
+        .bind(slug)
+        .bind(plan)
+        .bind(state)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    id
+}

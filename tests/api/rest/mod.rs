@@ -78,15 +78,5 @@ pub fn bearer(app: &crate::harness::TestApp) -> String {
 /// A tenant row on the enterprise plan: these tests make many calls in a
 /// burst and check routing and errors, not rate limits.
 pub async fn insert_tenant(app: &crate::harness::TestApp, slug: &str, state: &str) -> String {
-    let id = tenantry::tenancy::TenantId::generate();
-    sqlx::query(
-        "INSERT INTO platform.tenants (id, slug, display_name, plan_id, state) VALUES ($1, $2, $2, 'enterprise', $3)",
-    )
-    .bind(id.as_str())
-    .bind(slug)
-    .bind(state)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    id.as_str().to_owned()
+    crate::harness::tenants::insert_tenant_row(app, slug, "enterprise", state).await.as_str().to_owned()
 }
