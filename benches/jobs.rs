@@ -10,12 +10,11 @@
 //!
 //! Run: `cargo bench --bench jobs` (TENANTRY_BENCH_JOBS=50000 by default).
 
-use std::{
-    str::FromStr,
-    time::{Duration, Instant},
-};
+mod support;
 
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
 use tenantry::{
     jobs::{
         BUILTIN_QUEUE,
@@ -102,20 +101,8 @@ async fn drain(pool: &PgPool, label: &str, tenants: &[Option<TenantId>], total: 
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("TENANTRY_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let (admin, cluster, _dir) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgConnectOptions::from_str(&url).unwrap(), None, None),
-        Err(_) => {
-            let dir = tempfile::Builder::new().prefix("tenantry-bench").tempdir_in("/tmp").unwrap();
-            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-            let cluster = tenantry::db::embedded::EmbeddedPostgres::start(dir.path()).await.unwrap();
-            (cluster.connect_options("postgres"), Some(cluster), Some(dir))
-        }
-    };
-    let name = format!("tenantry_bench_{}", tenantry::ids::random_token(8).to_lowercase());
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
-    let pool = PgPoolOptions::new().max_connections(16).connect_with(admin.clone().database(&name)).await.unwrap();
-    tenantry::db::migrate(&pool).await.unwrap();
+    let scratch = support::Scratch::create().await;
+    let pool = scratch.pool.clone();
     let mut tenants = Vec::new();
     for i in 0..10 {
         let id = TenantId::generate();
@@ -188,9 +175,5 @@ async fn main() {
     );
     stop_workers(workers).await;
 
-    pool.close().await;
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-    if let Some(cluster) = cluster {
-        cluster.stop().await.unwrap();
-    }
+    scratch.finish().await;
 }

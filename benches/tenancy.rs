@@ -5,13 +5,14 @@
 //!
 //! Run: `cargo bench --bench tenancy` (TENANTRY_BENCH_TENANTS=10000 by default).
 
+mod support;
+
 use std::{
-    str::FromStr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tenantry::tenancy::{
     TenantDirectory, TenantId,
     migrate::migrate_all,
@@ -81,20 +82,8 @@ async fn roll_back_latest_migration(pool: &PgPool, ids: &[TenantId]) {
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("TENANTRY_BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let (admin, _cluster, _dir) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgConnectOptions::from_str(&url).unwrap(), None, None),
-        Err(_) => {
-            let dir = tempfile::Builder::new().prefix("tenantry-bench").tempdir_in("/tmp").unwrap();
-            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-            let cluster = tenantry::db::embedded::EmbeddedPostgres::start(dir.path()).await.unwrap();
-            (cluster.connect_options("postgres"), Some(cluster), Some(dir))
-        }
-    };
-    let name = format!("tenantry_bench_{}", tenantry::ids::random_token(8).to_lowercase());
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
-    let pool = PgPoolOptions::new().max_connections(16).connect_with(admin.clone().database(&name)).await.unwrap();
-    tenantry::db::migrate(&pool).await.unwrap();
+    let scratch = support::Scratch::create().await;
+    let pool = scratch.pool.clone();
 
     // 1. Provisioning latency, one at a time.
     let mut latencies = Vec::new();
@@ -167,9 +156,5 @@ async fn main() {
         at_all.1
     );
     shutdown.cancel();
-    pool.close().await;
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-    if let Some(cluster) = _cluster {
-        cluster.stop().await.unwrap();
-    }
+    scratch.finish().await;
 }

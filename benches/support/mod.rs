@@ -1,0 +1,48 @@
+//! What the database benchmarks share: a scratch database on `DATABASE_URL`'s
+//! server, or on a private PostgreSQL started here, migrated, and dropped
+//! (with the private server stopped) by [`Scratch::finish`].
+
+use std::str::FromStr;
+
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+use tenantry::db::embedded::EmbeddedPostgres;
+
+/// A migrated database of its own for one benchmark run.
+pub struct Scratch {
+    /// A pool of 16 on the scratch database.
+    pub pool: PgPool,
+    name: String,
+    admin: PgConnection,
+    cluster: Option<EmbeddedPostgres>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    /// Creates and migrates the database.
+    pub async fn create() -> Scratch {
+        let (options, cluster, dir) = match std::env::var("DATABASE_URL") {
+            Ok(url) => (PgConnectOptions::from_str(&url).unwrap(), None, None),
+            Err(_) => {
+                let dir = tempfile::Builder::new().prefix("tenantry-bench").tempdir_in("/tmp").unwrap();
+                std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+                let cluster = EmbeddedPostgres::start(dir.path()).await.unwrap();
+                (cluster.connect_options("postgres"), Some(cluster), Some(dir))
+            }
+        };
+        let name = format!("tenantry_bench_{}", tenantry::ids::random_token(8).to_lowercase());
+        let mut admin = PgConnection::connect_with(&options).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
+        let pool = PgPoolOptions::new().max_connections(16).connect_with(options.database(&name)).await.unwrap();
+        tenantry::db::migrate(&pool).await.unwrap();
+        Scratch { pool, name, admin, cluster, _dir: dir }
+    }
+
+    /// Drops the database and stops the private server, if one was started.
+    pub async fn finish(mut self) {
+        self.pool.close().await;
+        sqlx::query(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name)).execute(&mut self.admin).await.unwrap();
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop().await.unwrap();
+        }
+    }
+}
