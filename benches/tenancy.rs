@@ -67,15 +67,19 @@ async fn resolution(directory: &TenantDirectory, ids: &[TenantId], rounds: usize
 }
 
 async fn roll_back_latest_migration(pool: &PgPool, ids: &[TenantId]) {
+    // Undo what the latest tenant migration made: the tables it creates
+    // (read from its SQL, so the bench follows new migrations) and its record.
+    let latest = schema::TENANT_MIGRATOR.iter().max_by_key(|m| m.version).unwrap();
+    let tables: Vec<&str> =
+        latest.sql.split("CREATE TABLE ").skip(1).filter_map(|rest| rest.split_whitespace().next()).collect();
+    assert!(!tables.is_empty(), "the latest tenant migration creates no table to roll back");
     for id in ids {
         let schema = id.schema();
-        sqlx::raw_sql(&format!(
-            "DROP TABLE \"{schema}\".audit_events; DELETE FROM \"{schema}\".schema_migrations WHERE version = {}",
-            schema::latest_version()
-        ))
-        .execute(pool)
-        .await
-        .unwrap();
+        let drops: String = tables.iter().map(|t| format!("DROP TABLE \"{schema}\".{t}; ")).collect();
+        sqlx::raw_sql(&format!("{drops}DELETE FROM \"{schema}\".schema_migrations WHERE version = {}", latest.version))
+            .execute(pool)
+            .await
+            .unwrap();
     }
 }
 
