@@ -112,6 +112,8 @@ async fn main() {
     let thousand: Vec<TenantId> = ids.iter().take(1000).cloned().collect();
     roll_back_latest_migration(&pool, &thousand).await;
     let report = migrate_all(&pool, 8).await.unwrap();
+    // A figure over failed upgrades would measure nothing.
+    assert!(report.failed.is_empty(), "{} schemas failed to upgrade", report.failed.len());
     println!(
         "migrate {} schemas, {} pending one migration: {:.2?} ({} failed)",
         report.schemas,
