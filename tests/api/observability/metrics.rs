@@ -8,7 +8,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::exposition::Scrape;
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use crate::harness::{TestApp, with_metadata};
 
 const LIST_TENANTS: [(&str, &str); 2] = [("service", "tenantry.v1.TenantService"), ("method", "ListTenants")];
 
@@ -35,7 +35,7 @@ fn calls(scrape: &Scrape, service: &str, method: &str, code: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let admin = format!("Bearer {}", app.admin_key);
     assert_eq!(list_tenants(&app, &[("authorization", &admin)]).await, Code::Ok);
     assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
@@ -74,7 +74,7 @@ async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
 
 #[tokio::test]
 async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for i in 0..3 {
         let request = with_metadata(
             ListTenantsRequest::default(),
@@ -100,7 +100,7 @@ async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
 
 #[tokio::test]
 async fn the_database_pool_is_reported_at_scrape_time() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let scrape = scrape(&app).await;
     let in_use = scrape.value("tenantry_db_pool_connections", &[("state", "in_use")]).unwrap();
     let idle = scrape.value("tenantry_db_pool_connections", &[("state", "idle")]).unwrap();
