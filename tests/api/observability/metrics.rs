@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use super::exposition::{
     PROMETHEUS_ACCEPT, Scrape, get, promtool_available, promtool_check_metrics, promtool_parse_openmetrics,
 };
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use crate::harness::{TestApp, with_metadata};
 
 const LIST_TENANTS: [(&str, &str); 2] = [("service", "tenantry.v1.TenantService"), ("method", "ListTenants")];
 
@@ -39,7 +39,7 @@ fn calls(scrape: &Scrape, service: &str, method: &str, code: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let admin = format!("Bearer {}", app.admin_key);
     assert_eq!(list_tenants(&app, &[("authorization", &admin)]).await, Code::Ok);
     assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
@@ -78,7 +78,7 @@ async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
 
 #[tokio::test]
 async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for i in 0..3 {
         let request = with_metadata(
             ListTenantsRequest::default(),
@@ -104,7 +104,7 @@ async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
 
 #[tokio::test]
 async fn the_database_pool_is_reported_at_scrape_time() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let scrape = scrape(&app).await;
     let in_use = scrape.value("tenantry_db_pool_connections", &[("state", "in_use")]).unwrap();
     let idle = scrape.value("tenantry_db_pool_connections", &[("state", "idle")]).unwrap();
@@ -134,7 +134,7 @@ fn series(scrape: &Scrape) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn metrics_answer_prometheus_text_unless_openmetrics_is_asked_for_and_promtool_accepts_both() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     // Counters with labels, a histogram and an unknown path, so every kind of family has samples.
     assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
     assert_eq!(list_tenants(&app, &[]).await, Code::Unauthenticated);
@@ -169,7 +169,7 @@ async fn metrics_answer_prometheus_text_unless_openmetrics_is_asked_for_and_prom
 
 #[tokio::test]
 async fn process_and_readiness_are_read_at_scrape_time() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let scrape = scrape(&app).await;
     let value = |name: &str| scrape.value(name, &[]).unwrap_or_else(|| panic!("{name} is reported"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
