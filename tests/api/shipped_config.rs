@@ -253,9 +253,9 @@ async fn exercise(deployment: Deployment) {
     let (server, grpc, http) = start(&env, api).await;
     let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
     tenants::upsert_plan(&channel, &admin_key, "shipped", 100, 100, 0).await;
-    let tenant = tenants::create_tenant(&channel, &admin_key, "shipped-config", "shipped").await;
+    let tenant = tenants::create_tenant_via(&channel, &admin_key, "shipped-config", "shipped").await;
     for _ in 0..3 {
-        UsageServiceClient::new(channel.clone()).get_quota(tenant.request(GetQuotaRequest::default())).await.unwrap();
+        UsageServiceClient::new(channel.clone()).get_quota(tenant.as_admin(GetQuotaRequest::default())).await.unwrap();
     }
     let (status, _, metrics) = super::observability::exposition::get(http.parse().unwrap(), "/metrics", None).await;
     assert_eq!(status, 200);
