@@ -271,3 +271,72 @@ fn shutdown_on_signals() -> CancellationToken {
     });
     token
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag (and its environment variable) of every subcommand.
+    fn real_flags() -> BTreeSet<(String, Option<String>)> {
+        fn walk(command: &clap::Command, out: &mut BTreeSet<(String, Option<String>)>) {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if arg.is_hide_set() || ["help", "version"].contains(&long) {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                out.insert((format!("--{long}"), env));
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, out);
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(&Cli::command(), &mut out);
+        out
+    }
+
+    /// The README's configuration table: the flags and the environment
+    /// variables each row names (in backticks).
+    fn readme_rows() -> Vec<(Vec<String>, Vec<String>)> {
+        let readme = include_str!("../README.md");
+        let section = readme.split("## Configuration").nth(1).expect("a Configuration section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let ticked = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').collect();
+                (ticked(cells[1]), ticked(cells[2]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_configuration_table_lists_every_flag_with_its_environment_variable() {
+        let rows = readme_rows();
+        let documented: BTreeSet<&String> = rows.iter().flat_map(|(flags, _)| flags).collect();
+        let envs: BTreeSet<&String> = rows.iter().flat_map(|(_, envs)| envs).collect();
+        let real = real_flags();
+        let missing: Vec<_> = real.iter().filter(|(flag, _)| !documented.contains(flag)).collect();
+        assert!(missing.is_empty(), "flags missing from the README's configuration table: {missing:?}");
+        let missing_env: Vec<_> =
+            real.iter().filter_map(|(_, env)| env.as_ref()).filter(|env| !envs.contains(env)).collect();
+        assert!(missing_env.is_empty(), "environment variables missing from the README's table: {missing_env:?}");
+        let known: BTreeSet<&String> = real.iter().map(|(flag, _)| flag).collect();
+        let stale: Vec<_> = documented.iter().filter(|flag| !known.contains(*flag)).collect();
+        assert!(stale.is_empty(), "the README documents flags that do not exist: {stale:?}");
+    }
+
+    #[test]
+    fn the_help_is_valid_and_keys_has_a_one_line_summary() {
+        Cli::command().debug_assert();
+        let keys = Cli::command().find_subcommand("keys").expect("keys").get_about().expect("about").to_string();
+        assert!(!keys.contains('\n') && keys.len() < 80, "{keys}");
+    }
+}

@@ -5,24 +5,33 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `tenantry` command line (serve, migrate, bootstrap); `main.rs`
-//!   only calls [`cli::run`].
-//! - [`config`]: the one typed configuration, from flags with env fallbacks.
-//! - [`telemetry`]: `tracing` subscriber set-up (JSON or readable logs) and
-//!   OpenTelemetry traces over OTLP; W3C trace context from headers.
-//! - [`metrics`]: the Prometheus registry and the typed handles every module
-//!   records into; served at `/metrics`.
-//! - [`startup`]: [`startup::App`] builds the servers from a config and runs
-//!   them until a shutdown signal, draining in-flight calls.
+//! Start-up (docs/architecture.md follows one call through all of it):
+//! - [`cli`]: the `tenantry` command line; `main.rs` only calls [`cli::run`].
+//! - [`config`]: the one typed configuration, from flags with env fallbacks;
+//!   defaults only in clap.
+//! - [`startup`]: [`startup::App::build`] makes a process (API or worker)
+//!   from an [`config::AppConfig`]; `run_until_stopped` serves and drains.
+//! - [`state`]: [`state::AppState`], the shared handles everything is built from.
+//! - [`services`]: every gRPC service, mounted in one place.
+//! - [`supervisor`]: the named background tasks, restarted by policy and
+//!   stopped stage by stage.
 //! - [`dev`]: `serve --dev`, the embedded default with its private PostgreSQL.
-//! - [`proto`]: code generated from `proto/` and the embedded descriptor set.
+//!
+//! The call path:
+//! - [`stack`]: the one tower stack every call passes through (observe,
+//!   rescue, load shedding, authenticate, tenant context, meter, rate limit,
+//!   authorize), assembled in `stack/mod.rs`.
+//! - [`context`]: [`context::RequestContext`], what the stack learns about a call.
 //! - [`policy`]: the authorization policy of every RPC, read from the
 //!   descriptor; the server refuses to start if a method has none.
-//! - [`stack`]: the one tower stack every call passes through (request id and
-//!   tracing, load shedding, deadline, authenticate, tenant context, rate
-//!   limit, authorize), assembled in `stack/mod.rs`.
-//! - [`context`]: [`context::RequestContext`], what the stack learns about a
-//!   call, carried in request extensions.
+//! - [`error`]: the restricted error enum every module maps into, the one
+//!   classification of database errors, and the mapping to `tonic::Status`.
+//! - [`gateway`]: the REST/JSON gateway, transcoding to the same stack in
+//!   process, with `/openapi.json` and `/docs`.
+//! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`proto`]: code generated from `proto/` and the embedded descriptor set.
+//!
+//! The domains:
 //! - [`auth`]: principals and credentials (platform-admin API keys).
 //! - [`identity`]: users, passwords, access tokens and the key ring, refresh
 //!   tokens, tenant API keys, roles, the audit log, AuthService.
@@ -31,16 +40,15 @@
 //! - [`usage`]: the usage meter, client usage events and UsageService.
 //! - [`jobs`]: the PostgreSQL job queue, built-in workers and JobsService.
 //! - [`scaling`]: per-tenant autoscaling decisions and ScalingService.
+//!
+//! Shared machinery:
 //! - [`cache`]: the one node-local cache type, bounded and invalidated by NOTIFY.
-//! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
-//! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
-//! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
+//! - [`db`]: the pool, platform migrations, the change feed, the embedded cluster.
 //! - [`health`]: gRPC health and readiness, following the dependencies.
-//! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
-//! - [`gateway`]: the REST/JSON gateway on the HTTP listener, transcoding to
-//!   the same stack in process, with `/openapi.json` and `/docs`.
-//! - [`error`]: the restricted error enum every module maps into, with its
-//!   mapping to `tonic::Status` (rich details) and to HTTP.
+//! - [`metrics`]: the Prometheus registry and the typed handles modules record into.
+//! - [`telemetry`]: logs and OpenTelemetry traces.
+//! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
+//! - [`pagination`]: page sizes and opaque page tokens for List RPCs.
 
 pub mod auth;
 pub mod cache;

@@ -83,7 +83,7 @@ pub struct IdentityConfig {
     #[arg(long, env = "TENANTRY_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
     /// How often API keys' `last_used_at` is written (batched).
-    #[arg(long, env = "TENANTRY_API_KEY_LAST_USED_FLUSH", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = "api-key-last-used-flush", env = "TENANTRY_API_KEY_LAST_USED_FLUSH", default_value = "60s", value_parser = parse_duration)]
     pub last_used_flush: Duration,
     /// Sign with a key generated at start when none is configured. For tests
     /// only: tokens die with the process and other nodes cannot verify them.

@@ -32,6 +32,22 @@ pub trait Guard: Send + Sync + 'static {
     fn admitted(&self, _pass: Self::Pass, _response: &mut Response<Body>) {}
 }
 
+/// Two guards run in order as one (one layer, one boxed future per call):
+/// the second runs only if the first passed.
+impl<A: Guard, B: Guard> Guard for (A, B) {
+    type Pass = (A::Pass, B::Pass);
+
+    async fn check(&self, request: &mut Request<Body>) -> Result<Self::Pass, ApiError> {
+        let first = self.0.check(request).await?;
+        Ok((first, self.1.check(request).await?))
+    }
+
+    fn admitted(&self, (first, second): Self::Pass, response: &mut Response<Body>) {
+        self.1.admitted(second, response);
+        self.0.admitted(first, response);
+    }
+}
+
 /// The call's context; the observe layer inserts it before any guard runs.
 pub fn context(request: &Request<Body>) -> Result<&RequestContext, ApiError> {
     request

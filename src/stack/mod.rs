@@ -61,23 +61,22 @@ where
         // will have given up. tower's own layers; their errors are rescued.
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.in_flight.clone()))
-        // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.authenticator.clone()), metrics.clone())))
-        // Which tenant the call acts in: needs the principal; the meter, the
-        // limits and authorization need the tenant.
-        .layer(GuardLayer::new(TenantContext::new(state.tenants.clone())))
+        // Who is calling, then which tenant the call acts in (the tenant needs
+        // the principal; everything below needs both). Guards paired in one
+        // layer run in order and cost one boxed future.
+        .layer(GuardLayer::new((
+            CountAuthFailures::new(Authenticate::new(state.authenticator.clone()), metrics.clone()),
+            TenantContext::new(state.tenants.clone()),
+        )))
         // As soon as the tenant is known, so calls refused below are metered too.
         .layer(MeterLayer::new(state.meter.clone()))
-        // Per-tenant limits: after the tenant is known, before authorization
-        // so refused calls count against the tenant too.
-        .layer(GuardLayer::new(RateLimit::new(
-            state.limiter.clone(),
-            state.plans.clone(),
-            state.quotas.clone(),
-            metrics,
+        // Per-tenant limits (after the tenant is known, before authorization,
+        // so refused calls count against the tenant too), then the declared
+        // policy against principal and tenant; then the handler.
+        .layer(GuardLayer::new((
+            RateLimit::new(state.limiter.clone(), state.plans.clone(), state.quotas.clone(), metrics),
+            Authorize,
         )))
-        // Last: the declared policy against principal and tenant, then the handler.
-        .layer(GuardLayer::new(Authorize))
         .map_err(|never: Infallible| -> ApiError { match never {} })
         .service(routes);
     BoxCloneSyncService::new(service)

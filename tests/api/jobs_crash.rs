@@ -109,8 +109,14 @@ async fn killing_workers_repeatedly_loses_no_job_and_records_each_completion_onc
     let mut workers: Vec<Child> = (0..2).map(|_| worker(&database.url, "2s", &[])).collect();
     let mut kills: usize = 0;
     while kills < 12 {
-        tokio::time::sleep(Duration::from_millis(250 + 50 * (kills as u64 % 4))).await;
         let victim = kills % workers.len();
+        // Kill only a worker that holds leases, so the kill lands mid-work
+        // however long a (re)start takes on a loaded machine.
+        let pid = workers[victim].id().expect("running worker");
+        let holding =
+            format!("SELECT count(*) FROM platform.jobs WHERE state = 'running' AND worker_id LIKE '%/pid-{pid}/%'");
+        eventually(Duration::from_secs(30), || async { count(&pool, &holding).await > 0 }).await;
+        tokio::time::sleep(Duration::from_millis(50 * (kills as u64 % 4))).await;
         workers[victim].start_kill().expect("SIGKILL a worker");
         workers[victim].wait().await.unwrap();
         workers[victim] = worker(&database.url, "2s", &[]);

@@ -11,6 +11,8 @@ mod auth_security;
 mod auth_sessions;
 mod auth_users;
 
+mod caches;
+
 mod cli;
 mod contract;
 mod credentials;

@@ -3,6 +3,7 @@
 //! ([`Backend`]), and hands back typed clients.
 
 pub mod backend;
+pub mod http_client;
 pub mod identity;
 pub mod pgbouncer;
 pub mod postgres;
@@ -251,17 +252,10 @@ fn set_metadata(metadata: &mut MetadataMap, pairs: &[(&'static str, &str)]) {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a raw socket: status code and body.
+/// A GET on the HTTP listener at `addr`: status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read response");
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let response = http_client::send(addr, http::Method::GET, path, &[], None).await;
+    (response.status, response.text())
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes.

@@ -5,9 +5,6 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, process::Stdio};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 /// What Prometheus 2.x sends when it scrapes.
@@ -122,20 +119,10 @@ fn parse_sample(line: &str) -> Option<Sample> {
 
 /// A GET of `path` with `accept` (none when `None`): status, `Content-Type`, body.
 pub async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(connection);
-    let mut request = http::Request::get(path).header("host", "test");
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = sender.send_request(request.body(Empty::<Bytes>::new()).unwrap()).await.expect("response");
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).expect("utf-8 exposition"))
+    let headers: Vec<(&str, &str)> = accept.map(|accept| ("accept", accept)).into_iter().collect();
+    let response = crate::harness::http_client::send(addr, http::Method::GET, path, &headers, None).await;
+    let content_type = response.header("content-type").unwrap_or_default().to_owned();
+    (response.status, content_type, String::from_utf8(response.body.to_vec()).expect("utf-8 exposition"))
 }
 
 /// Whether `promtool` can run here. Without it the promtool checks are
