@@ -36,12 +36,17 @@
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
 //! - [`health`]: gRPC health and readiness, following the dependencies.
 //! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`grpc_web`]: gRPC-Web (and its CORS) on the gRPC port, outside the stack.
+//! - [`reflection`]: gRPC server reflection from the embedded descriptors.
+//! - `client` (feature `client`): the Rust client for internal services.
 //! - [`gateway`]: the REST/JSON gateway on the HTTP listener, transcoding to
 //!   the same stack in process, with `/openapi.json` and `/docs`.
 //! - [`error`]: the restricted error enum every module maps into, with its
 //!   mapping to `tonic::Status` (rich details) and to HTTP.
 
 pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -49,6 +54,7 @@ pub mod db;
 pub mod dev;
 pub mod error;
 pub mod gateway;
+pub mod grpc_web;
 pub mod health;
 pub mod http;
 pub mod identity;
@@ -59,6 +65,7 @@ pub mod pagination;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;
+pub mod reflection;
 pub mod scaling;
 pub mod stack;
 pub mod startup;

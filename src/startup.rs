@@ -27,6 +27,7 @@ use crate::{
     metrics::Metrics,
     policy::{PolicyError, PolicyTable},
     proto::FILE_DESCRIPTOR_SET,
+    reflection::Reflection,
     proto::tenantry::v1::{
         auth_service_server::AuthServiceServer, jobs_service_server::JobsServiceServer,
         scaling_service_server::ScalingServiceServer, tenant_service_server::TenantServiceServer,
@@ -55,7 +56,7 @@ pub enum StartupError {
     #[error("the REST routes of the contract are unusable: {0}")]
     Gateway(#[from] crate::gateway::RouteError),
     #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] prost_reflect::DescriptorError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -154,14 +155,8 @@ impl App {
         );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection = Reflection::new(&[FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?;
+        let (reflection_v1, reflection_v1alpha) = (reflection.v1(), reflection.v1alpha());
 
         let tenants = TenantDirectory::new(pool.clone());
         tenants.listen(listen_pool.clone(), shutdown.clone());
@@ -262,6 +257,9 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(32 * 1024)
+            // gRPC-Web from browsers comes over HTTP/1.1 too; translated outside the stack, so it passes all of it.
+            .accept_http1(true)
+            .layer(crate::grpc_web::layers(&config.rest.cors_allowed_origins))
             .layer(layers.clone())
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
