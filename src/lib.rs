@@ -45,9 +45,9 @@
 //!   mapping to `tonic::Status` (rich details) and to HTTP.
 
 pub mod auth;
+pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;

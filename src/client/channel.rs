@@ -85,7 +85,8 @@ async fn send(shared: &Shared, request: Request<Body>) -> Result<Response<Body>,
     let body = body.collect().await?.to_bytes();
     if let Some(credentials) = &shared.credentials {
         let token = credentials.token(&shared.raw).await?;
-        let value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Status::unauthenticated("bad token"))?;
+        let value =
+            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Status::unauthenticated("bad token"))?;
         parts.headers.insert(http::header::AUTHORIZATION, value);
     }
     if let Some(tenant) = &shared.tenant {

@@ -153,9 +153,8 @@ impl ClientBuilder {
 
     /// Connects now.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint)
-            .map_err(ClientError::Endpoint)?
-            .tcp_nodelay(true);
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(self.endpoint).map_err(ClientError::Endpoint)?.tcp_nodelay(true);
         let raw = endpoint.connect().await.map_err(ClientError::Connect)?;
         let tenant = self.tenant.map(HeaderValue::try_from).transpose().map_err(|_| ClientError::Tenant)?;
         Ok(Client {
