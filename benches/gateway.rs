@@ -85,7 +85,7 @@ async fn throughput(app: Arc<harness::TestApp>, rest: bool) -> f64 {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let app = Arc::new(runtime.block_on(harness::spawn_app()));
+    let app = Arc::new(runtime.block_on(harness::TestApp::builder().spawn()));
     for slug in ["acme", "globex", "initech"] {
         runtime.block_on(app.create_tenant(slug));
     }

@@ -61,7 +61,7 @@ fn start_workers(pool: &PgPool, concurrency: usize) -> (CancellationToken, tokio
         purge_interval: Duration::ZERO,
         usage_rollup_interval: Duration::ZERO,
         scaling_interval: Duration::ZERO,
-        ..WorkerConfig::default()
+        ..tenantry::config::defaults()
     };
     let workers = Workers::new(pool.clone(), Registry::builtin(), config, events);
     (stop.clone(), tokio::spawn(workers.run(stop)))

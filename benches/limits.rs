@@ -206,7 +206,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
                 .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
                 .map_request(move |mut request: Request<Body>| {
                     if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
-                        context.tenant = Some(tenant.clone());
+                        context.set_tenant(tenant.clone());
                     }
                     request
                 });

@@ -48,20 +48,52 @@ fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { setting, problem: problem.into() }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+/// Parses a duration in humantime's form: one or more `<number><unit>`
+/// parts (`250ms`, `1.5s`, `1h30m`, `7d`), units `ns`, `us`, `ms`, `s`, `m`,
+/// `h`, `d`, `w`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 5s, 2m or 1h"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(value),
-        "" | "s" => Duration::from_secs(value),
-        "m" => Duration::from_secs(value * 60),
-        "h" => Duration::from_secs(value * 3600),
-        _ => return Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
-    };
-    Ok(duration)
+    let bad = || format!("`{text}` is not a duration like 500ms, 1.5s, 1h30m or 7d");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return text.parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok()).ok_or_else(bad);
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let unit_end = rest[number_end..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| number_end + i);
+        let (number, unit) = (&rest[..number_end], &rest[number_end..unit_end]);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit.trim() {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "w" => 7.0 * 86_400.0,
+            _ => return Err(format!("`{text}` has an unknown unit `{unit}`; use ns, us, ms, s, m, h, d or w")),
+        };
+        total += Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        rest = &rest[unit_end..];
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// A settings struct with every field at its clap default, ignoring the
+/// environment: the one source of defaults, for code that builds a
+/// configuration without a command line (tests, `tenantry worker`'s API
+/// settings, benches).
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true)).mut_args(|arg| arg.env(None));
+    let matches = command.try_get_matches_from(std::iter::empty::<String>()).unwrap_or_else(|e| {
+        unreachable!("every setting has a default or is optional: {e}");
+    });
+    T::from_arg_matches(&matches).unwrap_or_else(|e| unreachable!("the defaults parse: {e}"))
 }
 
 /// Where PostgreSQL is and how the pool behaves.
@@ -95,17 +127,9 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// A configuration for explicit connect options (tests, the embedded cluster).
+    /// The defaults with explicit connect options (tests, the embedded cluster).
     pub fn from_options(options: PgConnectOptions) -> Self {
-        DatabaseConfig {
-            url: None,
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(3),
-            statement_cache_capacity: 100,
-            listen_url: None,
-            connect_options: Some(options),
-            listen_options: None,
-        }
+        DatabaseConfig { connect_options: Some(options), ..defaults() }
     }
 
     /// Checks the settings, naming the first one at fault.
@@ -249,7 +273,7 @@ pub struct ServeConfig {
     #[arg(long, env = "TENANTRY_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub health_interval: Duration,
     /// How long a deleted tenant's data is kept before its schema is purged.
-    #[arg(long, env = "TENANTRY_TENANT_PURGE_GRACE", default_value = "168h", value_parser = parse_duration)]
+    #[arg(long, env = "TENANTRY_TENANT_PURGE_GRACE", default_value = "7d", value_parser = parse_duration)]
     pub tenant_purge_grace: Duration,
     /// Largest decoded request message, in bytes.
     #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -339,29 +363,15 @@ impl ServeConfig {
         self.identity.validate()
     }
 
-    /// Defaults for a server on loopback with both ports chosen by the OS.
+    /// The defaults for a server on loopback with both ports chosen by the
+    /// OS, migrating at start and signing with a key made at start.
     pub fn ephemeral() -> Self {
-        ServeConfig {
-            grpc_addr: ([127, 0, 0, 1], 0).into(),
-            http_addr: ([127, 0, 0, 1], 0).into(),
-            migrate: true,
-            redis_url: None,
-            no_workers: false,
-            max_concurrent_streams: 200,
-            max_in_flight: 2048,
-            max_deadline: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(20),
-            health_interval: Duration::from_secs(2),
-            max_message_bytes: 4 * 1024 * 1024,
-            tenant_purge_grace: Duration::from_secs(7 * 24 * 3600),
-            identity: crate::identity::IdentityConfig { ephemeral_signing_key: true, ..Default::default() },
-            rest: crate::gateway::RestConfig::default(),
-            rate_limit_engine: RateLimitEngine::Local,
-            rate_limit_expected_nodes: 1,
-            rate_limit_fail_mode: RateLimitFailMode::Local,
-            usage_flush_interval: Duration::from_secs(1),
-            usage_buffer_entries: 100_000,
-        }
+        let mut config: ServeConfig = defaults();
+        config.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.http_addr = ([127, 0, 0, 1], 0).into();
+        config.migrate = true;
+        config.identity.ephemeral_signing_key = true;
+        config
     }
 }
 
@@ -381,12 +391,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
+    fn durations_parse_in_humantime_forms() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        for bad in ["5 parsecs", "", "ms", "1.2.3s", "h1", "-5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_clap_and_ignore_the_environment() {
+        let serve: ServeConfig = defaults();
+        assert_eq!(serve.max_deadline, Duration::from_secs(30));
+        assert_eq!(serve.identity.access_token_ttl, Duration::from_secs(15 * 60));
+        assert!(serve.redis_url.is_none(), "REDIS_URL in the environment must not leak into defaults");
+        let database: DatabaseConfig = defaults();
+        assert_eq!(database.max_connections, 20);
+        assert!(database.url.is_none());
     }
 
     #[test]

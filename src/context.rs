@@ -5,7 +5,12 @@ use std::{fmt, time::Instant};
 
 use std::sync::Arc;
 
-use crate::{auth::Principal, policy::MethodPolicy, tenancy::TenantRef};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    policy::{MethodPolicy, TenantScope},
+    tenancy::TenantRef,
+};
 
 /// Identifies one call in logs, traces and error messages.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,14 +58,43 @@ pub struct RequestContext {
     pub deadline: Instant,
     /// Who is calling; `None` only for public methods.
     pub principal: Option<Principal>,
-    /// The tenant the call acts in, when it acts in one.
-    pub tenant: Option<TenantRef>,
+    /// The tenant the call acts in, when it acts in one; read through
+    /// [`Self::tenant`] or [`Self::tenant_if_any`].
+    tenant: Option<TenantRef>,
     /// A tenant credential's own tenant, found live by authentication, so
     /// the tenant context layer does not look it up a second time.
     pub credential_tenant: Option<TenantRef>,
 }
 
 impl RequestContext {
+    /// A context for a call to `method`, before any layer learned more.
+    pub fn new(request_id: RequestId, method: Arc<MethodPolicy>, deadline: Instant) -> Self {
+        RequestContext { request_id, method, deadline, principal: None, tenant: None, credential_tenant: None }
+    }
+
+    /// The tenant of a tenant-scoped call. The tenant-context layer refuses
+    /// such a call without one, so an error here is a bug (INTERNAL), as is
+    /// asking for it on a method that is not tenant-scoped.
+    pub fn tenant(&self) -> Result<&TenantRef, ApiError> {
+        if self.method.tenant_scope != TenantScope::Required {
+            return Err(ApiError::internal(format!("{} is not tenant-scoped", self.method.path)));
+        }
+        self.tenant
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a tenant-scoped call reached its handler without a tenant"))
+    }
+
+    /// The tenant of a call that may or may not act in one (a platform
+    /// admin's ListJobs, WhoAmI).
+    pub fn tenant_if_any(&self) -> Option<&TenantRef> {
+        self.tenant.as_ref()
+    }
+
+    /// Records the tenant the call acts in (the tenant-context layer; benches).
+    pub fn set_tenant(&mut self, tenant: TenantRef) {
+        self.tenant = Some(tenant);
+    }
+
     /// The principal of an authenticated call.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()

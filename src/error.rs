@@ -5,8 +5,11 @@
 //! the edge. Internal errors are logged here with their context and leave the
 //! process as an opaque message with the request id, never as their text.
 
+mod database;
+
 use std::time::Duration;
 
+pub use self::database::{DATABASE_RETRY_AFTER, DatabaseFault, fault_of, is_retryable_conflict};
 use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -62,6 +65,10 @@ pub enum ApiError {
     /// The call's deadline passed before it finished.
     #[error("deadline exceeded")]
     DeadlineExceeded,
+    /// A concurrent change won (serialization failure or deadlock, still
+    /// failing after bounded retries); the whole call may be retried.
+    #[error("{message}")]
+    Aborted { message: String },
     /// The method exists in the contract but is not served by this build.
     #[error("{method} is not implemented by this server yet")]
     Unimplemented { method: String },
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded => Code::DeadlineExceeded,
+            ApiError::Aborted { .. } => Code::Aborted,
             ApiError::Unimplemented { .. } => Code::Unimplemented,
             ApiError::Internal(_) => Code::Internal,
         }

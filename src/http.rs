@@ -8,15 +8,23 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, Uri, header::CONTENT_TYPE},
+    http::{
+        HeaderMap, StatusCode, Uri,
+        header::{ACCEPT, CONTENT_TYPE},
+    },
     routing::get,
 };
 use serde_json::{Value, json};
 
-use crate::{health::Readiness, metrics::Metrics};
+use crate::{
+    health::Readiness,
+    metrics::{Format, Metrics},
+};
 
 /// The HTTP routes.
 pub fn router(readiness: Arc<Readiness>, metrics: Metrics) -> Router {
+    // `/metrics` reports the same readiness `/readyz` answers with.
+    metrics.watch_readiness(readiness.clone());
     let metrics = Router::new().route("/metrics", get(scrape)).with_state(metrics);
     Router::new()
         .route("/healthz", get(healthz))
@@ -26,9 +34,16 @@ pub fn router(readiness: Arc<Readiness>, metrics: Metrics) -> Router {
         .fallback(not_found)
 }
 
-/// The Prometheus scrape: the exposition text, scrape-time values fresh.
-async fn scrape(State(metrics): State<Metrics>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render())
+/// The Prometheus scrape: the exposition in the format `Accept` asks for
+/// (Prometheus text 0.0.4 unless OpenMetrics is asked for), scrape-time
+/// values fresh.
+async fn scrape(
+    State(metrics): State<Metrics>,
+    headers: HeaderMap,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let accept = headers.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let format = Format::negotiate(Some(&accept));
+    ([(CONTENT_TYPE, format.content_type())], metrics.render_as(format))
 }
 
 /// Liveness: the process answers; dependencies are not consulted.

@@ -109,7 +109,7 @@ impl App {
             grpc_listener,
             http_listener,
             metrics,
-            workers: WorkerConfig::default(),
+            workers: crate::config::defaults(),
         })
     }
 

@@ -121,12 +121,12 @@ pub enum AuthError {
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
-        let reason = match &error {
+        let reason = match error {
             AuthError::Missing => "CREDENTIAL_MISSING",
             AuthError::Malformed(_) => "CREDENTIAL_MALFORMED",
             AuthError::InvalidApiKey => "API_KEY_INVALID",
             AuthError::InvalidAccessToken => "ACCESS_TOKEN_INVALID",
-            AuthError::Store(_) => return ApiError::internal(error),
+            AuthError::Store(error) => return error.into(),
         };
         ApiError::Unauthenticated { reason, message: error.to_string() }
     }

@@ -4,9 +4,12 @@
 //! # Layout
 //!
 //! - this file: [`connect`], [`migrate`], [`check_migrations`], [`ping`].
+//! - [`acquire`]: a pool connection or transaction, with the wait bounded and
+//!   recorded in the pool metrics.
 //! - [`embedded`]: the private cluster `serve --dev` and the tests start.
 //! - [`notify`]: the LISTEN task behind every cache invalidated across nodes.
 
+pub mod acquire;
 pub mod embedded;
 pub mod notify;
 

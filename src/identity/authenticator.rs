@@ -106,10 +106,9 @@ impl Authenticator {
                     }
                     Some(tenant) => {
                         self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
-                        let mut tx =
-                            TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::internal)?;
+                        let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::from)?;
                         let loaded = api_keys::load(&mut tx, &tenant, parsed.public_id).await?;
-                        tx.commit().await.map_err(ApiError::internal)?;
+                        tx.commit().await.map_err(ApiError::from)?;
                         loaded.map(VerifiedKey::Tenant)
                     }
                 };
@@ -149,7 +148,7 @@ impl Authenticator {
 
     /// The credential's tenant, refusing tenants that are gone or suspended.
     async fn live_tenant(&self, tenant: &TenantId, invalid: AuthError) -> Result<TenantRef, ApiError> {
-        let found = self.tenants.resolve(tenant.as_str()).await.map_err(ApiError::internal)?;
+        let found = self.tenants.resolve(tenant.as_str()).await.map_err(ApiError::from)?;
         match found {
             Some(tenant) if tenant.state == TenantState::Active => Ok(tenant),
             Some(tenant) if tenant.state == TenantState::Suspended => Err(ApiError::FailedPrecondition {

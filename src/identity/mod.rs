@@ -66,7 +66,7 @@ pub struct IdentityConfig {
     #[arg(long, env = "TENANTRY_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
     pub access_token_ttl: Duration,
     /// Lifetime of a login session (its refresh-token family), at most.
-    #[arg(long, env = "TENANTRY_REFRESH_TOKEN_TTL", default_value = "720h", value_parser = parse_duration)]
+    #[arg(long, env = "TENANTRY_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
     pub refresh_token_ttl: Duration,
     /// Password hashes computed at once (each takes about 19 MiB).
     #[arg(long, env = "TENANTRY_PASSWORD_HASH_CONCURRENCY", default_value_t = 4)]
@@ -88,26 +88,6 @@ pub struct IdentityConfig {
     /// only: tokens die with the process and other nodes cannot verify them.
     #[arg(skip)]
     pub ephemeral_signing_key: bool,
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        IdentityConfig {
-            jwt_private_key_file: None,
-            jwt_private_key: None,
-            jwt_verification_key_files: Vec::new(),
-            jwt_issuer: "tenantry".into(),
-            jwt_audience: "tenantry-api".into(),
-            access_token_ttl: Duration::from_secs(15 * 60),
-            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
-            password_hash_concurrency: 4,
-            login_address_burst: 30,
-            login_address_per_minute: 30,
-            trust_forwarded_for: false,
-            last_used_flush: Duration::from_secs(60),
-            ephemeral_signing_key: false,
-        }
-    }
 }
 
 impl IdentityConfig {
@@ -178,6 +158,7 @@ impl From<IdentityError> for ApiError {
             IdentityError::Throttled(retry_after) => {
                 ApiError::exhausted("too many login attempts; retry later", Some(retry_after))
             }
+            IdentityError::Store(error) => error.into(),
             other => ApiError::internal(other),
         }
     }

@@ -187,7 +187,8 @@ impl From<JobError> for ApiError {
             JobError::NotFound(id) => ApiError::NotFound { resource: format!("job {id}") },
             JobError::LeaseLost(message) => ApiError::FailedPrecondition { reason: "JOB_LEASE_LOST", message },
             JobError::WrongState(message) => ApiError::FailedPrecondition { reason: "JOB_STATE", message },
-            JobError::Store(_) | JobError::Corrupt(_) => ApiError::internal(error),
+            JobError::Store(error) => error.into(),
+            JobError::Corrupt(_) => ApiError::internal(error),
         }
     }
 }

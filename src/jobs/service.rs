@@ -23,7 +23,7 @@ use super::{
     queue::{self, ListFilter, NewJob},
 };
 use crate::{
-    context::{self, RequestContext},
+    context,
     error::ApiError,
     pagination::{self, Cursor},
     proto::{
@@ -46,11 +46,6 @@ impl JobsApi {
     pub fn new(pool: PgPool, events: JobEvents) -> Self {
         JobsApi { pool, events }
     }
-}
-
-/// The call's tenant; the stack guarantees one for tenant-scoped methods.
-fn tenant_of(ctx: &RequestContext) -> Result<&TenantId, ApiError> {
-    ctx.tenant.as_ref().map(|t| &t.id).ok_or_else(|| ApiError::internal("tenant-scoped call without a tenant"))
 }
 
 fn job_id(text: &str) -> Result<&str, ApiError> {
@@ -195,22 +190,22 @@ impl JobsService for JobsApi {
         request: Request<pb::EnqueueJobRequest>,
     ) -> Result<Response<pb::EnqueueJobResponse>, Status> {
         let ctx = context::of(&request)?;
-        let tenant = tenant_of(ctx)?.clone();
+        let tenant = ctx.tenant()?.id.clone();
         let new = new_job(&tenant, request.into_inner())?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::internal)?;
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let enqueued = queue::enqueue(&mut tx, new).await.map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::EnqueueJobResponse { job: Some(job_to_pb(&enqueued.job)), duplicate: enqueued.duplicate }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
-        let tenant = tenant_of(context::of(&request)?)?.clone();
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let job = queue::get(&self.pool, &tenant, job_id(&request.get_ref().job_id)?).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(&job)) }))
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let tenant = tenant_of(context::of(&request)?)?.clone();
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let size = pagination::page_size(request.page_size)?;
         let cursor = Cursor::parse(&request.page_token)?;
@@ -235,7 +230,7 @@ impl JobsService for JobsApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let tenant = tenant_of(context::of(&request)?)?.clone();
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let job =
             queue::cancel(&self.pool, &tenant, job_id(&request.get_ref().job_id)?).await.map_err(ApiError::from)?;
         self.events.job_changed(&job.id);
@@ -243,7 +238,7 @@ impl JobsService for JobsApi {
     }
 
     async fn retry_job(&self, request: Request<pb::RetryJobRequest>) -> Result<Response<pb::RetryJobResponse>, Status> {
-        let tenant = tenant_of(context::of(&request)?)?.clone();
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let job =
             queue::retry(&self.pool, &tenant, job_id(&request.get_ref().job_id)?).await.map_err(ApiError::from)?;
         self.events.job_changed(&job.id);
@@ -253,7 +248,7 @@ impl JobsService for JobsApi {
     type WatchJobStream = WatchStream;
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<WatchStream>, Status> {
-        let tenant = tenant_of(context::of(&request)?)?.clone();
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let id = job_id(&request.get_ref().job_id)?.to_owned();
         let mut changes = self.events.subscribe_changes();
         let first = queue::get(&self.pool, &tenant, &id).await.map_err(ApiError::from)?;
@@ -307,7 +302,7 @@ impl JobsService for JobsApi {
         request: Request<pb::LeaseJobsRequest>,
     ) -> Result<Response<pb::LeaseJobsResponse>, Status> {
         let ctx = context::of(&request)?;
-        let tenant = ctx.tenant.as_ref().map(|t| t.id.clone());
+        let tenant = ctx.tenant_if_any().map(|t| t.id.clone());
         let deadline = tokio::time::Instant::from_std(ctx.deadline);
         let request = request.into_inner();
         let queue_name = match request.queue.as_str() {
@@ -378,7 +373,7 @@ impl JobsService for JobsApi {
         &self,
         request: Request<pb::HeartbeatJobRequest>,
     ) -> Result<Response<pb::HeartbeatJobResponse>, Status> {
-        let tenant = context::of(&request)?.tenant.as_ref().map(|t| t.id.clone());
+        let tenant = context::of(&request)?.tenant_if_any().map(|t| t.id.clone());
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
         if request.attempt < 1 {
@@ -397,7 +392,7 @@ impl JobsService for JobsApi {
         &self,
         request: Request<pb::CompleteJobRequest>,
     ) -> Result<Response<pb::CompleteJobResponse>, Status> {
-        let tenant = context::of(&request)?.tenant.as_ref().map(|t| t.id.clone());
+        let tenant = context::of(&request)?.tenant_if_any().map(|t| t.id.clone());
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
         if request.attempt < 1 {
@@ -411,7 +406,7 @@ impl JobsService for JobsApi {
     }
 
     async fn fail_job(&self, request: Request<pb::FailJobRequest>) -> Result<Response<pb::FailJobResponse>, Status> {
-        let tenant = context::of(&request)?.tenant.as_ref().map(|t| t.id.clone());
+        let tenant = context::of(&request)?.tenant_if_any().map(|t| t.id.clone());
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
         if request.attempt < 1 {

@@ -58,7 +58,7 @@ pub struct WorkerConfig {
     #[arg(long = "job-retention", env = "TENANTRY_JOB_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention_completed: Duration,
     /// How long cancelled and discarded jobs are kept.
-    #[arg(long = "job-failed-retention", env = "TENANTRY_JOB_FAILED_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    #[arg(long = "job-failed-retention", env = "TENANTRY_JOB_FAILED_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention_failed: Duration,
     /// Period of `tenantry.tenant.purge` (0 disables it).
     #[arg(long = "purge-interval", env = "TENANTRY_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
@@ -70,23 +70,6 @@ pub struct WorkerConfig {
     /// whose policy is due (0 disables autoscaling evaluation).
     #[arg(long = "scaling-interval", env = "TENANTRY_SCALING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub scaling_interval: Duration,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        WorkerConfig {
-            concurrency: 100,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_secs(1),
-            rescue_interval: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(10),
-            retention_completed: Duration::from_secs(86_400),
-            retention_failed: Duration::from_secs(7 * 86_400),
-            purge_interval: Duration::from_secs(60),
-            usage_rollup_interval: Duration::from_secs(600),
-            scaling_interval: Duration::from_secs(5),
-        }
-    }
 }
 
 impl WorkerConfig {

@@ -21,7 +21,6 @@ use crate::{
         tenantry::v1::{self as pb, scaling_service_server::ScalingService},
         timestamp,
     },
-    tenancy::TenantId,
 };
 
 /// Most samples one simulation replays.
@@ -38,14 +37,6 @@ impl ScalingApi {
     pub fn new(pool: PgPool) -> Self {
         ScalingApi { pool }
     }
-}
-
-fn tenant_of<T>(request: &Request<T>) -> Result<TenantId, Status> {
-    let ctx = context::of(request)?;
-    ctx.tenant
-        .as_ref()
-        .map(|t| t.id.clone())
-        .ok_or_else(|| ApiError::internal("tenant-scoped call without a tenant").into())
 }
 
 fn rule_to_pb(rule: LimitingRule) -> pb::ScalingLimitingRule {
@@ -131,7 +122,7 @@ impl ScalingService for ScalingApi {
         &self,
         request: Request<pb::GetScalingPolicyRequest>,
     ) -> Result<Response<pb::GetScalingPolicyResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let (policy, updated) = store::load_policy(&self.pool, &tenant).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::GetScalingPolicyResponse { policy: Some(policy.to_proto(updated)) }))
     }
@@ -140,7 +131,7 @@ impl ScalingService for ScalingApi {
         &self,
         request: Request<pb::UpdateScalingPolicyRequest>,
     ) -> Result<Response<pb::UpdateScalingPolicyResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let update = request.policy.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -165,7 +156,7 @@ impl ScalingService for ScalingApi {
         &self,
         request: Request<pb::GetScalingStatusRequest>,
     ) -> Result<Response<pb::GetScalingStatusResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let (policy, _) = store::load_policy(&self.pool, &tenant).await.map_err(ApiError::from)?;
         let state = store::state(&self.pool, &tenant).await.map_err(ApiError::from)?;
         let last = store::last_decision(&self.pool, &tenant).await.map_err(ApiError::from)?;
@@ -194,7 +185,7 @@ impl ScalingService for ScalingApi {
         &self,
         request: Request<pb::ListScalingDecisionsRequest>,
     ) -> Result<Response<pb::ListScalingDecisionsResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let size = pagination::page_size(request.page_size)?;
         let cursor = Cursor::parse(&request.page_token)?;
@@ -222,7 +213,7 @@ impl ScalingService for ScalingApi {
         &self,
         request: Request<pb::SimulateScalingRequest>,
     ) -> Result<Response<pb::SimulateScalingResponse>, Status> {
-        let tenant = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let policy = match &request.policy {
             Some(given) => policy::from_proto(given)?,

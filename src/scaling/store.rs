@@ -25,7 +25,7 @@ impl From<ScalingError> for crate::error::ApiError {
     fn from(error: ScalingError) -> Self {
         match error {
             ScalingError::NoTenant(id) => crate::error::ApiError::NotFound { resource: format!("tenant {id}") },
-            ScalingError::Store(_) => crate::error::ApiError::internal(error),
+            ScalingError::Store(error) => error.into(),
         }
     }
 }

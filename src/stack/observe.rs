@@ -112,14 +112,7 @@ where
             let response = finish(status.into_http(), &request_id, outcome);
             return Box::pin(async move { Ok(response) });
         };
-        request.extensions_mut().insert(RequestContext {
-            request_id: request_id.clone(),
-            method,
-            deadline: started + self.max_deadline,
-            principal: None,
-            tenant: None,
-            credential_tenant: None,
-        });
+        request.extensions_mut().insert(RequestContext::new(request_id.clone(), method, started + self.max_deadline));
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {

@@ -64,11 +64,11 @@ pub struct RateLimit<S> {
 impl RateLimitLayer {
     /// Decides whether the call may go on; `Some` headers when it is limited.
     async fn admit(&self, tenant: &TenantId, method: &MethodPolicy) -> Result<Option<RateHeaders>, ApiError> {
-        let Some(limits) = self.plans.limits(tenant).await.map_err(ApiError::internal)? else {
+        let Some(limits) = self.plans.limits(tenant).await.map_err(ApiError::from)? else {
             return Ok(None);
         };
         if limits.monthly_request_quota > 0 {
-            let used = self.quotas.used(tenant).await.map_err(ApiError::internal)?;
+            let used = self.quotas.used(tenant).await.map_err(ApiError::from)?;
             if used >= limits.monthly_request_quota {
                 self.limiter.count_quota_exhausted();
                 let now = Utc::now();
@@ -142,7 +142,7 @@ where
         Box::pin(async move {
             let slot = request.extensions().get::<Arc<MeterSlot>>().cloned();
             let (tenant, method) = match context(&request) {
-                Ok(context) => (context.tenant.as_ref().map(|t| t.id.clone()), context.method.clone()),
+                Ok(context) => (context.tenant_if_any().map(|t| t.id.clone()), context.method.clone()),
                 Err(error) => return Ok(reject(error)),
             };
             if let (Some(slot), Some(tenant)) = (&slot, &tenant) {

@@ -58,7 +58,7 @@ impl Guard for TenantContext {
             // A tenant-bound credential acts in its own tenant; naming
             // another one is refused, not silently ignored.
             (Some(own), Some(named)) if named != own.as_str() => {
-                let resolved = self.directory.resolve(&named).await.map_err(ApiError::internal)?;
+                let resolved = self.directory.resolve(&named).await.map_err(ApiError::from)?;
                 if resolved.is_none_or(|t| &t.id != own) {
                     return Err(ApiError::PermissionDenied {
                         reason: "TENANT_MISMATCH",
@@ -85,7 +85,7 @@ impl Guard for TenantContext {
                 .directory
                 .resolve(&key)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(ApiError::from)?
                 .filter(|t| t.state != TenantState::Deleted)
                 .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {key}") })?,
         };
@@ -96,7 +96,7 @@ impl Guard for TenantContext {
             });
         }
         tracing::Span::current().record("tenant", tenant.id.as_str());
-        context_mut(request)?.tenant = Some(tenant);
+        context_mut(request)?.set_tenant(tenant);
         Ok(())
     }
 }

@@ -140,6 +140,7 @@ impl From<TenancyError> for ApiError {
             TenancyError::Deleted => {
                 ApiError::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted".into() }
             }
+            TenancyError::Store(error) => error.into(),
             other => ApiError::internal(other),
         }
     }

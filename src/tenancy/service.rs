@@ -168,7 +168,7 @@ impl TenantService for TenantApi {
             (Some(_), None) => return Err(ApiError::invalid("owner_password", "is required with owner_email").into()),
             (None, Some(_)) => return Err(ApiError::invalid("owner_email", "is required with owner_password").into()),
         };
-        let tx = self.pool.begin().await.map_err(ApiError::internal)?;
+        let tx = self.pool.begin().await.map_err(ApiError::from)?;
         let (tenant, mut scoped) = store::provision(tx, &new, deadline).await?;
         let owner = match owner {
             Some((email, hash)) => {
@@ -176,7 +176,7 @@ impl TenantService for TenantApi {
             }
             None => None,
         };
-        scoped.commit().await.map_err(ApiError::internal)?;
+        scoped.commit().await.map_err(ApiError::from)?;
         tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(self.changed(tenant)), owner }))
     }

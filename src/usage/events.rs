@@ -184,7 +184,7 @@ pub async fn record(
     // One lock order for concurrent batches.
     batch.sort_by(|a, b| a.0.event_id.cmp(&b.0.event_id));
 
-    let mut tx = TenantTx::begin(pool, tenant, deadline).await.map_err(ApiError::internal)?;
+    let mut tx = TenantTx::begin(pool, tenant, deadline).await.map_err(ApiError::from)?;
     let ids: Vec<&str> = batch.iter().map(|(e, _)| e.event_id.as_str()).collect();
     let metrics: Vec<&str> = batch.iter().map(|(e, _)| e.metric.as_str()).collect();
     let quantities: Vec<f64> = batch.iter().map(|(e, _)| e.quantity).collect();
@@ -208,7 +208,7 @@ pub async fn record(
     .bind(&hashes)
     .fetch_all(&mut *tx)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::from)?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().map(|(id,)| id).collect();
 
     let seen: Vec<&str> = ids.iter().copied().filter(|id| !inserted.contains(*id)).collect();
@@ -218,7 +218,7 @@ pub async fn record(
                 .bind(&seen)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::from)?;
         for (id, stored_hash) in stored {
             if unique.get(id.as_str()).is_some_and(|(_, hash)| *hash != stored_hash) {
                 return Err(ApiError::AlreadyExists {
@@ -255,9 +255,9 @@ pub async fn record(
         .bind(&values)
         .execute(&mut *tx)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     }
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::from)?;
     Ok(Recorded { accepted: inserted.len(), duplicates })
 }
 

@@ -16,7 +16,6 @@ use crate::{
     error::ApiError,
     proto::tenantry::v1::{self as pb, usage_service_server::UsageService},
     ratelimit::{PlanBook, QuotaBook, RateHeaders, quota::month_bounds},
-    tenancy::TenantId,
 };
 
 /// See the module docs.
@@ -34,14 +33,6 @@ impl UsageApi {
     }
 }
 
-fn tenant_of<T>(request: &Request<T>) -> Result<(TenantId, std::time::Instant), Status> {
-    let context = context::of(request)?;
-    let tenant = context.tenant.as_ref().ok_or_else(|| {
-        Status::from(ApiError::internal("tenant missing on a tenant-scoped call: the stack did not run"))
-    })?;
-    Ok((tenant.id.clone(), context.deadline))
-}
-
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::from(at))
 }
@@ -52,7 +43,8 @@ impl UsageService for UsageApi {
         &self,
         request: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
-        let (tenant, deadline) = tenant_of(&request)?;
+        let ctx = context::of(&request)?;
+        let (tenant, deadline) = (ctx.tenant()?.id.clone(), ctx.deadline);
         let events = events::validate(request.into_inner().events, Utc::now())?;
         let recorded = events::record(&self.pool, &tenant, deadline, events).await?;
         Ok(Response::new(pb::RecordUsageResponse {
@@ -62,7 +54,7 @@ impl UsageService for UsageApi {
     }
 
     async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
-        let (tenant, _) = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let (granularity, reported) = match pb::Granularity::try_from(request.granularity) {
             Ok(pb::Granularity::Minute) => (Granularity::Minute, pb::Granularity::Minute),
@@ -94,7 +86,7 @@ impl UsageService for UsageApi {
         }
         let series = query::usage(&self.pool, &tenant, &request.metrics, start, end, granularity)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetUsageResponse {
             series: series
                 .into_iter()
@@ -113,17 +105,17 @@ impl UsageService for UsageApi {
     }
 
     async fn get_quota(&self, request: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {
-        let (tenant, _) = tenant_of(&request)?;
+        let tenant = context::of(&request)?.tenant()?.id.clone();
         let rate = request.extensions().get::<RateHeaders>().copied();
         let limits = self
             .plans
             .limits(&tenant)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {tenant}") })?;
         let now = Utc::now();
         let (period_start, period_end) = month_bounds(now);
-        let used = self.quotas.used(&tenant).await.map_err(ApiError::internal)?;
+        let used = self.quotas.used(&tenant).await.map_err(ApiError::from)?;
         let quota = limits.monthly_request_quota;
         let requests = pb::QuotaUsage {
             metric: crate::usage::meter::metrics::REQUESTS.to_owned(),

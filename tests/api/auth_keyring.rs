@@ -13,9 +13,8 @@ use tokio::process::Command;
 use tonic::Code;
 
 use crate::harness::{
-    TestDatabase,
+    TestApp, TestDatabase,
     identity::{bearer, signing_key},
-    spawn_app, spawn_app_with,
 };
 
 async fn tenantry(args: &[&str], database_url: Option<&str>) -> std::process::Output {
@@ -60,7 +59,7 @@ async fn serve_refuses_to_start_without_a_signing_key() {
 
 #[tokio::test]
 async fn jwks_lists_the_signing_key() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let jwks = app.auth().get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
     assert_eq!(jwks.keys.len(), 1);
     let key = &jwks.keys[0];
@@ -73,7 +72,7 @@ async fn jwks_lists_the_signing_key() {
 
 #[tokio::test]
 async fn after_rotation_tokens_of_the_previous_key_still_verify_until_it_is_removed() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let old_token = tenant.owner_token.clone();
     let dir = tempfile::tempdir().unwrap();
@@ -82,11 +81,13 @@ async fn after_rotation_tokens_of_the_previous_key_still_verify_until_it_is_remo
     let new_key = tenantry::identity::keys::generate().unwrap();
 
     // The rotated node: signs with the new key, still verifies the old one.
-    let rotated = spawn_app_with(TestDatabase::create().await, |config| {
-        config.identity.jwt_private_key = Some(new_key.private_pem.clone().into());
-        config.identity.jwt_verification_key_files = vec![old_public.clone()];
-    })
-    .await;
+    let rotated = TestApp::builder()
+        .configure(|config| {
+            config.identity.jwt_private_key = Some(new_key.private_pem.clone().into());
+            config.identity.jwt_verification_key_files = vec![old_public.clone()];
+        })
+        .spawn()
+        .await;
     let jwks = rotated.auth().get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
     let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids, vec![new_key.kid.as_str(), signing_key().kid.as_str()]);
@@ -106,10 +107,12 @@ async fn after_rotation_tokens_of_the_previous_key_still_verify_until_it_is_remo
     rotated.auth().who_am_i(bearer(WhoAmIRequest {}, &rotated_tenant.owner_token)).await.expect("new tokens work");
 
     // A node that dropped the old key refuses its tokens.
-    let without_old = spawn_app_with(TestDatabase::create().await, |config| {
-        config.identity.jwt_private_key = Some(new_key.private_pem.clone().into());
-    })
-    .await;
+    let without_old = TestApp::builder()
+        .configure(|config| {
+            config.identity.jwt_private_key = Some(new_key.private_pem.clone().into());
+        })
+        .spawn()
+        .await;
     let status = without_old.auth().who_am_i(bearer(WhoAmIRequest {}, &old_token)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 }

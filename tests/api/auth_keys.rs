@@ -10,7 +10,7 @@ use tenantry::proto::tenantry::v1::{
 };
 use tonic::Code;
 
-use crate::harness::{TestDatabase, eventually, identity::bearer, spawn_app, spawn_app_with, spawn_second_node};
+use crate::harness::{TestApp, eventually, identity::bearer};
 
 fn key_request(name: &str, scopes: &[&str]) -> CreateApiKeyRequest {
     CreateApiKeyRequest {
@@ -22,7 +22,7 @@ fn key_request(name: &str, scopes: &[&str]) -> CreateApiKeyRequest {
 
 #[tokio::test]
 async fn an_api_key_is_shown_once_authenticates_with_its_scopes_and_lists_without_its_secret() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let created = app
         .auth()
@@ -54,7 +54,7 @@ async fn an_api_key_is_shown_once_authenticates_with_its_scopes_and_lists_withou
 
 #[tokio::test]
 async fn scopes_beyond_the_creators_permissions_are_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (_, member) = app.user_with_roles(&tenant, "mia", &["member"]).await;
     // A member cannot create keys at all; give them a role that can, but not users:create.
@@ -84,8 +84,8 @@ async fn scopes_beyond_the_creators_permissions_are_refused() {
 
 #[tokio::test]
 async fn a_revoked_key_is_refused_on_every_node_within_a_second() {
-    let app = spawn_app().await;
-    let peer = spawn_second_node(&app).await;
+    let app = TestApp::builder().spawn().await;
+    let peer = app.second_node().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let created = app
         .auth()
@@ -118,7 +118,7 @@ async fn a_revoked_key_is_refused_on_every_node_within_a_second() {
 
 #[tokio::test]
 async fn a_deleted_users_keys_die_with_them() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (admin, admin_token) = app.user_with_roles(&tenant, "root", &["admin"]).await;
     let created =
@@ -136,7 +136,7 @@ async fn a_deleted_users_keys_die_with_them() {
 
 #[tokio::test]
 async fn a_suspended_tenants_keys_are_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let created = app
         .auth()
@@ -155,10 +155,12 @@ async fn a_suspended_tenants_keys_are_refused() {
 
 #[tokio::test]
 async fn last_used_time_is_recorded_in_batches() {
-    let app = spawn_app_with(TestDatabase::create().await, |config| {
-        config.identity.last_used_flush = Duration::from_millis(100);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|config| {
+            config.identity.last_used_flush = Duration::from_millis(100);
+        })
+        .spawn()
+        .await;
     let tenant = app.tenant_with_owner("acme").await;
     let created = app
         .auth()
@@ -184,7 +186,7 @@ async fn last_used_time_is_recorded_in_batches() {
 
 #[tokio::test]
 async fn introspection_reports_active_credentials_of_the_callers_tenant_only() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = app.tenant_with_owner("acme").await;
     let globex = app.tenant_with_owner("globex").await;
     let introspect = |token: &str, caller: &str| {

@@ -13,11 +13,11 @@ use tenantry::{
 };
 use tonic::Code;
 
-use crate::harness::{TestApp, identity::bearer, spawn_app, with_metadata};
+use crate::harness::{TestApp, identity::bearer, with_metadata};
 
 #[tokio::test]
 async fn built_in_roles_are_listed_first_and_cannot_be_changed() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let token = &tenant.owner_token;
     let created = CreateRoleRequest {
@@ -60,7 +60,7 @@ async fn built_in_roles_are_listed_first_and_cannot_be_changed() {
 
 #[tokio::test]
 async fn a_custom_role_grants_its_permissions_and_changes_apply_at_once() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (ada, token) = app.user_with_roles(&tenant, "ada", &[]).await;
     let status = app.auth().list_users(bearer(ListUsersRequest::default(), &token)).await.unwrap_err();
@@ -117,7 +117,7 @@ async fn a_custom_role_grants_its_permissions_and_changes_apply_at_once() {
 
 #[tokio::test]
 async fn roles_cannot_grant_more_than_the_caller_holds() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let custom = CreateRoleRequest {
         name: "Role admin".into(),
@@ -155,7 +155,7 @@ async fn roles_cannot_grant_more_than_the_caller_holds() {
 
 #[tokio::test]
 async fn the_last_owner_keeps_the_owner_role() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let request = UnassignRoleRequest { user_id: tenant.owner.id.clone(), role_id: "owner".into() };
     let status = app.auth().unassign_role(bearer(request, &tenant.owner_token)).await.unwrap_err();
@@ -164,7 +164,7 @@ async fn the_last_owner_keeps_the_owner_role() {
 
 #[tokio::test]
 async fn the_audit_log_filters_by_type_prefix_actor_and_time_and_pages() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (ada, _) = app.user_with_roles(&tenant, "ada", &["viewer"]).await;
     app.user_with_roles(&tenant, "bob", &["viewer"]).await;
@@ -212,7 +212,7 @@ async fn call_as(app: &TestApp, path: &str, server_streaming: bool, token: &str)
 
 #[tokio::test]
 async fn every_role_may_call_exactly_the_methods_its_permissions_allow() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let table = PolicyTable::embedded().unwrap();
     let pool = prost_reflect::DescriptorPool::decode(tenantry::proto::FILE_DESCRIPTOR_SET).unwrap();

@@ -9,8 +9,8 @@ use tenantry::{identity::keys, proto::tenantry::v1::WhoAmIRequest};
 use tonic::Code;
 
 use crate::harness::{
+    TestApp,
     identity::{bearer, signing_key},
-    spawn_app,
 };
 
 fn b64(value: &Value) -> String {
@@ -40,7 +40,7 @@ fn without(base: &Value, key: &str) -> Value {
 
 #[tokio::test]
 async fn a_corpus_of_malicious_tokens_is_refused_without_harm() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let real = EncodingKey::from_rsa_pem(signing_key().private_pem.as_bytes()).unwrap();
     let attacker_key = keys::generate().unwrap();

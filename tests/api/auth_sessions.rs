@@ -9,14 +9,13 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::harness::{
-    TestDatabase,
+    TestApp,
     identity::{PASSWORD, bearer},
-    spawn_app, spawn_app_with,
 };
 
 #[tokio::test]
 async fn an_owner_logs_in_and_the_access_token_identifies_them() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let login = app.login("acme", "OWNER@acme.test", PASSWORD).await.unwrap();
     assert_eq!(login.token_type, "Bearer");
@@ -35,7 +34,7 @@ async fn an_owner_logs_in_and_the_access_token_identifies_them() {
 
 #[tokio::test]
 async fn unknown_users_wrong_passwords_and_unknown_tenants_get_the_same_answer() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     app.tenant_with_owner("acme").await;
     let answers = [
         app.login("acme", "nobody@acme.test", PASSWORD).await.unwrap_err(),
@@ -50,7 +49,7 @@ async fn unknown_users_wrong_passwords_and_unknown_tenants_get_the_same_answer()
 
 #[tokio::test]
 async fn a_refresh_rotates_the_token_and_the_old_one_stops_working() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     app.tenant_with_owner("acme").await;
     let login = app.login("acme", "owner@acme.test", PASSWORD).await.unwrap();
     let refreshed = app
@@ -68,7 +67,7 @@ async fn a_refresh_rotates_the_token_and_the_old_one_stops_working() {
 
 #[tokio::test]
 async fn a_replayed_refresh_token_revokes_its_whole_family_and_is_audited() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let login = app.login("acme", "owner@acme.test", PASSWORD).await.unwrap();
     let first = login.refresh_token.clone();
@@ -99,7 +98,7 @@ async fn a_replayed_refresh_token_revokes_its_whole_family_and_is_audited() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_refreshes_with_one_token_yield_exactly_one_successor() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let token = app.login("acme", "owner@acme.test", PASSWORD).await.unwrap().refresh_token;
     let calls = (0..100).map(|_| {
@@ -138,7 +137,7 @@ where
 
 #[tokio::test]
 async fn logout_revokes_the_session_and_is_idempotent() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     app.tenant_with_owner("acme").await;
     let login = app.login("acme", "owner@acme.test", PASSWORD).await.unwrap();
     for _ in 0..2 {
@@ -154,7 +153,7 @@ async fn logout_revokes_the_session_and_is_idempotent() {
 
 #[tokio::test]
 async fn a_suspended_tenant_cannot_log_in_and_its_tokens_stop_working() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let login = app.login("acme", "owner@acme.test", PASSWORD).await.unwrap();
     app.tenants()
@@ -172,7 +171,7 @@ async fn a_suspended_tenant_cannot_log_in_and_its_tokens_stop_working() {
 
 #[tokio::test]
 async fn repeated_wrong_passwords_lock_the_account_even_for_the_right_one() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     app.tenant_with_owner("acme").await;
     for _ in 0..5 {
         let status = app.login("acme", "owner@acme.test", "wrong password here").await.unwrap_err();
@@ -186,7 +185,7 @@ async fn repeated_wrong_passwords_lock_the_account_even_for_the_right_one() {
 
 #[tokio::test]
 async fn at_most_a_hundred_guesses_per_account_and_day_are_evaluated_and_the_count_is_durable() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     // The day's budget is used up (as a previous process, or another node, left it).
     let schema = format!("t_{}", tenant.id);
@@ -207,11 +206,13 @@ async fn at_most_a_hundred_guesses_per_account_and_day_are_evaluated_and_the_cou
 
 #[tokio::test]
 async fn one_client_address_is_throttled_across_accounts() {
-    let app = spawn_app_with(TestDatabase::create().await, |config| {
-        config.identity.login_address_burst = 3;
-        config.identity.login_address_per_minute = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|config| {
+            config.identity.login_address_burst = 3;
+            config.identity.login_address_per_minute = 1;
+        })
+        .spawn()
+        .await;
     app.tenant_with_owner("acme").await; // one login
     for n in 0..2 {
         let status = app.login("acme", &format!("user{n}@acme.test"), PASSWORD).await.unwrap_err();
@@ -224,7 +225,7 @@ async fn one_client_address_is_throttled_across_accounts() {
 
 #[tokio::test]
 async fn logins_and_failed_logins_are_audited_with_the_client_address() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     app.login("acme", "owner@acme.test", "wrong password here").await.unwrap_err();
     let events = app

@@ -12,14 +12,13 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::harness::{
-    eventually,
+    TestApp, eventually,
     identity::{PASSWORD, bearer},
-    spawn_app, spawn_second_node,
 };
 
 #[tokio::test]
 async fn creating_a_tenant_with_an_owner_creates_the_owner_in_the_same_transaction() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     assert_eq!(tenant.owner.email, "owner@acme.test");
     assert_eq!(tenant.owner.roles, vec!["owner".to_owned()]);
@@ -47,7 +46,7 @@ async fn creating_a_tenant_with_an_owner_creates_the_owner_in_the_same_transacti
 
 #[tokio::test]
 async fn users_are_created_read_listed_and_updated() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let token = &tenant.owner_token;
     let (ada, _) = app.user_with_roles(&tenant, "ada", &["member"]).await;
@@ -109,7 +108,7 @@ async fn users_are_created_read_listed_and_updated() {
 
 #[tokio::test]
 async fn another_tenants_user_is_not_found() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = app.tenant_with_owner("acme").await;
     let other = app.tenant_with_owner("globex").await;
     let status =
@@ -119,8 +118,8 @@ async fn another_tenants_user_is_not_found() {
 
 #[tokio::test]
 async fn a_deleted_users_tokens_and_sessions_stop_working_on_every_node() {
-    let app = spawn_app().await;
-    let peer = spawn_second_node(&app).await;
+    let app = TestApp::builder().spawn().await;
+    let peer = app.second_node().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (ada, token) = app.user_with_roles(&tenant, "ada", &["member"]).await;
     let refresh = app.login("acme", "ada@acme.test", PASSWORD).await.unwrap().refresh_token;
@@ -150,7 +149,7 @@ async fn a_deleted_users_tokens_and_sessions_stop_working_on_every_node() {
 
 #[tokio::test]
 async fn a_disabled_user_cannot_log_in_or_use_their_token() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (ada, token) = app.user_with_roles(&tenant, "ada", &["viewer"]).await;
     let update = UpdateUserRequest {
@@ -167,7 +166,7 @@ async fn a_disabled_user_cannot_log_in_or_use_their_token() {
 
 #[tokio::test]
 async fn the_last_owner_cannot_be_deleted_or_disabled() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let request = DeleteUserRequest { user_id: tenant.owner.id.clone() };
     let status = app.auth().delete_user(bearer(request, &tenant.owner_token)).await.unwrap_err();
@@ -182,7 +181,7 @@ async fn the_last_owner_cannot_be_deleted_or_disabled() {
 
 #[tokio::test]
 async fn an_admin_cannot_delete_an_owner() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (_, admin) = app.user_with_roles(&tenant, "root", &["admin"]).await;
     let status = app
@@ -195,7 +194,7 @@ async fn an_admin_cannot_delete_an_owner() {
 
 #[tokio::test]
 async fn changing_ones_own_password_needs_the_current_one_and_ends_other_sessions() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let tenant = app.tenant_with_owner("acme").await;
     let (ada, token) = app.user_with_roles(&tenant, "ada", &["viewer"]).await;
     let other_session = app.login("acme", "ada@acme.test", PASSWORD).await.unwrap().refresh_token;

@@ -11,7 +11,7 @@ use tenantry::{
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::harness::spawn_app;
+use crate::harness::TestApp;
 
 fn contract_services() -> BTreeSet<String> {
     let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap();
@@ -29,7 +29,7 @@ async fn the_contract_defines_the_five_services() {
 
 #[tokio::test]
 async fn reflection_v1_lists_every_service() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -49,7 +49,7 @@ async fn reflection_v1_lists_every_service() {
 
 #[tokio::test]
 async fn reflection_v1alpha_serves_the_contract_files() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),

@@ -6,13 +6,13 @@ use std::time::Duration;
 use tenantry::proto::tenantry::v1::{GetJwksRequest, ListTenantsRequest};
 use tonic::Code;
 
-use crate::harness::{eventually, spawn_app, spawn_second_node, with_metadata};
+use crate::harness::{TestApp, eventually, with_metadata};
 
 const WELL_FORMED_UNKNOWN: &str = "tnty_AAAAAAAAAAAAAAAA_0123456789012345678901234567890123456789012";
 
 #[tokio::test]
 async fn a_call_without_credentials_is_unauthenticated_with_a_clear_message() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let status = app.tenants().list_tenants(ListTenantsRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("authorization: Bearer"), "{}", status.message());
@@ -20,7 +20,7 @@ async fn a_call_without_credentials_is_unauthenticated_with_a_clear_message() {
 
 #[tokio::test]
 async fn malformed_and_unknown_credentials_are_unauthenticated_never_internal() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let long = format!("Bearer {}", "x".repeat(9000));
     let cases: Vec<(&'static str, String)> = vec![
         ("authorization", format!("Bearer {WELL_FORMED_UNKNOWN}")),
@@ -42,7 +42,7 @@ async fn malformed_and_unknown_credentials_are_unauthenticated_never_internal() 
 
 #[tokio::test]
 async fn a_valid_key_with_the_wrong_secret_is_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let (public_id, _secret) = app.admin_key.trim_start_matches("tnty_").split_once('_').unwrap();
     let forged = format!("tnty_{public_id}_{}", "A".repeat(43));
     let request = with_metadata(ListTenantsRequest::default(), &[("x-api-key", &forged)]);
@@ -55,8 +55,8 @@ async fn a_valid_key_with_the_wrong_secret_is_refused() {
 #[tokio::test]
 async fn a_revoked_or_expired_admin_key_is_refused_on_every_node_within_a_second() {
     for change in ["revoked_at = now()", "expires_at = now() - interval '1 second'"] {
-        let app = spawn_app().await;
-        let peer = spawn_second_node(&app).await;
+        let app = TestApp::builder().spawn().await;
+        let peer = app.second_node().spawn().await;
         // Both nodes verify (and cache) the key.
         for node in [&app, &peer] {
             node.tenants().list_tenants(app.as_admin(ListTenantsRequest::default())).await.unwrap();
@@ -75,7 +75,7 @@ async fn a_revoked_or_expired_admin_key_is_refused_on_every_node_within_a_second
 
 #[tokio::test]
 async fn a_valid_admin_key_is_accepted_in_either_header() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = app.tenants().list_tenants(app.as_admin(ListTenantsRequest::default())).await;
     assert!(response.is_ok(), "{response:?}");
     let request = with_metadata(ListTenantsRequest::default(), &[("x-api-key", &app.admin_key)]);
@@ -85,7 +85,7 @@ async fn a_valid_admin_key_is_accepted_in_either_header() {
 
 #[tokio::test]
 async fn sending_both_credential_headers_is_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let bearer = format!("Bearer {}", app.admin_key);
     let request =
         with_metadata(ListTenantsRequest::default(), &[("authorization", &bearer), ("x-api-key", &app.admin_key)]);
@@ -95,7 +95,7 @@ async fn sending_both_credential_headers_is_refused() {
 
 #[tokio::test]
 async fn public_methods_need_no_credential() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     match app.auth().get_jwks(GetJwksRequest::default()).await {
         Ok(_) => {}
         Err(status) => assert_eq!(status.code(), Code::Unimplemented, "{status:?}"),
@@ -104,7 +104,7 @@ async fn public_methods_need_no_credential() {
 
 #[tokio::test]
 async fn unknown_methods_are_unimplemented_before_authentication() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/tenantry.v1.TenantService/NoSuchMethod");
@@ -116,7 +116,7 @@ async fn unknown_methods_are_unimplemented_before_authentication() {
 
 #[tokio::test]
 async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let table = tenantry::policy::PolicyTable::embedded().unwrap();
     let methods: Vec<_> = table.iter().filter(|p| p.service.starts_with("tenantry.v1.")).collect();
     assert!(methods.len() >= 49);
@@ -133,7 +133,7 @@ async fn every_method_refuses_anonymous_callers_unless_its_policy_is_public() {
 
 #[tokio::test]
 async fn an_admin_gets_past_authentication_and_authorization_on_every_method() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let table = tenantry::policy::PolicyTable::embedded().unwrap();
     let bearer = format!("Bearer {}", app.admin_key);
     for policy in table.iter().filter(|p| p.service.starts_with("tenantry.v1.")) {

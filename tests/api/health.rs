@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::harness::{TestDatabase, eventually, postgres::private_cluster, spawn_app, spawn_app_with};
+use crate::harness::{TestApp, TestDatabase, eventually, postgres::private_cluster};
 
 fn check(service: &str) -> HealthCheckRequest {
     HealthCheckRequest { service: service.to_owned() }
@@ -13,7 +13,7 @@ fn check(service: &str) -> HealthCheckRequest {
 
 #[tokio::test]
 async fn every_service_reports_serving_and_readyz_names_its_dependencies() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for service in ["", "tenantry.v1.TenantService", "tenantry.v1.AuthService", "tenantry.v1.JobsService"] {
         let status = app.health().check(check(service)).await.unwrap().into_inner().status();
         assert_eq!(status, ServingStatus::Serving, "{service}");
@@ -32,7 +32,7 @@ async fn every_service_reports_serving_and_readyz_names_its_dependencies() {
 
 #[tokio::test]
 async fn an_unknown_service_is_not_found_by_health() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let status = app.health().check(check("tenantry.v1.NoSuchService")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 }
@@ -40,7 +40,7 @@ async fn an_unknown_service_is_not_found_by_health() {
 #[tokio::test]
 async fn health_flips_to_not_serving_when_postgres_goes_away_and_back() {
     let (cluster, _dir) = private_cluster("health").await;
-    let app = spawn_app_with(TestDatabase::on_cluster(&cluster).await, |_| {}).await;
+    let app = TestApp::builder().database(TestDatabase::on_cluster(&cluster).await).spawn().await;
     let service = "tenantry.v1.UsageService";
     let serving = |want: ServingStatus| {
         let mut health = app.health();
@@ -65,10 +65,12 @@ async fn health_flips_to_not_serving_when_postgres_goes_away_and_back() {
 #[tokio::test]
 async fn redis_down_is_reported_and_counted_but_the_node_stays_ready() {
     // Nothing listens on port 1: the configured Redis never answers.
-    let app = spawn_app_with(TestDatabase::create().await, |config| {
-        config.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|config| {
+            config.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+        })
+        .spawn()
+        .await;
     let redis_down = || async {
         let (code, body) = app.http_get("/readyz").await;
         code == 200 && body.contains("\"redis\":\"down\"") && body.contains("\"status\":\"ready\"")

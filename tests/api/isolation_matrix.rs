@@ -32,11 +32,11 @@ use self::{
     cases::{CASES, Class, Duel, table_mismatches, tenant_scoped_rpcs},
     estate::Estate,
 };
-use crate::harness::{identity::bearer, spawn_app};
+use crate::harness::{TestApp, identity::bearer};
 
 #[tokio::test]
 async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_scoped_method() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let alpha = app.tenant_with_owner("alpha").await;
     let bravo = app.tenant_with_owner("bravo").await;
     let key = CreateApiKeyRequest {
@@ -77,7 +77,7 @@ async fn a_tenant_credential_naming_another_tenant_is_refused_on_every_tenant_sc
 
 #[tokio::test]
 async fn another_tenants_ids_and_lists_reveal_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let alpha = app.tenant_with_owner("alpha").await;
     let bravo = app.tenant_with_owner("bravo").await;
 
@@ -145,7 +145,7 @@ async fn another_tenants_resources_answer_not_found_and_stay_unchanged_on_every_
     let problems = table_mismatches(&rpcs, &table);
     assert!(problems.is_empty(), "the cross-tenant case table is out of date:\n{}", problems.join("\n"));
 
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let alpha = Estate::build(&app, "alpha").await;
     let bravo = Estate::build(&app, "bravo").await;
     let charlie = Estate::build(&app, "charlie").await;

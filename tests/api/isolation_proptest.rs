@@ -38,7 +38,7 @@ use proptest::{
 };
 
 use self::model::World;
-use crate::harness::spawn_app;
+use crate::harness::TestApp;
 
 /// Tenants per sequence.
 pub const TENANTS: usize = 3;
@@ -177,7 +177,7 @@ fn cases() -> u32 {
 #[test]
 fn random_operation_sequences_across_three_tenants_never_reach_another_tenant() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let app = runtime.block_on(spawn_app());
+    let app = runtime.block_on(TestApp::builder().spawn());
     let config = Config {
         cases: cases(),
         // Tests leave nothing behind; a failure prints its minimal sequence.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tenantry::{
-    jobs::{lease, periodic, queue, rescuer, worker::WorkerConfig},
+    jobs::{lease, periodic, queue, rescuer},
     proto::tenantry::v1::{
         CancelJobRequest, CompleteJobRequest, EnqueueJobRequest, FailJobRequest, GetJobRequest, HeartbeatJobRequest,
         JobState, LeaseJobsRequest, ListJobsRequest, RetryJobRequest, WatchJobRequest,
@@ -16,7 +16,7 @@ use tenantry::{
 use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::harness::{TestApp, TestDatabase, spawn_app, spawn_app_with_workers, with_metadata};
+use crate::harness::{TestApp, with_metadata};
 
 /// A tenant row on `plan`, straight in the table.
 pub async fn insert_tenant(app: &TestApp, slug: &str, plan: &str) -> TenantId {
@@ -48,7 +48,7 @@ fn field_of(status: &tonic::Status) -> String {
 
 #[tokio::test]
 async fn an_enqueued_job_can_be_read_listed_and_paged() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let mut ids = Vec::new();
@@ -112,7 +112,7 @@ async fn an_enqueued_job_can_be_read_listed_and_paged() {
 
 #[tokio::test]
 async fn another_tenants_job_is_not_found_everywhere() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let other = insert_tenant(&app, "other", "pro").await;
     let mut client = jobs(&app);
@@ -145,7 +145,7 @@ async fn another_tenants_job_is_not_found_everywhere() {
 
 #[tokio::test]
 async fn invalid_enqueue_requests_name_the_field() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let cases: Vec<(EnqueueJobRequest, &str)> = vec![
@@ -177,7 +177,7 @@ async fn invalid_enqueue_requests_name_the_field() {
 
 #[tokio::test]
 async fn a_job_enqueued_in_a_rolled_back_transaction_never_exists() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     for i in 0..1000 {
         let mut tx = app.pool.begin().await.unwrap();
@@ -202,7 +202,7 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_exists() {
 
 #[tokio::test]
 async fn concurrent_enqueues_with_one_unique_key_create_one_job() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let calls = (0..32).map(|_| {
         let mut client = jobs(&app);
@@ -239,7 +239,7 @@ where
 
 #[tokio::test]
 async fn a_unique_key_stops_blocking_once_the_job_is_final_unless_a_window_is_set() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let keyed = || EnqueueJobRequest { unique_key: "k".into(), ..enqueue("sync.run") };
@@ -262,7 +262,7 @@ async fn a_unique_key_stops_blocking_once_the_job_is_final_unless_a_window_is_se
 
 #[tokio::test]
 async fn an_external_worker_leases_heartbeats_and_completes_a_job() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let job =
@@ -317,7 +317,7 @@ async fn an_external_worker_leases_heartbeats_and_completes_a_job() {
 
 #[tokio::test]
 async fn a_stale_workers_late_completion_changes_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let job =
@@ -361,7 +361,7 @@ async fn a_stale_workers_late_completion_changes_nothing() {
 
 #[tokio::test]
 async fn failures_back_off_then_discard_keeping_the_error_history() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let request = EnqueueJobRequest { max_attempts: 2, ..enqueue("email.send") };
@@ -430,7 +430,7 @@ async fn failures_back_off_then_discard_keeping_the_error_history() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_reaches_its_worker() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let job =
@@ -468,8 +468,8 @@ async fn cancelling_a_running_job_reaches_its_worker() {
 #[tokio::test]
 async fn a_built_in_job_stops_when_cancelled_and_watch_streams_until_final() {
     // A short lease: heartbeats (a third of it) carry the cancel to the handler.
-    let workers = WorkerConfig { lease: Duration::from_secs(3), ..WorkerConfig::default() };
-    let app = spawn_app_with_workers(TestDatabase::create().await, |_| {}, workers).await;
+
+    let app = TestApp::builder().workers(|w| w.lease = Duration::from_secs(3)).spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let request = EnqueueJobRequest {
@@ -501,7 +501,7 @@ async fn a_built_in_job_stops_when_cancelled_and_watch_streams_until_final() {
 
 #[tokio::test]
 async fn watching_a_built_in_noop_job_ends_at_completed() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let job =
@@ -523,7 +523,7 @@ async fn watching_a_built_in_noop_job_ends_at_completed() {
 
 #[tokio::test]
 async fn a_long_poll_lease_returns_as_soon_as_a_job_is_enqueued() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut waiting = jobs(&app);
     let request = in_tenant(
@@ -550,7 +550,7 @@ async fn a_long_poll_lease_returns_as_soon_as_a_job_is_enqueued() {
 
 #[tokio::test]
 async fn invalid_lease_requests_name_the_field() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let cases = [
@@ -574,7 +574,7 @@ async fn invalid_lease_requests_name_the_field() {
 
 #[tokio::test]
 async fn a_deep_backlog_delays_another_tenants_job_by_at_most_one_batch() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let busy = insert_tenant(&app, "busy", "enterprise").await;
     let quiet = insert_tenant(&app, "quiet", "enterprise").await;
     // 100,000 ready jobs for one tenant, older than the other tenant's one job.
@@ -600,7 +600,7 @@ async fn a_deep_backlog_delays_another_tenants_job_by_at_most_one_batch() {
 
 #[tokio::test]
 async fn a_tenant_never_runs_more_jobs_than_its_plan_allows() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let free = insert_tenant(&app, "small", "free").await; // max_concurrent_jobs = 2
     let mut client = jobs(&app);
     for _ in 0..10 {
@@ -619,7 +619,7 @@ async fn a_tenant_never_runs_more_jobs_than_its_plan_allows() {
 
 #[tokio::test]
 async fn a_suspended_tenants_jobs_are_not_leased() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     jobs(&app).enqueue_job(in_tenant(&app, &acme, enqueue("email.send"))).await.unwrap();
     sqlx::query("UPDATE platform.tenants SET state = 'suspended' WHERE id = $1")
@@ -632,7 +632,7 @@ async fn a_suspended_tenants_jobs_are_not_leased() {
 
 #[tokio::test]
 async fn a_periodic_job_is_enqueued_once_per_period_across_nodes() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let job = periodic::PeriodicJob { kind: "tenantry.noop", every: Duration::from_secs(3600) };
     let key = periodic::period_key(job.every, chrono::Utc::now().timestamp_millis());
     let nodes = (0..8).map(|_| {
@@ -652,7 +652,7 @@ async fn a_periodic_job_is_enqueued_once_per_period_across_nodes() {
 
 #[tokio::test]
 async fn finished_jobs_are_pruned_after_their_retention() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let mut client = jobs(&app);
     let old = client.enqueue_job(in_tenant(&app, &acme, enqueue("a.b"))).await.unwrap().into_inner().job.unwrap();
@@ -677,7 +677,7 @@ async fn finished_jobs_are_pruned_after_their_retention() {
 
 #[tokio::test]
 async fn released_leases_are_available_again_without_using_an_attempt() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let job = jobs(&app).enqueue_job(in_tenant(&app, &acme, enqueue("a.b"))).await.unwrap().into_inner().job.unwrap();
     let leased = jobs(&app).lease_jobs(in_tenant(&app, &acme, lease_req(1))).await.unwrap().into_inner();
@@ -689,8 +689,7 @@ async fn released_leases_are_available_again_without_using_an_attempt() {
 
 #[tokio::test]
 async fn the_periodic_purge_job_drops_a_deleted_tenant_and_its_jobs_after_the_grace_period() {
-    let workers = WorkerConfig { purge_interval: Duration::from_secs(1), ..WorkerConfig::default() };
-    let app = spawn_app_with_workers(TestDatabase::create().await, |_| {}, workers).await;
+    let app = TestApp::builder().workers(|w| w.purge_interval = Duration::from_secs(1)).spawn().await;
     let gone = insert_tenant(&app, "gone", "pro").await;
     let kept = insert_tenant(&app, "kept", "pro").await;
     for tenant in [&gone, &kept] {
@@ -736,7 +735,7 @@ async fn the_rest_gateway_enqueues_leases_and_completes_a_job() {
     use http::Method;
 
     use crate::rest::{bearer, send};
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     insert_tenant(&app, "acme", "pro").await;
     let admin = bearer(&app);
     let headers = [("authorization", admin.as_str()), ("x-tenant-id", "acme")];

@@ -5,11 +5,11 @@ use tenantry::proto::tenantry::v1::ListTenantsRequest;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::harness::{spawn_app, with_metadata};
+use crate::harness::{TestApp, with_metadata};
 
 #[tokio::test]
 async fn a_message_over_four_mib_is_refused_and_the_server_keeps_serving() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let huge = HealthCheckRequest { service: "x".repeat(5 * 1024 * 1024) };
     let status = app.health().check(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
@@ -19,7 +19,7 @@ async fn a_message_over_four_mib_is_refused_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn the_request_id_is_echoed_or_generated() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let request = with_metadata(ListTenantsRequest::default(), &[("x-request-id", "trace-me-123")]);
     let status = app.tenants().list_tenants(request).await.unwrap_err();
     assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-me-123");
@@ -34,7 +34,7 @@ async fn the_request_id_is_echoed_or_generated() {
 
 #[tokio::test]
 async fn the_server_stops_cleanly_with_a_connected_client() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     app.health().check(HealthCheckRequest { service: String::new() }).await.unwrap();
     let started = std::time::Instant::now();
     app.stop().await;

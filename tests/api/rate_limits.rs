@@ -19,10 +19,9 @@ use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::harness::{
-    TestDatabase, eventually,
+    TestApp, TestDatabase, eventually,
     redis_cluster::{OwnedRedis, cluster_url},
-    spawn_app, spawn_app_with,
-    tenants::{TenantHandle, create_tenant, upsert_plan},
+    tenants::{TenantHandle, create_tenant_via, upsert_plan},
 };
 
 fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> u64 {
@@ -30,7 +29,7 @@ fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> u64 {
 }
 
 async fn call(channel: &Channel, tenant: &TenantHandle) -> Result<tonic::Response<()>, Status> {
-    UsageServiceClient::new(channel.clone()).get_quota(tenant.request(GetQuotaRequest::default())).await.map(|r| {
+    UsageServiceClient::new(channel.clone()).get_quota(tenant.as_admin(GetQuotaRequest::default())).await.map(|r| {
         let (metadata, _, extensions) = r.into_parts();
         tonic::Response::from_parts(metadata, (), extensions)
     })
@@ -49,9 +48,9 @@ fn assert_rate_limited(status: &Status, tenant: &TenantHandle) -> Duration {
 
 #[tokio::test]
 async fn a_burst_is_admitted_then_refused_then_admitted_again_after_retry_after() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "tiny", 2, 3, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "bursty", "tiny").await;
+    let tenant = app.create_tenant_on("bursty", "tiny").await;
 
     for expected_remaining in [2, 1, 0] {
         let response = call(&app.channel, &tenant).await.expect("within the burst");
@@ -70,9 +69,9 @@ async fn a_burst_is_admitted_then_refused_then_admitted_again_after_retry_after(
 
 #[tokio::test]
 async fn a_method_costs_its_declared_rate_cost() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "medium", 1, 25, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "costly", "medium").await;
+    let tenant = app.create_tenant_on("costly", "medium").await;
     let mut client = UsageServiceClient::new(app.channel.clone());
     let event = tenantry::proto::tenantry::v1::UsageEvent {
         event_id: "e1".into(),
@@ -80,7 +79,7 @@ async fn a_method_costs_its_declared_rate_cost() {
         quantity: 1.0,
         ..Default::default()
     };
-    let request = || tenant.request(tenantry::proto::tenantry::v1::RecordUsageRequest { events: vec![event.clone()] });
+    let request = || tenant.as_admin(tenantry::proto::tenantry::v1::RecordUsageRequest { events: vec![event.clone()] });
     // RecordUsage declares rate_cost 10 in the contract.
     let first = client.record_usage(request()).await.expect("within the burst");
     assert_eq!(header(first.metadata(), "x-ratelimit-remaining"), 15);
@@ -95,10 +94,10 @@ async fn a_method_costs_its_declared_rate_cost() {
 
 #[tokio::test]
 async fn one_tenant_exhausting_its_limit_leaves_another_unaffected() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 2, 0).await;
-    let a = create_tenant(&app.channel, &app.admin_key, "tenant-a", "tiny").await;
-    let b = create_tenant(&app.channel, &app.admin_key, "tenant-b", "tiny").await;
+    let a = app.create_tenant_on("tenant-a", "tiny").await;
+    let b = app.create_tenant_on("tenant-b", "tiny").await;
     let mut refused = 0;
     for _ in 0..6 {
         if call(&app.channel, &a).await.is_err() {
@@ -114,9 +113,9 @@ async fn one_tenant_exhausting_its_limit_leaves_another_unaffected() {
 
 #[tokio::test]
 async fn the_monthly_quota_is_enforced_and_named_in_quota_failure() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "capped", 0, 0, 5).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "capped-co", "capped").await;
+    let tenant = app.create_tenant_on("capped-co", "capped").await;
     let mut admitted = 0;
     let status = loop {
         match call(&app.channel, &tenant).await {
@@ -137,9 +136,9 @@ async fn the_monthly_quota_is_enforced_and_named_in_quota_failure() {
 
 #[tokio::test]
 async fn plan_changes_apply_to_the_tenants_on_the_plan_within_seconds() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "changing", 1, 2, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "upgrader", "changing").await;
+    let tenant = app.create_tenant_on("upgrader", "changing").await;
     let first = call(&app.channel, &tenant).await.unwrap();
     assert_eq!(header(first.metadata(), "x-ratelimit-limit"), 2);
     upsert_plan(&app.channel, &app.admin_key, "changing", 100, 50, 0).await;
@@ -153,15 +152,17 @@ async fn plan_changes_apply_to_the_tenants_on_the_plan_within_seconds() {
 #[tokio::test]
 async fn the_redis_engine_limits_on_a_three_master_cluster() {
     let url = cluster_url().await.to_owned();
-    let app = spawn_app_with(TestDatabase::create().await, |config| {
-        config.redis_url = Some(url.into());
-        config.rate_limit_engine = RateLimitEngine::Redis;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|config| {
+            config.redis_url = Some(url.into());
+            config.rate_limit_engine = RateLimitEngine::Redis;
+        })
+        .spawn()
+        .await;
     upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 3, 0).await;
     // Several tenants, so keys land on different cluster slots and masters.
     for slug in ["cluster-a", "cluster-b", "cluster-c", "cluster-d"] {
-        let tenant = create_tenant(&app.channel, &app.admin_key, slug, "tiny").await;
+        let tenant = app.create_tenant_on(slug, "tiny").await;
         for expected_remaining in [2, 1, 0] {
             let response = call(&app.channel, &tenant).await.expect("within the burst");
             assert_eq!(header(response.metadata(), "x-ratelimit-limit"), 3);
@@ -176,15 +177,17 @@ async fn the_redis_engine_limits_on_a_three_master_cluster() {
 async fn losing_redis_falls_back_to_local_limits_without_errors_and_recovers() {
     let mut redis = OwnedRedis::start().await;
     let url = redis.url();
-    let app = spawn_app_with(TestDatabase::create().await, |config| {
-        config.redis_url = Some(url.into());
-        config.rate_limit_engine = RateLimitEngine::Redis;
-        config.rate_limit_expected_nodes = 2;
-        config.rate_limit_fail_mode = RateLimitFailMode::Local;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|config| {
+            config.redis_url = Some(url.into());
+            config.rate_limit_engine = RateLimitEngine::Redis;
+            config.rate_limit_expected_nodes = 2;
+            config.rate_limit_fail_mode = RateLimitFailMode::Local;
+        })
+        .spawn()
+        .await;
     upsert_plan(&app.channel, &app.admin_key, "steady", 1, 8, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "resilient", "steady").await;
+    let tenant = app.create_tenant_on("resilient", "steady").await;
     let global = call(&app.channel, &tenant).await.expect("admitted by Redis");
     assert_eq!(header(global.metadata(), "x-ratelimit-limit"), 8, "Redis enforces the whole bucket");
 
@@ -270,7 +273,7 @@ async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst
     let pool = sqlx::PgPool::connect_with(database.options.clone()).await.unwrap();
     let (_, admin_key) = tenantry::auth::api_key::AdminKeys::new(pool.clone()).create("test").await.unwrap();
     upsert_plan(&first.channel, &admin_key, "shared", RPS, BURST, 0).await;
-    let tenant = create_tenant(&first.channel, &admin_key, "shared-co", "shared").await;
+    let tenant = create_tenant_via(&first.channel, &admin_key, "shared-co", "shared").await;
 
     let channels: Vec<Channel> = [&first, &others[0], &others[1]].iter().map(|server| server.channel.clone()).collect();
     let admitted = Arc::new(AtomicU64::new(0));

@@ -13,7 +13,7 @@ use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::{
-    harness::{TestApp, eventually, spawn_app},
+    harness::{TestApp, eventually},
     jobs::{in_tenant, insert_tenant},
 };
 
@@ -27,7 +27,7 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 
 #[tokio::test]
 async fn a_tenant_starts_with_a_default_policy_inside_its_plan() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "enterprise").await; // replicas 2..=50
     let policy = scaling(&app)
         .get_scaling_policy(in_tenant(&app, &acme, GetScalingPolicyRequest {}))
@@ -43,7 +43,7 @@ async fn a_tenant_starts_with_a_default_policy_inside_its_plan() {
 
 #[tokio::test]
 async fn a_policy_update_applies_the_mask_and_stays_within_the_plan() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await; // replicas 1..=10
     let mut client = scaling(&app);
     let update = ScalingPolicy {
@@ -84,7 +84,7 @@ async fn a_policy_update_applies_the_mask_and_stays_within_the_plan() {
 
 #[tokio::test]
 async fn the_periodic_evaluation_scales_a_tenant_on_its_job_backlog() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "enterprise").await; // replicas 2..=50
     let mut client = scaling(&app);
     let update = ScalingPolicy {
@@ -148,7 +148,7 @@ fn sample(seconds: i64, request_rate: f64) -> SimulationSample {
 
 #[tokio::test]
 async fn a_simulation_replays_a_series_into_explained_decisions() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let policy = ScalingPolicy {
         min_replicas: 1,
@@ -188,7 +188,7 @@ async fn a_simulation_replays_a_series_into_explained_decisions() {
 
 #[tokio::test]
 async fn a_simulation_refuses_samples_out_of_order() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let request = SimulateScalingRequest { samples: vec![sample(10, 1.0), sample(5, 1.0)], ..Default::default() };
     let status = scaling(&app).simulate_scaling(in_tenant(&app, &acme, request)).await.unwrap_err();

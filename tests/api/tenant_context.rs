@@ -29,7 +29,7 @@ fn as_admin_in(app: &TestApp, tenant: &str) -> tonic::Request<GetQuotaRequest> {
 }
 
 async fn a_platform_admin_must_name_the_tenant_of_a_tenant_scoped_call(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let status = app.usage().get_quota(app.as_admin(GetQuotaRequest::default())).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let details = status.get_error_details();
@@ -37,7 +37,7 @@ async fn a_platform_admin_must_name_the_tenant_of_a_tenant_scoped_call(backend: 
 }
 
 async fn an_active_tenant_named_by_id_or_slug_is_accepted(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let id = insert_tenant(&app, "acme", "active").await;
     for name in [id.as_str(), "acme"] {
         let quota = app.usage().get_quota(as_admin_in(&app, name)).await;
@@ -46,7 +46,7 @@ async fn an_active_tenant_named_by_id_or_slug_is_accepted(backend: Backend) {
 }
 
 async fn unknown_and_deleted_tenants_are_not_found(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let deleted = insert_tenant(&app, "gone", "deleted").await;
     for name in
         ["nobody", deleted.as_str(), "gone", &TenantId::generate().to_string(), "x'; DROP TABLE platform.tenants; --"]
@@ -57,7 +57,7 @@ async fn unknown_and_deleted_tenants_are_not_found(backend: Backend) {
 }
 
 async fn a_suspended_tenant_is_failed_precondition(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     insert_tenant(&app, "paused", "suspended").await;
     let status = app.usage().get_quota(as_admin_in(&app, "paused")).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -65,7 +65,7 @@ async fn a_suspended_tenant_is_failed_precondition(backend: Backend) {
 }
 
 async fn a_platform_level_method_refuses_a_tenant_header(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     insert_tenant(&app, "acme", "active").await;
     let bearer = format!("Bearer {}", app.admin_key);
     let request = with_metadata(ListTenantsRequest::default(), &[("authorization", &bearer), ("x-tenant-id", "acme")]);

@@ -72,7 +72,7 @@ async fn platform_migrations_leave_no_advisory_lock_behind(backend: Backend) {
     }
     warm.close().await;
 
-    let app = backend.spawn_app_with(database, |_| {}).await;
+    let app = TestApp::builder().backend(backend).database(database).spawn().await;
     // The job workers take transaction-scoped advisory locks for moments; a
     // lock left behind by the migration stays.
     let released = eventually(Duration::from_secs(3), || async {
@@ -97,7 +97,7 @@ async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping
         20261127030000,
         "this test rolls back the usage-events migration; update it when tenant migrations are added"
     );
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(app.create_tenant(&format!("tenant-{i}")).await.id);
@@ -133,7 +133,7 @@ async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping
 }
 
 async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let keep = app.create_tenant("keep").await;
     let gone = app.create_tenant("gone").await;
     let waiting = app.create_tenant("waiting").await;

@@ -20,7 +20,7 @@ use tenantry::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::harness::{Backend, TestApp, TestDatabase, eventually, on_every_backend, spawn_second_node};
+use crate::harness::{Backend, TestApp, eventually, on_every_backend};
 
 on_every_backend!(
     creating_a_tenant_provisions_its_schema_at_the_latest_version,
@@ -79,8 +79,8 @@ fn bad_field(status: &tonic::Status) -> String {
 }
 
 async fn creating_a_tenant_provisions_its_schema_at_the_latest_version(backend: Backend) {
-    let app = backend.spawn_app().await;
-    let tenant = app.create_tenant("acme").await;
+    let app = TestApp::builder().backend(backend).spawn().await;
+    let tenant = app.create_tenant("acme").await.tenant;
     assert!(TenantId::parse(&tenant.id).is_some(), "{}", tenant.id);
     assert_eq!(tenant.state(), TenantState::Active);
     assert_eq!((tenant.slug.as_str(), tenant.plan_id.as_str()), ("acme", "free"));
@@ -94,7 +94,7 @@ async fn creating_a_tenant_provisions_its_schema_at_the_latest_version(backend: 
 }
 
 async fn bad_input_is_invalid_argument_naming_the_field_and_creates_nothing(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let long = "x".repeat(201);
     let cases: Vec<(CreateTenantRequest, &str)> = vec![
         (create("ab"), "slug"),
@@ -119,7 +119,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_creates_nothing(back
 }
 
 async fn a_duplicate_slug_is_already_exists_and_leaves_nothing_behind(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     app.create_tenant("acme").await;
     let before = counts(&app).await;
     let status = app.tenants().create_tenant(app.as_admin(create("acme"))).await.unwrap_err();
@@ -128,7 +128,7 @@ async fn a_duplicate_slug_is_already_exists_and_leaves_nothing_behind(backend: B
 }
 
 async fn concurrent_creates_of_one_slug_make_exactly_one_tenant(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let attempts = (0..8).map(|_| {
         let mut client = app.tenants();
         let request = app.as_admin(create("race"));
@@ -153,7 +153,7 @@ where
 }
 
 async fn provisioning_that_does_not_commit_leaves_no_row_and_no_schema(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let new = NewTenant {
         slug: Slug::parse("ghost").unwrap(),
         display_name: "Ghost".into(),
@@ -169,7 +169,7 @@ async fn provisioning_that_does_not_commit_leaves_no_row_and_no_schema(backend: 
 }
 
 async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let tenant = app.create_tenant("acme").await;
     for key in [tenant.id.as_str(), "acme"] {
         let got = app.tenants().get_tenant(app.as_admin(GetTenantRequest { tenant_id: key.into() })).await.unwrap();
@@ -184,7 +184,7 @@ async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found(backend: Backen
 }
 
 async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(app.create_tenant(&format!("tenant-{i}")).await.id);
@@ -217,7 +217,7 @@ async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state(b
 }
 
 async fn update_tenant_applies_only_the_masked_fields(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let tenant = app.create_tenant("acme").await;
     let update = |fields: Tenant, paths: &[&str]| UpdateTenantRequest {
         tenant: Some(fields),
@@ -260,7 +260,7 @@ async fn update_tenant_applies_only_the_masked_fields(backend: Backend) {
 }
 
 async fn a_suspended_tenant_is_refused_until_resumed(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let tenant = app.create_tenant("acme").await;
     assert_ne!(scoped_call(&app, "acme").await, Code::FailedPrecondition);
 
@@ -277,9 +277,9 @@ async fn a_suspended_tenant_is_refused_until_resumed(backend: Backend) {
 }
 
 async fn a_suspension_reaches_every_node_within_five_seconds(backend: Backend) {
-    let first = backend.spawn_app().await;
+    let first = TestApp::builder().backend(backend).spawn().await;
     let tenant = first.create_tenant("acme").await;
-    let second = spawn_second_node(&first).await;
+    let second = first.second_node().spawn().await;
     // Warm the second node's cache.
     assert_ne!(scoped_call(&second, "acme").await, Code::FailedPrecondition);
 
@@ -292,7 +292,7 @@ async fn a_suspension_reaches_every_node_within_five_seconds(backend: Backend) {
 }
 
 async fn a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period(backend: Backend) {
-    let app = backend.spawn_app_with(TestDatabase::create().await, |c| c.tenant_purge_grace = Duration::ZERO).await;
+    let app = TestApp::builder().backend(backend).configure(|c| c.tenant_purge_grace = Duration::ZERO).spawn().await;
     let tenant = app.create_tenant("acme").await;
     let request = app.as_admin(DeleteTenantRequest { tenant_id: tenant.id.clone() });
     let deleted = app.tenants().delete_tenant(request).await.unwrap().into_inner().tenant.unwrap();
@@ -319,7 +319,7 @@ async fn a_deleted_tenant_is_gone_at_once_and_purged_after_its_grace_period(back
 }
 
 async fn lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let status = app.tenants().suspend_tenant(app.as_admin(SuspendTenantRequest::default())).await.unwrap_err();
     assert_eq!(bad_field(&status), "tenant_id");
     let unknown = DeleteTenantRequest { tenant_id: TenantId::generate().to_string() };
@@ -331,7 +331,7 @@ async fn lifecycle_calls_take_tenant_ids_and_refuse_unknown_ones(backend: Backen
 }
 
 async fn plans_are_seeded_and_upserted(backend: Backend) {
-    let app = backend.spawn_app().await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let plans = app.tenants().list_plans(app.as_admin(ListPlansRequest::default())).await.unwrap().into_inner();
     let mut ids: Vec<_> = plans.plans.iter().map(|p| p.id.as_str()).collect();
     ids.sort();

@@ -14,8 +14,8 @@ use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::harness::{
-    TestDatabase, eventually, spawn_app, spawn_app_with,
-    tenants::{TenantHandle, create_tenant, upsert_plan},
+    TestApp, eventually,
+    tenants::{TenantHandle, upsert_plan},
 };
 
 fn ago(duration: Duration) -> Timestamp {
@@ -43,7 +43,7 @@ async fn quota_calls(channel: &Channel, tenant: &TenantHandle, n: usize) -> (u64
     for _ in 0..n {
         let request = GetQuotaRequest::default();
         sent += 5 + request.encoded_len() as u64;
-        let response = client.get_quota(tenant.request(request)).await.expect("get quota");
+        let response = client.get_quota(tenant.as_admin(request)).await.expect("get quota");
         received += 5 + response.get_ref().encoded_len() as u64;
     }
     (sent, received)
@@ -52,10 +52,9 @@ async fn quota_calls(channel: &Channel, tenant: &TenantHandle, n: usize) -> (u64
 #[tokio::test]
 async fn metered_totals_equal_ground_truth_across_a_graceful_shutdown() {
     // A flush interval of an hour: only the shutdown flush can write the first server's usage.
-    let app =
-        spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_secs(3600)).await;
+    let app = TestApp::builder().configure(|c| c.usage_flush_interval = Duration::from_secs(3600)).spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "roomy", 0, 0, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "metered", "roomy").await;
+    let tenant = app.create_tenant_on("metered", "roomy").await;
     let (sent_before, received_before) = quota_calls(&app.channel, &tenant, 40).await;
     let database = app.stop_keeping_database().await;
     let pool = sqlx::PgPool::connect_with(database.options.clone()).await.unwrap();
@@ -66,7 +65,11 @@ async fn metered_totals_equal_ground_truth_across_a_graceful_shutdown() {
     assert!(after_shutdown.get("api.compute_ms").is_some_and(|ms| *ms > 0.0));
 
     // A new server on the same database goes on counting, flushing every 100 ms.
-    let app = spawn_app_with(database, |c| c.usage_flush_interval = Duration::from_millis(100)).await;
+    let app = TestApp::builder()
+        .database(database)
+        .configure(|c| c.usage_flush_interval = Duration::from_millis(100))
+        .spawn()
+        .await;
     let (sent_after, received_after) = quota_calls(&app.channel, &tenant, 25).await;
     let expected_requests = 65.0;
     let flushed = eventually(Duration::from_secs(10), || async {
@@ -81,7 +84,7 @@ async fn metered_totals_equal_ground_truth_across_a_graceful_shutdown() {
     // GetUsage reports the automatic metrics, per minute.
     let mut client = UsageServiceClient::new(app.channel.clone());
     let usage = client
-        .get_usage(tenant.request(GetUsageRequest {
+        .get_usage(tenant.as_admin(GetUsageRequest {
             metrics: vec!["api.requests".into()],
             start_time: Some(ago(Duration::from_secs(3600))),
             granularity: Granularity::Minute as i32,
@@ -115,9 +118,9 @@ fn event(id: usize, metric: &str, quantity: f64) -> UsageEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_thousand_events_with_ten_percent_duplicates_give_exact_totals() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "roomy", 0, 0, 0).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "recorder", "roomy").await;
+    let tenant = app.create_tenant_on("recorder", "roomy").await;
     let metrics = ["emails.sent", "storage.gb_hours", "exports.rows"];
     let make = |id: usize| event(id, metrics[id % 3], (id % 10 + 1) as f64);
 
@@ -143,7 +146,7 @@ async fn a_hundred_thousand_events_with_ten_percent_duplicates_give_exact_totals
     for group in batches.chunks(4) {
         let calls = group.iter().cloned().map(|events| {
             let mut client = UsageServiceClient::new(app.channel.clone());
-            let request = tenant.request(RecordUsageRequest { events });
+            let request = tenant.as_admin(RecordUsageRequest { events });
             async move { client.record_usage(request).await.expect("record usage").into_inner() }
         });
         for response in futures_join(calls).await {
@@ -154,7 +157,7 @@ async fn a_hundred_thousand_events_with_ten_percent_duplicates_give_exact_totals
     assert_eq!((accepted, duplicates), (90_000, 10_000));
 
     let usage = UsageServiceClient::new(app.channel.clone())
-        .get_usage(tenant.request(GetUsageRequest {
+        .get_usage(tenant.as_admin(GetUsageRequest {
             start_time: Some(ago(Duration::from_secs(3 * 3600))),
             granularity: Granularity::Hour as i32,
             ..Default::default()
@@ -187,21 +190,21 @@ where
 
 #[tokio::test]
 async fn a_reused_event_id_with_another_payload_is_refused_and_nothing_is_recorded() {
-    let app = spawn_app().await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "careful", "pro").await;
+    let app = TestApp::builder().spawn().await;
+    let tenant = app.create_tenant_on("careful", "pro").await;
     let mut client = UsageServiceClient::new(app.channel.clone());
     let first = event(1, "emails.sent", 3.0);
-    let recorded = client.record_usage(tenant.request(RecordUsageRequest { events: vec![first.clone()] })).await;
+    let recorded = client.record_usage(tenant.as_admin(RecordUsageRequest { events: vec![first.clone()] })).await;
     assert_eq!(recorded.unwrap().into_inner().accepted_count, 1);
 
     // The same event again is a harmless duplicate.
-    let again = client.record_usage(tenant.request(RecordUsageRequest { events: vec![first.clone()] })).await;
+    let again = client.record_usage(tenant.as_admin(RecordUsageRequest { events: vec![first.clone()] })).await;
     assert_eq!(again.unwrap().into_inner().duplicate_count, 1);
 
     let changed = UsageEvent { quantity: 4.0, ..first };
     let fresh = event(2, "emails.sent", 1.0);
     let status =
-        client.record_usage(tenant.request(RecordUsageRequest { events: vec![fresh, changed] })).await.unwrap_err();
+        client.record_usage(tenant.as_admin(RecordUsageRequest { events: vec![fresh, changed] })).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     assert!(status.message().contains("evt-1"), "{}", status.message());
     let count: (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM \"t_{}\".usage_events", tenant.id))
@@ -213,8 +216,8 @@ async fn a_reused_event_id_with_another_payload_is_refused_and_nothing_is_record
 
 #[tokio::test]
 async fn events_outside_the_accepted_time_window_are_refused_naming_the_field() {
-    let app = spawn_app().await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "timely", "pro").await;
+    let app = TestApp::builder().spawn().await;
+    let tenant = app.create_tenant_on("timely", "pro").await;
     let mut client = UsageServiceClient::new(app.channel.clone());
     for (bad, label) in [
         (ago(Duration::from_secs(36 * 24 * 3600)), "older than 35 days"),
@@ -222,13 +225,13 @@ async fn events_outside_the_accepted_time_window_are_refused_naming_the_field() 
     ] {
         let mut events: Vec<UsageEvent> = (0..5).map(|i| event(i, "emails.sent", 1.0)).collect();
         events[3].event_time = Some(bad);
-        let status = client.record_usage(tenant.request(RecordUsageRequest { events })).await.unwrap_err();
+        let status = client.record_usage(tenant.as_admin(RecordUsageRequest { events })).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{label}");
         let details = status.get_error_details();
         assert_eq!(details.bad_request().unwrap().field_violations[0].field, "events[3].event_time", "{label}");
     }
     let status = client
-        .record_usage(tenant.request(RecordUsageRequest { events: vec![event(9, "api.requests", 1.0)] }))
+        .record_usage(tenant.as_admin(RecordUsageRequest { events: vec![event(9, "api.requests", 1.0)] }))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "api.* metrics are reserved");
@@ -236,13 +239,12 @@ async fn events_outside_the_accepted_time_window_are_refused_naming_the_field() 
 
 #[tokio::test]
 async fn get_quota_reports_the_plan_the_period_usage_and_the_rate_state() {
-    let app =
-        spawn_app_with(TestDatabase::create().await, |c| c.usage_flush_interval = Duration::from_millis(100)).await;
+    let app = TestApp::builder().configure(|c| c.usage_flush_interval = Duration::from_millis(100)).spawn().await;
     upsert_plan(&app.channel, &app.admin_key, "metered", 5, 10, 1000).await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "quota-co", "metered").await;
+    let tenant = app.create_tenant_on("quota-co", "metered").await;
     quota_calls(&app.channel, &tenant, 3).await;
     let mut client = UsageServiceClient::new(app.channel.clone());
-    let quota = client.get_quota(tenant.request(GetQuotaRequest::default())).await.unwrap().into_inner();
+    let quota = client.get_quota(tenant.as_admin(GetQuotaRequest::default())).await.unwrap().into_inner();
     assert_eq!(quota.plan_id, "metered");
     let requests = &quota.quotas[0];
     assert_eq!((requests.metric.as_str(), requests.limit, requests.unlimited), ("api.requests", 1000, false));
@@ -257,16 +259,16 @@ async fn get_quota_reports_the_plan_the_period_usage_and_the_rate_state() {
 
 #[tokio::test]
 async fn get_usage_validates_its_range() {
-    let app = spawn_app().await;
-    let tenant = create_tenant(&app.channel, &app.admin_key, "ranges", "pro").await;
+    let app = TestApp::builder().spawn().await;
+    let tenant = app.create_tenant_on("ranges", "pro").await;
     let mut client = UsageServiceClient::new(app.channel.clone());
-    let status = client.get_usage(tenant.request(GetUsageRequest::default())).await.unwrap_err();
+    let status = client.get_usage(tenant.as_admin(GetUsageRequest::default())).await.unwrap_err();
     assert_eq!(status.get_error_details().bad_request().unwrap().field_violations[0].field, "start_time");
     let too_many = GetUsageRequest {
         start_time: Some(ago(Duration::from_secs(30 * 24 * 3600))),
         granularity: Granularity::Minute as i32,
         ..Default::default()
     };
-    let status = client.get_usage(tenant.request(too_many)).await.unwrap_err();
+    let status = client.get_usage(tenant.as_admin(too_many)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }

@@ -10,7 +10,7 @@ use tenantry::{
 };
 
 use crate::{
-    harness::{TestApp, spawn_app},
+    harness::TestApp,
     jobs::{in_tenant, insert_tenant, jobs},
 };
 
@@ -44,7 +44,7 @@ async fn count(app: &TestApp, tenant: &str, metric: &str, at: &str, value: f64) 
 
 #[tokio::test]
 async fn a_usage_export_job_returns_the_tenants_usage_as_csv() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     metering(&app).await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let other = insert_tenant(&app, "other", "pro").await;
@@ -87,8 +87,7 @@ async fn a_usage_export_job_returns_the_tenants_usage_as_csv() {
 #[tokio::test]
 async fn the_usage_rollup_folds_old_minutes_into_hours_keeping_every_sum() {
     // This test runs the rollup itself: no in-process workers racing it.
-    let app =
-        crate::harness::spawn_app_with(crate::harness::TestDatabase::create().await, |c| c.no_workers = true).await;
+    let app = TestApp::builder().configure(|c| c.no_workers = true).spawn().await;
     metering(&app).await;
     let acme = insert_tenant(&app, "acme", "pro").await;
     let old_hour = chrono::Utc::now() - chrono::Duration::days(50);

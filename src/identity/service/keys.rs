@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use tonic::{Request, Response};
 
-use super::{AuthApi, Reply, convert, internal};
+use super::{AuthApi, Reply, convert};
 use crate::{
     context,
     error::ApiError,
@@ -48,7 +48,7 @@ impl AuthApi {
         let event = Event::success("apikey.created", "api_key", &record.id)
             .with(json!({ "name": name, "scopes": scopes, "public_id": record.public_id }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::CreateApiKeyResponse { api_key: Some(convert::api_key(record)), secret }))
     }
 
@@ -62,7 +62,7 @@ impl AuthApi {
         let before = Cursor::parse(&message.page_token)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let mut keys = api_keys::list(&mut tx, message.show_inactive, size, before).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token =
             pagination::next_page(&mut keys, size, |k| Cursor { created_at: k.created_at, id: k.id.clone() });
         Ok(Response::new(pb::ListApiKeysResponse {
@@ -88,7 +88,7 @@ impl AuthApi {
                 .with(json!({ "name": record.name, "public_id": record.public_id }));
             audit::record(&mut tx, &actor, event).await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_key(&record.public_id);
         Ok(Response::new(pb::RevokeApiKeyResponse { api_key: Some(convert::api_key(record)) }))
     }

@@ -101,8 +101,8 @@ impl AuthApi {
 
     /// A transaction in the call's tenant.
     async fn begin(&self, ctx: &RequestContext) -> Result<(TenantRef, TenantTx), ApiError> {
-        let tenant = tenant_of(ctx)?.clone();
-        let tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(ApiError::internal)?;
+        let tenant = ctx.tenant()?.clone();
+        let tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(ApiError::from)?;
         Ok((tenant, tx))
     }
 
@@ -134,15 +134,6 @@ fn caller_is_owner(ctx: &RequestContext) -> bool {
         Some(Principal::User(p)) => p.roles.iter().any(|r| r == super::roles::OWNER),
         _ => false,
     }
-}
-
-/// The tenant the stack resolved for a tenant-scoped call.
-fn tenant_of(ctx: &RequestContext) -> Result<&TenantRef, ApiError> {
-    ctx.tenant.as_ref().ok_or_else(|| ApiError::internal("tenant-scoped call without a tenant"))
-}
-
-fn internal(error: sqlx::Error) -> Status {
-    ApiError::internal(error).into()
 }
 
 #[tonic::async_trait]

@@ -6,7 +6,7 @@
 use serde_json::json;
 use tonic::{Request, Response};
 
-use super::{AuthApi, Reply, caller_is_owner, convert, internal, tenant_of};
+use super::{AuthApi, Reply, caller_is_owner, convert};
 use crate::{
     context,
     error::ApiError,
@@ -65,7 +65,7 @@ impl AuthApi {
         let event = Event::success("role.created", "role", &role.id)
             .with(json!({ "name": role.name, "permissions": role.permissions }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::CreateRoleResponse { role: Some(convert::role(role)) }))
     }
 
@@ -75,7 +75,7 @@ impl AuthApi {
         let offset = parse_offset(&request.get_ref().page_token)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let all = roles::list(&mut tx).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         let end = (offset + size).min(all.len());
         let next_page_token = if end < all.len() { offset_token(end) } else { String::new() };
         let page: Vec<Role> = all.into_iter().skip(offset).take(size).collect();
@@ -137,7 +137,7 @@ impl AuthApi {
         let event = Event::success("role.updated", "role", &role.id)
             .with(json!({ "fields": paths, "permissions": role.permissions }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_tenant(&tenant.id);
         Ok(Response::new(pb::UpdateRoleResponse { role: Some(convert::role(role)) }))
     }
@@ -166,7 +166,7 @@ impl AuthApi {
             Event::success("role.deleted", "role", &id).with(json!({ "name": current.name })),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_tenant(&tenant.id);
         Ok(Response::new(pb::DeleteRoleResponse {}))
     }
@@ -208,7 +208,7 @@ impl AuthApi {
         let event = Event::success("role.assigned", "user", &message.user_id).with(json!({ "role_id": role.id }));
         audit::record(&mut tx, &actor, event).await?;
         let user = users::get(&mut tx, &message.user_id).await?.ok_or(IdentityError::NotFound("user"))?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_user(&tenant.id, &message.user_id);
         Ok(Response::new(pb::AssignRoleResponse { user: Some(convert::user(user)) }))
     }
@@ -235,7 +235,7 @@ impl AuthApi {
         let event = Event::success("role.unassigned", "user", &message.user_id).with(json!({ "role_id": role.id }));
         audit::record(&mut tx, &actor, event).await?;
         let user = users::get(&mut tx, &message.user_id).await?.ok_or(IdentityError::NotFound("user"))?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_user(&tenant.id, &message.user_id);
         Ok(Response::new(pb::UnassignRoleResponse { user: Some(convert::user(user)) }))
     }
@@ -264,10 +264,10 @@ impl AuthApi {
             actor_id: non_empty(&message.actor_id),
             target_id: non_empty(&message.target_id),
         };
-        let tenant_id = tenant_of(ctx)?.id.to_string();
+        let tenant_id = ctx.tenant()?.id.to_string();
         let (_, mut tx) = self.begin(ctx).await?;
         let mut events = audit::list(&mut tx, &filter, size, before).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token =
             pagination::next_page(&mut events, size, |e| Cursor { created_at: e.created_at, id: e.id.clone() });
         Ok(Response::new(pb::ListAuditEventsResponse {

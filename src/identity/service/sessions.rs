@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 use tonic::{Request, Response};
 
-use super::{AuthApi, Reply, convert, internal};
+use super::{AuthApi, Reply, convert};
 use crate::{
     auth::{Credential, api_key},
     context,
@@ -49,7 +49,7 @@ impl AuthApi {
     /// The tenant for a login or refresh: suspended is FAILED_PRECONDITION,
     /// unknown or deleted is `None`.
     async fn session_tenant(&self, key: &str) -> Result<Option<TenantRef>, ApiError> {
-        let tenant = self.tenants.resolve(key).await.map_err(ApiError::internal)?;
+        let tenant = self.tenants.resolve(key).await.map_err(ApiError::from)?;
         match tenant {
             Some(t) if t.state == TenantState::Suspended => Err(ApiError::FailedPrecondition {
                 reason: "TENANT_SUSPENDED",
@@ -83,19 +83,19 @@ impl AuthApi {
         };
 
         // Reserve the attempt durably before evaluating it.
-        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(internal)?;
+        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(ApiError::from)?;
         throttle::reserve(&mut tx, &email).await?;
         if rand::random::<u8>() == 0 {
             throttle::prune(&mut tx).await?;
         }
         let found = users::find_for_login(&mut tx, &email).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
 
         let matches = self.hasher.verify(&message.password, found.as_ref().map(|(_, hash)| hash.as_str())).await?;
         let user = found.map(|(user, _)| user);
         let active = user.as_ref().is_some_and(|u| u.state == UserState::Active);
 
-        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(internal)?;
+        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(ApiError::from)?;
         let (Some(user), true, true) = (user.clone(), matches, active) else {
             throttle::record_failure(&mut tx, &email).await?;
             let reason = match (&user, matches) {
@@ -108,7 +108,7 @@ impl AuthApi {
                 .outcome(Outcome::Failure)
                 .with(json!({ "email": email, "reason": reason }));
             audit::record(&mut tx, &actor, event).await?;
-            tx.commit().await.map_err(internal)?;
+            tx.commit().await.map_err(ApiError::from)?;
             return Err(bad_credentials().into());
         };
         throttle::record_success(&mut tx, &email).await?;
@@ -118,7 +118,7 @@ impl AuthApi {
         let event =
             Event::success("auth.login.succeeded", "user", &user.id).with(json!({ "session_id": issued.family_id }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         let session = self.issue(&tenant, &user.id, issued)?;
         let user = User { last_login_at: Some(chrono::Utc::now()), ..user };
         Ok(Response::new(pb::LoginResponse {
@@ -146,16 +146,16 @@ impl AuthApi {
         let invalid = || IdentityError::Unauthenticated("invalid, expired or revoked refresh token");
         let Some(tenant_id) = refresh::tenant_of(&token) else { return Err(invalid().into()) };
         let Some(tenant) = self.session_tenant(tenant_id.as_str()).await? else { return Err(invalid().into()) };
-        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(internal)?;
+        let mut tx = TenantTx::begin(&self.pool, &tenant.id, deadline).await.map_err(ApiError::from)?;
         match refresh::rotate(&mut tx, &tenant.id, &token).await? {
             Rotation::Rotated { user_id, issued } => {
                 let user = users::get(&mut tx, &user_id).await?.filter(|u| u.state == UserState::Active);
                 let Some(user) = user else {
                     refresh::revoke_family(&mut tx, &issued.family_id, "user_inactive").await?;
-                    tx.commit().await.map_err(internal)?;
+                    tx.commit().await.map_err(ApiError::from)?;
                     return Err(invalid().into());
                 };
-                tx.commit().await.map_err(internal)?;
+                tx.commit().await.map_err(ApiError::from)?;
                 let session = self.issue(&tenant, &user.id, issued)?;
                 Ok(Response::new(pb::RefreshTokenResponse {
                     access_token: session.access_token,
@@ -173,12 +173,12 @@ impl AuthApi {
                     .outcome(Outcome::Denied)
                     .with(json!({ "session_id": family_id, "action": "session revoked" }));
                 audit::record(&mut tx, &actor, event).await?;
-                tx.commit().await.map_err(internal)?;
+                tx.commit().await.map_err(ApiError::from)?;
                 tracing::warn!(tenant = %tenant.id, user = %user_id, "refresh token replayed; session revoked");
                 Err(invalid().into())
             }
             Rotation::Invalid => {
-                tx.commit().await.map_err(internal)?;
+                tx.commit().await.map_err(ApiError::from)?;
                 Err(invalid().into())
             }
         }
@@ -198,18 +198,18 @@ impl AuthApi {
         if own_tenant.is_some_and(|own| own != tenant_id) {
             return Ok(Response::new(pb::LogoutResponse {}));
         }
-        let live = self.tenants.resolve(tenant_id.as_str()).await.map_err(ApiError::internal)?;
+        let live = self.tenants.resolve(tenant_id.as_str()).await.map_err(ApiError::from)?;
         if live.is_none_or(|t| t.state == TenantState::Deleted) {
             return Ok(Response::new(pb::LogoutResponse {}));
         }
-        let mut tx = TenantTx::begin(&self.pool, &tenant_id, deadline).await.map_err(internal)?;
+        let mut tx = TenantTx::begin(&self.pool, &tenant_id, deadline).await.map_err(ApiError::from)?;
         if let Some((family_id, user_id)) = refresh::family_of(&mut tx, &token).await?
             && refresh::revoke_family(&mut tx, &family_id, "logout").await?
         {
             let event = Event::success("auth.logout", "user", &user_id).with(json!({ "session_id": family_id }));
             audit::record(&mut tx, &actor, event).await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -222,8 +222,8 @@ impl AuthApi {
         };
         Ok(Response::new(pb::WhoAmIResponse {
             principal: Some(convert::principal(principal)),
-            tenant_id: ctx.tenant.as_ref().map(|t| t.id.to_string()).unwrap_or_default(),
-            tenant_slug: ctx.tenant.as_ref().map(|t| t.slug.clone()).unwrap_or_default(),
+            tenant_id: ctx.tenant_if_any().map(|t| t.id.to_string()).unwrap_or_default(),
+            tenant_slug: ctx.tenant_if_any().map(|t| t.slug.clone()).unwrap_or_default(),
             roles,
             permissions: self.caller_permissions(ctx).iter().cloned().collect(),
             expire_time,
@@ -235,7 +235,7 @@ impl AuthApi {
         request: Request<pb::IntrospectTokenRequest>,
     ) -> Reply<pb::IntrospectTokenResponse> {
         let ctx = context::of(&request)?;
-        let scope = ctx.tenant.as_ref().map(|t| t.id.clone());
+        let scope = ctx.tenant_if_any().map(|t| t.id.clone());
         let token = &request.get_ref().token;
         if token.is_empty() {
             return Err(ApiError::invalid("token", "is required").into());

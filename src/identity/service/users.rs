@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use tonic::{Request, Response};
 
-use super::{AuthApi, Reply, caller_is_owner, convert, internal, sessions::changed_user};
+use super::{AuthApi, Reply, caller_is_owner, convert, sessions::changed_user};
 use crate::{
     auth::Principal,
     context,
@@ -116,7 +116,7 @@ impl AuthApi {
         let user = users::create(&mut tx, &email, &display_name, &hash, &role_ids).await?;
         let event = Event::success("user.created", "user", &user.id).with(json!({ "email": email, "roles": role_ids }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         tracing::info!(tenant = %tenant.id, user = %user.id, "user created");
         Ok(Response::new(pb::CreateUserResponse { user: Some(convert::user(user)) }))
     }
@@ -126,7 +126,7 @@ impl AuthApi {
         let id = parse_user_id("user_id", &request.get_ref().user_id)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let user = users::get(&mut tx, &id).await?.ok_or_else(not_found)?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::GetUserResponse { user: Some(convert::user(user)) }))
     }
 
@@ -148,7 +148,7 @@ impl AuthApi {
         let role_id = (!message.role_id.is_empty()).then(|| message.role_id.clone());
         let (_, mut tx) = self.begin(ctx).await?;
         let mut found = users::list(&mut tx, &ListFilter { state, email, role_id }, size, after).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token =
             pagination::next_page(&mut found, size, |u| Cursor { created_at: u.created_at, id: u.id.clone() });
         Ok(Response::new(pb::ListUsersResponse {
@@ -222,7 +222,7 @@ impl AuthApi {
         let event = Event::success(if disabling { "user.disabled" } else { "user.updated" }, "user", &id)
             .with(json!({ "fields": paths }));
         changed_user(&mut tx, &tenant, &id, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_user(&tenant.id, &id);
         Ok(Response::new(pb::UpdateUserResponse { user: Some(convert::user(user)) }))
     }
@@ -252,7 +252,7 @@ impl AuthApi {
         let event = Event::success("user.deleted", "user", &id)
             .with(json!({ "email": current.email, "sessions_revoked": sessions, "api_keys_revoked": key_ids }));
         changed_user(&mut tx, &tenant, &id, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         self.auth.cache().forget_user(&tenant.id, &id);
         for (_, public_id) in &keys {
             self.auth.cache().forget_key(public_id);
@@ -287,27 +287,27 @@ impl AuthApi {
             // Proving the current password is a guess like a login: throttled the same way.
             throttle::reserve(&mut tx, &target.email).await?;
             let stored = users::password_hash(&mut tx, &id).await?;
-            tx.commit().await.map_err(internal)?;
+            tx.commit().await.map_err(ApiError::from)?;
             if message.current_password.is_empty()
                 || !self.hasher.verify(&message.current_password, stored.as_deref()).await?
             {
-                let mut tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(internal)?;
+                let mut tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(ApiError::from)?;
                 throttle::record_failure(&mut tx, &target.email).await?;
                 let event = Event::success("user.password_change_failed", "user", &id)
                     .outcome(audit::Outcome::Failure)
                     .with(json!({ "reason": "wrong_current_password" }));
                 audit::record(&mut tx, &actor, event).await?;
-                tx.commit().await.map_err(internal)?;
+                tx.commit().await.map_err(ApiError::from)?;
                 return Err(ApiError::invalid("current_password", "does not match").into());
             }
-            tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(internal)?;
+            tx = TenantTx::begin(&self.pool, &tenant.id, ctx.deadline).await.map_err(ApiError::from)?;
         }
         users::set_password(&mut tx, &id, &hash).await?;
         let keep = own_session.flatten();
         let revoked = refresh::revoke_user_families(&mut tx, &id, keep.as_deref(), "password_changed").await?;
         let event = Event::success("user.password_changed", "user", &id).with(json!({ "sessions_revoked": revoked }));
         audit::record(&mut tx, &actor, event).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 }

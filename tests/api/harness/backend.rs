@@ -7,9 +7,9 @@
 //! PgBouncer, and what needs a session, LISTEN and the platform migrations'
 //! advisory lock, goes direct (`--database-listen-url`).
 
-use tenantry::config::{DatabaseConfig, ServeConfig};
+use tenantry::config::DatabaseConfig;
 
-use super::{TestApp, TestDatabase, pgbouncer, spawn_node};
+use super::{TestDatabase, pgbouncer};
 
 /// The path from the server to PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,19 +21,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// A server on a fresh database with test defaults.
-    pub async fn spawn_app(self) -> TestApp {
-        self.spawn_app_with(TestDatabase::create().await, |_| {}).await
-    }
-
-    /// A server on `database`, with settings adjusted by `configure`.
-    pub async fn spawn_app_with(self, database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-        let mut app = spawn_node(self.database_config(&database).await, configure).await;
-        app.cli_env = self.cli_env(&database).await;
-        app._database = Some(database);
-        app
-    }
-
     /// The server's database settings for `database`.
     pub async fn database_config(self, database: &TestDatabase) -> DatabaseConfig {
         let direct = database.options.clone();
@@ -47,7 +34,7 @@ impl Backend {
     }
 
     /// The environment a `tenantry` child process gets to reach `database`.
-    async fn cli_env(self, database: &TestDatabase) -> Vec<(&'static str, String)> {
+    pub async fn cli_env(self, database: &TestDatabase) -> Vec<(&'static str, String)> {
         match self {
             Backend::Direct => vec![("DATABASE_URL", database.url.clone())],
             Backend::PgBouncer => vec![
@@ -67,7 +54,7 @@ impl Backend {
 /// on_every_backend!(a_suspended_tenant_is_refused_until_resumed);
 ///
 /// async fn a_suspended_tenant_is_refused_until_resumed(backend: Backend) {
-///     let app = backend.spawn_app().await;
+///     let app = TestApp::builder().backend(backend).spawn().await;
 ///     // …
 /// }
 /// ```

@@ -1,6 +1,6 @@
-//! The test harness: [`spawn_app`] starts the real server on port 0 against
-//! a fresh database (and real Redis) and hands back typed clients;
-//! [`Backend`] also starts it through PgBouncer.
+//! The test harness: [`TestApp::builder`] starts the real server on port 0
+//! against a fresh database (and real Redis), straight or through PgBouncer
+//! ([`Backend`]), and hands back typed clients.
 
 pub mod backend;
 pub mod identity;
@@ -15,10 +15,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use tenantry::{
     auth::api_key::AdminKeys,
-    config::{DatabaseConfig, ServeConfig},
+    config::{DatabaseConfig, ServeConfig, defaults},
+    jobs::worker::WorkerConfig,
     proto::tenantry::v1::{
-        CreateTenantRequest, Tenant, auth_service_client::AuthServiceClient,
-        tenant_service_client::TenantServiceClient, usage_service_client::UsageServiceClient,
+        auth_service_client::AuthServiceClient, tenant_service_client::TenantServiceClient,
+        usage_service_client::UsageServiceClient,
     },
     startup::App,
 };
@@ -56,78 +57,103 @@ pub struct TestApp {
     _database: Option<TestDatabase>,
 }
 
-/// A server on a fresh database with test defaults, straight to PostgreSQL.
-pub async fn spawn_app() -> TestApp {
-    Backend::Direct.spawn_app().await
+/// How a test wants its server: built by [`TestApp::builder`], started by
+/// [`TestAppBuilder::spawn`]. Defaults: a fresh database straight to
+/// PostgreSQL, real Redis, both ports chosen by the OS, a known signing key,
+/// the built-in workers on.
+pub struct TestAppBuilder {
+    backend: Backend,
+    database: Option<TestDatabase>,
+    /// Another node's way to its database (a second node), instead of a fresh one.
+    joining: Option<(DatabaseConfig, Vec<(&'static str, String)>)>,
+    serve: ServeConfig,
+    workers: WorkerConfig,
 }
 
-/// A server on `database`, with settings adjusted by `configure`, straight
-/// to PostgreSQL.
-pub async fn spawn_app_with(database: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    Backend::Direct.spawn_app_with(database, configure).await
+impl TestApp {
+    /// The one way tests start a server.
+    pub fn builder() -> TestAppBuilder {
+        let mut serve = ServeConfig::ephemeral();
+        serve.health_interval = Duration::from_millis(200);
+        serve.drain_timeout = Duration::from_secs(5);
+        // A known signing key, so tests can log in and also forge tokens.
+        serve.identity.jwt_private_key = Some(identity::signing_key().private_pem.clone().into());
+        TestAppBuilder { backend: Backend::Direct, database: None, joining: None, serve, workers: defaults() }
+    }
+
+    /// Another server ("node") on this app's database, reaching it the same way.
+    pub fn second_node(&self) -> TestAppBuilder {
+        TestAppBuilder { joining: Some((self.database.clone(), self.cli_env.clone())), ..TestApp::builder() }
+    }
 }
 
-/// Another server ("node") on the same database as `app`, reaching it the
-/// same way.
-pub async fn spawn_second_node(app: &TestApp) -> TestApp {
-    spawn_node(app.database.clone(), |_| {}).await
-}
+impl TestAppBuilder {
+    /// Reaches PostgreSQL through `backend` (straight, or through PgBouncer).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
 
-/// A server on `database` whose in-process job workers use `workers`.
-pub async fn spawn_app_with_workers(
-    database: TestDatabase,
-    configure: impl FnOnce(&mut ServeConfig),
-    workers: tenantry::jobs::worker::WorkerConfig,
-) -> TestApp {
-    let options = DatabaseConfig::from_options(database.options.clone());
-    let mut app = spawn_node_with_workers(options, configure, workers).await;
-    app.cli_env = vec![("DATABASE_URL", database.url.clone())];
-    app._database = Some(database);
-    app
-}
+    /// Runs on `database` instead of a fresh one.
+    pub fn database(mut self, database: TestDatabase) -> Self {
+        self.database = Some(database);
+        self
+    }
 
-/// A server on the database `database` describes; the caller owns the database.
-pub async fn spawn_node(database: DatabaseConfig, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    spawn_node_with_workers(database, configure, tenantry::jobs::worker::WorkerConfig::default()).await
-}
+    /// Adjusts the server settings.
+    pub fn configure(mut self, configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        configure(&mut self.serve);
+        self
+    }
 
-/// [`spawn_node`] with job worker settings.
-pub async fn spawn_node_with_workers(
-    database: DatabaseConfig,
-    configure: impl FnOnce(&mut ServeConfig),
-    workers: tenantry::jobs::worker::WorkerConfig,
-) -> TestApp {
-    let mut config = ServeConfig::ephemeral();
-    config.health_interval = Duration::from_millis(200);
-    config.drain_timeout = Duration::from_secs(5);
-    config.redis_url = Some(redis::url().await.to_owned().into());
-    // A known signing key, so tests can log in and also forge tokens.
-    config.identity.jwt_private_key = Some(identity::signing_key().private_pem.clone().into());
-    configure(&mut config);
-    let app = App::build(config, database.clone())
-        .await
-        .expect("the server builds")
-        .with_workers(workers)
-        .expect("valid worker settings");
-    let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
-    let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connect to the server");
-    TestApp {
-        http_addr,
-        admin_key,
-        channel,
-        pool,
-        database,
-        cli_env: Vec::new(),
-        shutdown,
-        server: Some(server),
-        _database: None,
+    /// Adjusts the built-in workers' settings.
+    pub fn workers(mut self, configure: impl FnOnce(&mut WorkerConfig)) -> Self {
+        configure(&mut self.workers);
+        self
+    }
+
+    /// Builds and starts the server, creates a platform-admin key and
+    /// connects a channel.
+    pub async fn spawn(mut self) -> TestApp {
+        if self.serve.redis_url.is_none() {
+            self.serve.redis_url = Some(redis::url().await.to_owned().into());
+        }
+        let (database, cli_env, owned) = match self.joining.take() {
+            Some((database, cli_env)) => (database, cli_env, None),
+            None => {
+                let owned = match self.database.take() {
+                    Some(database) => database,
+                    None => TestDatabase::create().await,
+                };
+                let config = self.backend.database_config(&owned).await;
+                (config, self.backend.cli_env(&owned).await, Some(owned))
+            }
+        };
+        let app = App::build(self.serve, database.clone())
+            .await
+            .expect("the server builds")
+            .with_workers(self.workers)
+            .expect("valid worker settings");
+        let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
+        let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the server");
+        TestApp {
+            http_addr,
+            admin_key,
+            channel,
+            pool,
+            database,
+            cli_env,
+            shutdown,
+            server: Some(server),
+            _database: owned,
+        }
     }
 }
 
@@ -173,17 +199,6 @@ impl TestApp {
     pub fn cli_env(&self) -> &[(&'static str, String)] {
         assert!(!self.cli_env.is_empty(), "the app owns its database");
         &self.cli_env
-    }
-
-    /// Creates a tenant on the free plan as the platform admin.
-    pub async fn create_tenant(&self, slug: &str) -> Tenant {
-        let request = CreateTenantRequest {
-            slug: slug.to_owned(),
-            display_name: format!("Tenant {slug}"),
-            plan_id: "free".to_owned(),
-            ..CreateTenantRequest::default()
-        };
-        self.tenants().create_tenant(self.as_admin(request)).await.expect("create tenant").into_inner().tenant.unwrap()
     }
 
     /// `message` as the platform admin acting in `tenant` (id or slug).

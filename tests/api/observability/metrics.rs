@@ -1,14 +1,18 @@
 //! `/metrics` after a known set of calls: every counter moved by exactly the
-//! calls made, label sets stay bounded, pool gauges are read at scrape time.
+//! calls made, label sets stay bounded, scrape-time values (pool, process,
+//! readiness) are read when scraped, and both formats satisfy Prometheus's
+//! own tools.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use tenantry::{policy::PolicyTable, proto::tenantry::v1::ListTenantsRequest};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 
-use super::exposition::Scrape;
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use super::exposition::{
+    PROMETHEUS_ACCEPT, Scrape, get, promtool_available, promtool_check_metrics, promtool_parse_openmetrics,
+};
+use crate::harness::{TestApp, with_metadata};
 
 const LIST_TENANTS: [(&str, &str); 2] = [("service", "tenantry.v1.TenantService"), ("method", "ListTenants")];
 
@@ -35,7 +39,7 @@ fn calls(scrape: &Scrape, service: &str, method: &str, code: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let admin = format!("Bearer {}", app.admin_key);
     assert_eq!(list_tenants(&app, &[("authorization", &admin)]).await, Code::Ok);
     assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
@@ -69,12 +73,12 @@ async fn metrics_count_calls_by_method_and_code_and_auth_failures_by_reason() {
     assert_eq!(scrape.value("tenantry_rpc_duration_seconds_bucket", &inf), Some(6.0));
     assert!(scrape.value("tenantry_rpc_duration_seconds_sum", &LIST_TENANTS).unwrap() > 0.0);
     assert_eq!(scrape.types["tenantry_rpc_duration_seconds"], "histogram");
-    assert_eq!(scrape.types["tenantry_rpc_calls"], "counter");
+    assert_eq!(scrape.types["tenantry_rpc_calls_total"], "counter", "the Prometheus text names counters with _total");
 }
 
 #[tokio::test]
 async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for i in 0..3 {
         let request = with_metadata(
             ListTenantsRequest::default(),
@@ -100,7 +104,7 @@ async fn metric_labels_come_from_closed_sets_and_name_no_tenant() {
 
 #[tokio::test]
 async fn the_database_pool_is_reported_at_scrape_time() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let scrape = scrape(&app).await;
     let in_use = scrape.value("tenantry_db_pool_connections", &[("state", "in_use")]).unwrap();
     let idle = scrape.value("tenantry_db_pool_connections", &[("state", "idle")]).unwrap();
@@ -116,4 +120,69 @@ async fn the_database_pool_is_reported_at_scrape_time() {
         Some(1.0),
         "the build is labelled"
     );
+}
+
+/// Every (name, labels) of a scrape, values aside; bucket bounds compared
+/// as numbers (the formats print `1` and `1.0`).
+fn series(scrape: &Scrape) -> BTreeSet<String> {
+    let bound = |(k, v): (&String, &String)| match (k.as_str(), v.parse::<f64>()) {
+        ("le", Ok(le)) => format!("le={le}"),
+        _ => format!("{k}={v}"),
+    };
+    scrape.samples.iter().map(|s| format!("{}{:?}", s.name, s.labels.iter().map(bound).collect::<Vec<_>>())).collect()
+}
+
+#[tokio::test]
+async fn metrics_answer_prometheus_text_unless_openmetrics_is_asked_for_and_promtool_accepts_both() {
+    let app = TestApp::builder().spawn().await;
+    // Counters with labels, a histogram and an unknown path, so every kind of family has samples.
+    assert_eq!(list_tenants(&app, &[("x-api-key", &app.admin_key)]).await, Code::Ok);
+    assert_eq!(list_tenants(&app, &[]).await, Code::Unauthenticated);
+    call_unknown_method(&app).await;
+
+    let mut texts = Vec::new();
+    for accept in [None, Some("text/plain"), Some("*/*"), Some("text/plain;version=0.0.4;q=0.9")] {
+        let (status, content_type, body) = get(app.http_addr, "/metrics", accept).await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8", "Accept {accept:?}");
+        assert!(!body.contains("# EOF"), "the 0.0.4 text has no EOF marker");
+        texts.push(body);
+    }
+    let (status, content_type, openmetrics) = get(app.http_addr, "/metrics", Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(openmetrics.ends_with("# EOF\n"));
+
+    let (text, open) = (Scrape::parse(&texts[0]), Scrape::parse(&openmetrics));
+    assert_eq!(series(&text), series(&open), "both formats carry the same series");
+    assert_eq!(text.types.len(), text.help.len(), "every family has HELP and TYPE");
+    assert_eq!(open.types.len(), open.help.len(), "every family has HELP and TYPE");
+    assert_eq!(open.types["tenantry_rpc_calls"], "counter", "OpenMetrics names the counter family without _total");
+
+    if promtool_available() {
+        let (clean, printed) = promtool_check_metrics(&texts[0]).await;
+        assert!(clean && printed.trim().is_empty(), "promtool check metrics:\n{printed}\n{}", texts[0]);
+        let (parsed, printed) = promtool_parse_openmetrics(&openmetrics).await;
+        assert!(parsed, "Prometheus's OpenMetrics parser:\n{printed}\n{openmetrics}");
+    }
+}
+
+#[tokio::test]
+async fn process_and_readiness_are_read_at_scrape_time() {
+    let app = TestApp::builder().spawn().await;
+    let scrape = scrape(&app).await;
+    let value = |name: &str| scrape.value(name, &[]).unwrap_or_else(|| panic!("{name} is reported"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now + 1.0 && started > now - 86_400.0 * 7.0, "the test process started recently: {started}");
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    assert!(value("process_open_fds") >= 3.0 && value("process_open_fds") <= value("process_max_fds"));
+    assert!(value("process_threads") >= 1.0);
+    assert_eq!(scrape.types["process_cpu_seconds_total"], "counter");
+
+    assert_eq!(value("tenantry_ready"), 1.0, "PostgreSQL answers: ready");
+    assert_eq!(scrape.value("tenantry_dependency_up", &[("dependency", "postgres")]), Some(1.0));
+    assert_eq!(scrape.value("tenantry_dependency_up", &[("dependency", "redis")]), Some(1.0), "the harness sets Redis");
 }

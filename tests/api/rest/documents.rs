@@ -3,11 +3,11 @@
 use http::Method;
 
 use super::send;
-use crate::harness::{TestDatabase, spawn_app, spawn_app_with};
+use crate::harness::{TestApp, TestDatabase};
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/openapi.json", &[], None).await;
     assert_eq!(response.status, 200);
     let spec = response.json();
@@ -24,7 +24,7 @@ async fn the_openapi_document_describes_every_route() {
 
 #[tokio::test]
 async fn the_reference_page_is_self_contained_html() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/docs", &[], None).await;
     assert_eq!(response.status, 200);
     assert!(response.header("content-type").unwrap().starts_with("text/html"));
@@ -35,7 +35,7 @@ async fn the_reference_page_is_self_contained_html() {
 
 #[tokio::test]
 async fn cors_is_off_by_default() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let headers = [("origin", "https://app.example"), ("access-control-request-method", "GET")];
     let preflight = send(app.http_addr, Method::OPTIONS, "/v1/tenants", &headers, None).await;
     assert_eq!(preflight.status, 405);
@@ -47,7 +47,11 @@ async fn cors_is_off_by_default() {
 #[tokio::test]
 async fn configured_origins_get_preflights_and_cors_headers() {
     let database = TestDatabase::create().await;
-    let app = spawn_app_with(database, |c| c.rest.cors_allowed_origins = vec!["https://app.example".into()]).await;
+    let app = TestApp::builder()
+        .database(database)
+        .configure(|c| c.rest.cors_allowed_origins = vec!["https://app.example".into()])
+        .spawn()
+        .await;
     let headers = [
         ("origin", "https://app.example"),
         ("access-control-request-method", "POST"),

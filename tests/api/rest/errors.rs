@@ -6,11 +6,11 @@
 use http::Method;
 
 use super::{bearer, send};
-use crate::harness::{TestDatabase, spawn_app, spawn_app_with};
+use crate::harness::TestApp;
 
 #[tokio::test]
 async fn an_unknown_path_is_a_json_404() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/v1/nothing-here", &[], None).await;
     assert_eq!(response.status, 404);
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -20,7 +20,7 @@ async fn an_unknown_path_is_a_json_404() {
 
 #[tokio::test]
 async fn a_wrong_method_is_405_listing_the_allowed_ones() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::DELETE, "/v1/tenants", &[], None).await;
     assert_eq!(response.status, 405);
     let allow = response.header("allow").unwrap();
@@ -33,7 +33,7 @@ async fn a_wrong_method_is_405_listing_the_allowed_ones() {
 
 #[tokio::test]
 async fn bad_json_and_unknown_fields_are_400_naming_the_field() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let admin = bearer(&app);
     let auth = [("authorization", admin.as_str())];
     let response = send(app.http_addr, Method::POST, "/v1/tenants", &auth, Some("{\"slug\":")).await;
@@ -60,7 +60,7 @@ async fn bad_json_and_unknown_fields_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn unknown_fields_are_ignored_when_configured() {
-    let app = spawn_app_with(TestDatabase::create().await, |c| c.rest.allow_unknown_fields = true).await;
+    let app = TestApp::builder().configure(|c| c.rest.allow_unknown_fields = true).spawn().await;
     let admin = bearer(&app);
     let auth = [("authorization", admin.as_str())];
     let body = r#"{"slug":"acme","displayName":"Acme","planId":"free","colour":"red"}"#;
@@ -72,7 +72,7 @@ async fn unknown_fields_are_ignored_when_configured() {
 
 #[tokio::test]
 async fn a_body_over_the_message_limit_is_413() {
-    let app = spawn_app_with(TestDatabase::create().await, |c| c.max_message_bytes = 1024).await;
+    let app = TestApp::builder().configure(|c| c.max_message_bytes = 1024).spawn().await;
     let big = format!(r#"{{"slug":"{}"}}"#, "a".repeat(2048));
     let response = send(app.http_addr, Method::POST, "/v1/tenants", &[], Some(&big)).await;
     assert_eq!(response.status, 413);
@@ -81,7 +81,7 @@ async fn a_body_over_the_message_limit_is_413() {
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_415() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response =
         send(app.http_addr, Method::POST, "/v1/tenants", &[("content-type", "text/plain")], Some("slug=a")).await;
     assert_eq!(response.status, 415);
@@ -91,7 +91,7 @@ async fn a_body_that_is_not_json_is_415() {
 
 #[tokio::test]
 async fn pretty_output_is_indented() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/v1/tenants?pretty", &[], None).await;
     assert_eq!(response.status, 401);
     assert!(response.text().contains("\n  \"code\": 16"), "{}", response.text());
@@ -99,7 +99,7 @@ async fn pretty_output_is_indented() {
 
 #[tokio::test]
 async fn a_stream_failing_before_its_first_message_is_an_ordinary_error_in_both_formats() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     super::insert_tenant(&app, "acme", "active").await;
     let admin = bearer(&app);
     for accept in ["application/x-ndjson", "text/event-stream"] {

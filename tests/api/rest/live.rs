@@ -8,7 +8,7 @@ use tenantry::proto::tenantry::v1::{
 };
 
 use super::{bearer, insert_tenant, send};
-use crate::harness::{TestApp, spawn_app};
+use crate::harness::TestApp;
 
 /// Enqueues an external job over REST and returns its id.
 async fn enqueue(app: &TestApp, admin: &str, kind: &str) -> String {
@@ -52,7 +52,7 @@ async fn watch_to_the_end(app: &TestApp, admin: &str, job_id: &str, kind: &str, 
 
 #[tokio::test]
 async fn a_watched_job_streams_as_ndjson_until_it_completes() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     insert_tenant(&app, "acme", "active").await;
     let admin = bearer(&app);
     let job_id = enqueue(&app, &admin, "email.send").await;
@@ -70,7 +70,7 @@ async fn a_watched_job_streams_as_ndjson_until_it_completes() {
 
 #[tokio::test]
 async fn a_watched_job_streams_as_server_sent_events_until_it_completes() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     insert_tenant(&app, "acme", "active").await;
     let admin = bearer(&app);
     let job_id = enqueue(&app, &admin, "report.build").await;
@@ -89,7 +89,7 @@ async fn a_watched_job_streams_as_server_sent_events_until_it_completes() {
 
 #[tokio::test]
 async fn an_exhausted_rate_limit_is_429_with_retry_after_and_ratelimit_headers() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let plan = Plan {
         id: "tiny".into(),
         display_name: "Tiny".into(),

@@ -10,7 +10,7 @@ use tenantry::{
 use tonic_types::StatusExt;
 
 use super::{HttpResponse, bearer, insert_tenant, send};
-use crate::harness::{TestApp, spawn_app, with_metadata};
+use crate::harness::{TestApp, with_metadata};
 
 const WELL_FORMED_UNKNOWN: &str = "tnty_AAAAAAAAAAAAAAAA_0123456789012345678901234567890123456789012";
 
@@ -30,7 +30,7 @@ async fn list_tenants_both_ways(app: &TestApp, headers: &[(&'static str, &str)])
 
 #[tokio::test]
 async fn credentials_are_judged_the_same_over_rest_and_grpc() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let (public_id, _) = app.admin_key.trim_start_matches("tnty_").split_once('_').unwrap();
     let forged = format!("tnty_{public_id}_{}", "A".repeat(43));
     let admin = bearer(&app);
@@ -63,7 +63,7 @@ async fn credentials_are_judged_the_same_over_rest_and_grpc() {
 
 #[tokio::test]
 async fn an_unauthenticated_rest_call_is_401_with_the_grpc_message() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/v1/tenants", &[], None).await;
     assert_eq!(response.status, 401);
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -75,7 +75,7 @@ async fn an_unauthenticated_rest_call_is_401_with_the_grpc_message() {
 
 #[tokio::test]
 async fn tenant_context_is_the_same_over_rest_and_grpc() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     insert_tenant(&app, "acme", "active").await;
     insert_tenant(&app, "frozen", "suspended").await;
     insert_tenant(&app, "gone", "deleted").await;
@@ -121,7 +121,7 @@ async fn tenant_context_is_the_same_over_rest_and_grpc() {
 
 #[tokio::test]
 async fn request_ids_and_grpc_metadata_pass_through() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(
         app.http_addr,
         Method::GET,
@@ -135,7 +135,7 @@ async fn request_ids_and_grpc_metadata_pass_through() {
 
 #[tokio::test]
 async fn a_grpc_timeout_header_bounds_the_call_like_a_grpc_deadline() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let bad = send(
         app.http_addr,
         Method::GET,

@@ -11,7 +11,7 @@ use tenantry::{
 };
 
 use super::{bearer, send};
-use crate::harness::spawn_app;
+use crate::harness::TestApp;
 
 /// A concrete path for a route: every variable filled with `value`.
 fn concrete_path(route: &tenantry::gateway::routes::Route, value: &str) -> String {
@@ -24,7 +24,7 @@ fn concrete_path(route: &tenantry::gateway::routes::Route, value: &str) -> Strin
 
 #[tokio::test]
 async fn every_rpc_binding_reaches_its_method_through_the_stack() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     // Provisioned through the API, so the tenant's schema (users, keys, roles) exists.
     app.create_tenant("acme").await;
     let table = RouteTable::embedded().unwrap();
@@ -74,7 +74,7 @@ async fn landed(app: &crate::harness::TestApp, grpc_path: &str, headers: &[(&'st
 
 #[tokio::test]
 async fn the_jwks_is_served_at_the_well_known_path_too() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for path in ["/v1/auth/jwks", "/.well-known/jwks.json"] {
         let response = send(app.http_addr, Method::GET, path, &[], None).await;
         assert_eq!(response.status, 200, "{path}");
@@ -86,7 +86,7 @@ async fn the_jwks_is_served_at_the_well_known_path_too() {
 
 #[tokio::test]
 async fn health_endpoints_keep_priority_over_the_gateway() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/healthz", &[], None).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["status"], "ok");

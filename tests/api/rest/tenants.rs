@@ -7,7 +7,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{bearer, send};
-use crate::harness::{TestApp, spawn_app};
+use crate::harness::TestApp;
 
 async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let admin = bearer(app);
@@ -18,7 +18,7 @@ async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
 
 #[tokio::test]
 async fn a_tenant_can_be_created_read_listed_updated_and_suspended_over_rest() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     // Both spellings are accepted in; lowerCamelCase comes out.
     let body = json!({"slug": "acme", "display_name": "Acme", "planId": "free", "labels": {"region": "eu"}});
     let (status, created) = call(&app, Method::POST, "/v1/tenants", Some(body)).await;
@@ -62,7 +62,7 @@ async fn a_tenant_can_be_created_read_listed_updated_and_suspended_over_rest() {
 
 #[tokio::test]
 async fn handler_errors_map_to_http_statuses_with_details() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let (status, error) = call(&app, Method::POST, "/v1/tenants", Some(json!({"slug": "A!", "planId": "free"}))).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["code"], 3);
@@ -80,7 +80,7 @@ async fn handler_errors_map_to_http_statuses_with_details() {
 
 #[tokio::test]
 async fn plans_are_listed_with_int64_fields_as_strings() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let plan = json!({"displayName": "Pro", "requestsPerSecond": 50, "burst": 100, "monthlyRequestQuota": "1000000",
                       "maxConcurrentJobs": 4, "minReplicas": 1, "maxReplicas": 8});
     let (status, upserted) = call(&app, Method::PUT, "/v1/plans/pro-test", Some(plan)).await;
