@@ -71,7 +71,7 @@ async fn reflection_v1alpha_serves_the_contract_files() {
 async fn reflection_answers_an_unknown_symbol_on_the_stream_and_keeps_it_open() {
     use prost::Message;
     use v1::{server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let ask = |query: MessageRequest| v1::ServerReflectionRequest { host: String::new(), message_request: Some(query) };
     // One stream, three requests: the failed lookup in the middle must not end it.
