@@ -1,5 +1,5 @@
 //! An internal service calling Tenantry with the Rust client (feature
-//! `client`): copy this file as a starting point.
+//! `client`, on by default): copy this file as a starting point.
 //!
 //! It connects with an API key (a platform-admin key acts in the tenant named
 //! by `TENANTRY_TENANT`), asks who it is, enqueues a job idempotently (a
@@ -8,7 +8,7 @@
 //!
 //! ```sh
 //! TENANTRY_ADDR=http://127.0.0.1:50051 TENANTRY_API_KEY=... TENANTRY_TENANT=acme \
-//!     cargo run --features client --example internal_service
+//!     cargo run --example internal_service
 //! ```
 
 use std::{error::Error, time::Duration};
