@@ -30,7 +30,7 @@ class Credentials(Protocol):
 
 
 class ApiKey:
-    """A tenant API key (`tk_…`) or a platform-admin key."""
+    """A tenant API key or a platform-admin key, sent as a bearer token."""
 
     def __init__(self, key: str) -> None:
         if not key:
