@@ -78,14 +78,14 @@ ENV TENANTRY_GRPC_ADDR=0.0.0.0:50051 \
 USER 10001:10001
 WORKDIR /var/lib/tenantry
 
-# 50051: gRPC (HTTP/2). 8080: REST gateway, /healthz, /readyz, /metrics.
+# 50051: gRPC (HTTP/2). 8080: REST gateway, /healthz, /readyz, /metrics (the worker: the last three).
 EXPOSE 50051 8080
 
 # Liveness without curl: bash (already in the base image) opens a TCP connection with its
 # /dev/tcp redirection, sends a bare HTTP/1.0 request for /healthz and requires a 200 on
 # the status line. This keeps the image free of curl/wget and their dependencies.
-# It applies to `serve`; the `worker` subcommand serves no HTTP, so docker-compose
-# disables this check for it, and its ECS task definition has no container health check.
+# It applies to `serve` and to `worker`, which serves /healthz, /readyz and /metrics on the
+# same TENANTRY_HTTP_ADDR.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r -t 4 status <&3 && [[ $status == HTTP/1.?' 200'* ]]"]
 

@@ -48,7 +48,7 @@ fn tokens(c: &mut Criterion) {
         roles: vec!["member".into()],
         permissions: Arc::new(roles::built_in_permissions("member").unwrap()),
     };
-    cache.remember_user(&tenant, &user, Arc::new(access), cache.generation());
+    cache.remember_user(cache.user_ticket(), &tenant, &user, Arc::new(access));
     c.bench_function("jwt: cached check to principal", |b| {
         b.iter(|| {
             let verified = service.verify(std::hint::black_box(&token)).unwrap();
@@ -80,7 +80,7 @@ fn api_keys(c: &mut Criterion) {
         created_at: chrono::Utc::now(),
         expires_at: None,
     };
-    cache.remember_key(Arc::new(VerifiedKey::Tenant(cached)), cache.generation());
+    cache.remember_key(cache.key_ticket(), Arc::new(VerifiedKey::Tenant(cached)));
     let authenticator =
         Authenticator::new(pool.clone(), token_service(), cache, TenantDirectory::new(pool), LastUsed::default());
     assert!(authenticator.check_cached_key(&key.full).is_some());

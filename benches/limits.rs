@@ -1,19 +1,17 @@
 //! Throughput of a cheap RPC (UsageService/GetQuota, answered from memory)
-//! over loopback gRPC through four stacks built from the library's layers,
-//! measured in one run and reported as ratios:
+//! over loopback gRPC through three servers, measured in one run and
+//! reported as ratios:
 //!
-//! - `full-local`: the whole stack (authenticate, tenant context, rate
-//!   limit, authorize, meter) with the in-process limiter;
+//! - `full-local`: the real server (`App::build`), in-process limiter;
 //! - `full-redis`: the same with the Redis limiter;
-//! - `auth-tenant`: the stack without the rate-limit and meter layers;
-//! - `bare`: request id and a fixed tenant only — those layers off.
+//! - `bare`: the usage service behind only the observe layer and a fixed
+//!   tenant — every other layer off.
 //!
 //! Needs PostgreSQL (`DATABASE_URL`, or a private cluster from the machine's
 //! binaries) and `redis-server` (`REDIS_URL`, or a private one).
 //! Run: `cargo bench --bench limits`.
 
 use std::{
-    collections::HashSet,
     net::SocketAddr,
     path::PathBuf,
     str::FromStr,
@@ -26,7 +24,7 @@ use http::Request;
 use sqlx::{PgPool, postgres::PgConnectOptions};
 use tenantry::{
     auth::api_key::AdminKeys,
-    config::RateLimitFailMode,
+    config::{AppConfig, DatabaseConfig, RateLimitEngine, Role, ServeConfig},
     context::RequestContext,
     db::embedded::EmbeddedPostgres,
     metrics::Metrics,
@@ -35,12 +33,10 @@ use tenantry::{
         GetQuotaRequest, usage_service_client::UsageServiceClient, usage_service_server::UsageServiceServer,
     },
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
-    stack::{
-        self, StackState, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer, limits::LimitsLayer,
-        observe::ObserveLayer, tenant::TenantContext,
-    },
+    stack::observe::ObserveLayer,
+    startup::App,
     tenancy::{TenantDirectory, TenantId},
-    usage::{meter::Meter, service::UsageApi},
+    usage::service::UsageApi,
 };
 use tokio::{net::TcpListener, runtime::Runtime};
 use tokio_util::sync::CancellationToken;
@@ -55,10 +51,11 @@ const RATIO_ROUNDS: usize = 10;
 const RATIO_BATCHES: usize = 16;
 
 struct Fixture {
+    options: PgConnectOptions,
+    redis_url: String,
     pool: PgPool,
     admin_key: String,
     tenant: TenantId,
-    redis: fred::prelude::Client,
     /// The private Redis this run started, if any.
     redis_pid_file: Option<PathBuf>,
     shutdown: CancellationToken,
@@ -76,7 +73,8 @@ async fn fixture() -> Fixture {
         }
     };
     // Room for every variant's LISTEN sessions (each holds a connection) and the calls.
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(32).connect_with(options).await.expect("connect");
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(32).connect_with(options.clone()).await.expect("connect");
     tenantry::db::migrate(&pool).await.expect("migrate");
     let (_, admin_key) = AdminKeys::new(pool.clone()).create("bench").await.expect("admin key");
     sqlx::query(
@@ -104,7 +102,17 @@ async fn fixture() -> Fixture {
     let config = fred::prelude::Config::from_url(&redis_url).expect("REDIS_URL");
     let redis = fred::prelude::Builder::from_config(config).build().expect("redis client");
     fred::prelude::ClientLike::init(&redis).await.expect("connect to Redis");
-    Fixture { pool, admin_key, tenant, redis, redis_pid_file, shutdown: CancellationToken::new(), _cluster: cluster }
+    drop(redis);
+    Fixture {
+        options,
+        redis_url,
+        pool,
+        admin_key,
+        tenant,
+        redis_pid_file,
+        shutdown: CancellationToken::new(),
+        _cluster: cluster,
+    }
 }
 
 impl Drop for Fixture {
@@ -143,78 +151,53 @@ fn start_redis() -> (String, PathBuf) {
 enum Variant {
     FullLocal,
     FullRedis,
-    AuthTenant,
     Bare,
 }
 
 /// Serves the usage service through `variant`'s stack; returns its address.
 async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
-    let policies = Arc::new(PolicyTable::embedded().expect("policies"));
-    let plans = PlanBook::new(fixture.pool.clone());
-    plans.listen(fixture.pool.clone(), fixture.shutdown.clone());
-    let quotas = QuotaBook::new(fixture.pool.clone());
-    let meter = Meter::new(100_000, quotas.clone());
-    meter.spawn_flusher(fixture.pool.clone(), Duration::from_secs(1), fixture.shutdown.clone());
-    let tenants = TenantDirectory::new(fixture.pool.clone());
-    tenants.listen(fixture.pool.clone(), fixture.shutdown.clone());
-    let routes = tonic::service::Routes::new(UsageServiceServer::new(UsageApi::new(
-        fixture.pool.clone(),
-        plans.clone(),
-        quotas.clone(),
-    )));
-    let mounted: Arc<HashSet<String>> = Arc::new(["tenantry.v1.UsageService".to_owned()].into());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let shutdown = fixture.shutdown.clone().cancelled_owned();
-    let deadline = Duration::from_secs(30);
     match variant {
         Variant::FullLocal | Variant::FullRedis => {
-            let limiter = match variant {
-                Variant::FullRedis => RateLimiter::redis(fixture.redis.clone(), 1, RateLimitFailMode::Local),
-                _ => RateLimiter::local(),
-            };
-            let layers = stack::layers(StackState {
-                policies,
-                mounted,
-                authenticator: authenticator(fixture, &tenants).await,
-                tenants,
-                max_in_flight: 4096,
-                max_deadline: deadline,
-                metrics: Metrics::new(),
-                limiter,
-                plans,
-                quotas,
-                meter,
-            });
-            let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
-            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
-        }
-        Variant::AuthTenant => {
-            let layers = ServiceBuilder::new()
-                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
-                .layer(LimitsLayer::new(4096))
-                .layer(GuardLayer::new(Authenticate::new(authenticator(fixture, &tenants).await)))
-                .layer(GuardLayer::new(TenantContext::new(tenants)))
-                .layer(GuardLayer::new(Authorize::new(mounted)));
-            let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
-            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+            let mut serve = ServeConfig::ephemeral();
+            serve.migrate = false;
+            if let Variant::FullRedis = variant {
+                serve.redis_url = Some(fixture.redis_url.clone().into());
+                serve.rate_limit_engine = RateLimitEngine::Redis;
+            }
+            let database = DatabaseConfig::from_options(fixture.options.clone());
+            let config = AppConfig { role: Role::Api, serve, database, workers: tenantry::config::defaults() };
+            let app = App::build(config).await.expect("the server builds");
+            let addr = app.grpc_addr().expect("gRPC listener");
+            tokio::spawn(app.run_until_stopped(fixture.shutdown.clone()));
+            addr
         }
         Variant::Bare => {
+            let policies = Arc::new(PolicyTable::embedded().expect("policies"));
+            let quotas = QuotaBook::new(fixture.pool.clone());
+            let routes = tonic::service::Routes::new(UsageServiceServer::new(UsageApi::new(
+                fixture.pool.clone(),
+                PlanBook::new(fixture.pool.clone()),
+                quotas,
+                RateLimiter::local(),
+            )));
+            let tenants = TenantDirectory::new(fixture.pool.clone());
             let tenant = tenants.resolve(fixture.tenant.as_str()).await.unwrap().expect("bench tenant");
             let layers = ServiceBuilder::new()
-                .layer(ObserveLayer::new(policies, deadline, Metrics::new()))
+                .layer(ObserveLayer::new(policies, Duration::from_secs(30), Metrics::new()))
                 .map_request(move |mut request: Request<Body>| {
                     if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
                         context.set_tenant(tenant.clone());
                     }
                     request
                 });
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let server = tonic::transport::Server::builder().layer(layers).add_routes(routes);
-            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, fixture.shutdown.clone().cancelled_owned()));
+            addr
         }
     }
-    addr
 }
 
 /// Sends `BATCH` calls, `CONCURRENCY` at a time; every call must succeed.
@@ -246,7 +229,7 @@ fn main() {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(6));
-    let variants = [Variant::Bare, Variant::AuthTenant, Variant::FullLocal, Variant::FullRedis];
+    let variants = [Variant::Bare, Variant::FullLocal, Variant::FullRedis];
     let channels: Vec<Channel> = variants
         .iter()
         .map(|&variant| {
@@ -299,25 +282,6 @@ fn main() {
     }
     println!("ratios:");
     println!("  full (local) / bare           = {:.3}  (target >= 0.80)", rate("FullLocal") / rate("Bare"));
-    println!(
-        "  full (local) / auth + tenant  = {:.3}  (cost of rate limit + meter)",
-        rate("FullLocal") / rate("AuthTenant")
-    );
     println!("  full (redis) / full (local)   = {:.3}  (target >= 0.50)", rate("FullRedis") / rate("FullLocal"));
     criterion.final_summary();
-}
-
-/// The identity authenticator the server would build (a fresh dev key ring;
-/// the benchmark calls with a platform-admin key), its cache listening for
-/// invalidations as in `serve`.
-async fn authenticator(fixture: &Fixture, tenants: &TenantDirectory) -> tenantry::identity::Authenticator {
-    use tenantry::identity::{access::IdentityCache, api_keys::LastUsed, keys, keys::KeyRing, tokens::TokenService};
-    let ring = KeyRing::from_pems(&keys::generate().unwrap().private_pem, &[]).unwrap();
-    let tokens = TokenService::new(ring, "tenantry", "tenantry-api", Duration::from_secs(900));
-    let cache = IdentityCache::new(fixture.pool.clone());
-    cache.listen(fixture.pool.clone(), fixture.shutdown.clone());
-    while !cache.is_listening() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tenantry::identity::Authenticator::new(fixture.pool.clone(), tokens, cache, tenants.clone(), LastUsed::default())
 }

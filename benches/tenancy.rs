@@ -128,7 +128,9 @@ async fn main() {
     let uncached = TenantDirectory::new(pool.clone());
     let cached = TenantDirectory::new(pool.clone());
     let shutdown = CancellationToken::new();
-    cached.listen(pool.clone(), shutdown.clone());
+    let mut feed = tenantry::db::notify::ChangeFeed::default();
+    cached.subscribe(&mut feed);
+    tokio::spawn(feed.run(pool.clone(), shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     resolution(&cached, &thousand, 2000).await;
     let at_1k = (resolution(&uncached, &thousand, 2000).await, resolution(&cached, &thousand, 20_000).await);

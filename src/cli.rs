@@ -4,13 +4,14 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::api_key::AdminKeys,
-    config::{DatabaseConfig, DevConfig, ServeConfig, TelemetryConfig},
-    db, dev, jobs,
+    config::{self, AppConfig, DatabaseConfig, DevConfig, Role, ServeConfig, TelemetryConfig},
+    db, dev,
     jobs::worker::WorkerConfig,
     startup::App,
     telemetry,
@@ -31,19 +32,23 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the gRPC API and the HTTP endpoints.
+    /// Serve the gRPC API, REST, health and metrics (and job workers).
     Serve {
+        // First: what a newcomer needs (`--dev`, `--data-dir`, the addresses).
+        #[command(flatten)]
+        dev: DevConfig,
         #[command(flatten)]
         serve: ServeConfig,
         #[command(flatten)]
         database: DatabaseConfig,
         #[command(flatten)]
-        dev: DevConfig,
-        #[command(flatten)]
         workers: WorkerConfig,
     },
-    /// Run the built-in job workers only (scaled separately from the API).
+    /// Run the built-in job workers only, scaled apart from the API.
     Worker {
+        /// Address of the HTTP listener (/healthz, /readyz, /metrics).
+        #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8081", help_heading = "Getting started")]
+        http_addr: std::net::SocketAddr,
         #[command(flatten)]
         database: DatabaseConfig,
         #[command(flatten)]
@@ -65,13 +70,15 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Signing keys for access tokens. The key ring is PEM text (in
-    /// TENANTRY_JWT_PRIVATE_KEY or the --jwt-private-key-file file): the first
-    /// block is the signing private key; every further block, a public or a
-    /// private key, is verification-only (published in the JWKS and accepted).
-    /// To rotate: append the new key (verify-only), roll out; move it first
-    /// (signing) with the old key after it, roll out; after the access-token
-    /// lifetime remove the old key, roll out.
+    /// Generate and rotate the signing keys of access tokens.
+    ///
+    /// The key ring is PEM text (in TENANTRY_JWT_PRIVATE_KEY or the
+    /// --jwt-private-key-file file): the first block is the signing private
+    /// key; every further block, a public or a private key, is
+    /// verification-only (published in the JWKS and accepted). To rotate:
+    /// append the new key (verify-only), roll out; move it first (signing)
+    /// with the old key after it, roll out; after the access-token lifetime
+    /// remove the old key, roll out.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -141,18 +148,23 @@ pub fn run() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { serve, database, dev, .. } if dev.dev => {
-            dev::serve(serve, database, dev, shutdown_on_signals()).await
+        Command::Serve { serve, database, dev, workers } if dev.dev => {
+            dev::serve(AppConfig { role: Role::Api, serve, database, workers }, dev, shutdown_on_signals()).await
         }
         Command::Serve { serve, database, workers, .. } => {
-            database.validate()?;
-            let app = App::build(serve, database).await?.with_workers(workers)?;
-            tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "serving");
+            let app = App::build(AppConfig { role: Role::Api, serve, database, workers }).await?;
+            let grpc = app.grpc_addr().context("the API listener is bound")?;
+            tracing::info!(%grpc, http = %app.http_addr(), "serving");
             app.run_until_stopped(shutdown_on_signals()).await?;
             Ok(())
         }
-        Command::Worker { database, workers } => {
-            jobs::worker::run_standalone(database, workers, shutdown_on_signals()).await?;
+        Command::Worker { http_addr, database, workers } => {
+            let mut serve = ServeConfig { http_addr, ..config::defaults() };
+            // A worker issues and verifies no access token.
+            serve.identity.ephemeral_signing_key = true;
+            let app = App::build(AppConfig { role: Role::Worker, serve, database, workers }).await?;
+            tracing::info!(http = %app.http_addr(), "serving job workers");
+            app.run_until_stopped(shutdown_on_signals()).await?;
             Ok(())
         }
         Command::Migrate { database, status: true, .. } => {

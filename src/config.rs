@@ -98,6 +98,7 @@ pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
 
 /// Where PostgreSQL is and how the pool behaves.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Database")]
 pub struct DatabaseConfig {
     /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/tenantry.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
@@ -199,6 +200,7 @@ pub enum LogFormat {
 
 /// Logs and traces: how the process reports what it does.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logs and traces")]
 pub struct TelemetryConfig {
     /// Log format: json for production, pretty for a terminal, auto picks.
     #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
@@ -243,40 +245,45 @@ impl TelemetryConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address of the gRPC listener (port 0 picks a free port).
-    #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(help_heading = "Getting started", long, env = "TENANTRY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Address of the HTTP listener (/healthz, /readyz, the REST API, /openapi.json, /docs).
-    #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(help_heading = "Getting started", long, env = "TENANTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Apply pending platform migrations at start instead of refusing to start.
-    #[arg(long, env = "TENANTRY_MIGRATE")]
+    #[arg(help_heading = "Operations", long, env = "TENANTRY_MIGRATE")]
     pub migrate: bool,
     /// Redis URL for distributed rate limits; optional.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(help_heading = "Rate limits", long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// Do not run job workers in this process.
-    #[arg(long, env = "TENANTRY_NO_WORKERS")]
+    #[arg(help_heading = "Job workers", long, env = "TENANTRY_NO_WORKERS")]
     pub no_workers: bool,
     /// HTTP/2 streams one client connection may have open at once.
-    #[arg(long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
     /// Calls in flight in this process before new ones are shed with UNAVAILABLE.
-    #[arg(long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = 2048)]
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
     /// Ceiling on any call's deadline; a shorter `grpc-timeout` wins.
-    #[arg(long, env = "TENANTRY_MAX_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     pub max_deadline: Duration,
+    /// How long the listeners keep serving after readiness fails at
+    /// shutdown, so load balancers stop routing first (Kubernetes: a few
+    /// seconds; ECS deregisters first, so 0 is fine there).
+    #[arg(help_heading = "Operations", long, env = "TENANTRY_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// How long shutdown waits for in-flight calls before closing them.
-    #[arg(long, env = "TENANTRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(help_heading = "Operations", long, env = "TENANTRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// How often dependencies are probed for health and readiness.
-    #[arg(long, env = "TENANTRY_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(help_heading = "Operations", long, env = "TENANTRY_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub health_interval: Duration,
     /// How long a deleted tenant's data is kept before its schema is purged.
-    #[arg(long, env = "TENANTRY_TENANT_PURGE_GRACE", default_value = "7d", value_parser = parse_duration)]
+    #[arg(help_heading = "Operations", long, env = "TENANTRY_TENANT_PURGE_GRACE", default_value = "7d", value_parser = parse_duration)]
     pub tenant_purge_grace: Duration,
     /// Largest decoded request message, in bytes.
-    #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Identity: signing keys, token lifetimes, login throttling.
     #[command(flatten)]
@@ -286,23 +293,29 @@ pub struct ServeConfig {
     pub rest: crate::gateway::RestConfig,
     /// Where per-tenant rate limits are kept: in this process, or in Redis
     /// (shared by every node; needs REDIS_URL).
-    #[arg(long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum, default_value = "local")]
+    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum, default_value = "local")]
     pub rate_limit_engine: RateLimitEngine,
     /// Nodes expected to share the limits; while Redis is unreachable each
     /// node limits locally at the plan's rate divided by this.
-    #[arg(long, env = "TENANTRY_RATE_LIMIT_EXPECTED_NODES", default_value_t = 1)]
+    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_EXPECTED_NODES", default_value_t = 1)]
     pub rate_limit_expected_nodes: u32,
     /// What ordinary calls get while Redis is unreachable: a local limit
     /// (limit / expected nodes) or no limit. Login and API-key creation are
     /// always limited locally.
-    #[arg(long, env = "TENANTRY_RATE_LIMIT_FAIL_MODE", value_enum, default_value = "local")]
+    #[arg(
+        help_heading = "Rate limits",
+        long,
+        env = "TENANTRY_RATE_LIMIT_FAIL_MODE",
+        value_enum,
+        default_value = "local"
+    )]
     pub rate_limit_fail_mode: RateLimitFailMode,
     /// How often metered usage is written to the database.
-    #[arg(long, env = "TENANTRY_USAGE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(help_heading = "Usage metering", long, env = "TENANTRY_USAGE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub usage_flush_interval: Duration,
     /// Distinct (tenant, method, minute) entries the meter holds between
     /// flushes; beyond it, entries are dropped and counted.
-    #[arg(long, env = "TENANTRY_USAGE_BUFFER_ENTRIES", default_value_t = 100_000)]
+    #[arg(help_heading = "Usage metering", long, env = "TENANTRY_USAGE_BUFFER_ENTRIES", default_value_t = 100_000)]
     pub usage_buffer_entries: usize,
 }
 
@@ -375,8 +388,49 @@ impl ServeConfig {
     }
 }
 
+/// What a process built by [`crate::startup::App::build`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `tenantry serve`: the gRPC and HTTP APIs, and job workers unless
+    /// `--no-workers`.
+    Api,
+    /// `tenantry worker`: job workers, with only `/healthz`, `/readyz` and
+    /// `/metrics` on the HTTP listener.
+    Worker,
+}
+
+/// Everything one process needs: the one configuration
+/// [`crate::startup::App::build`] takes.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// What the process serves.
+    pub role: Role,
+    /// Listeners, limits, identity, REST (the worker uses only `http_addr`
+    /// and the health interval).
+    pub serve: ServeConfig,
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// The built-in job workers.
+    pub workers: crate::jobs::worker::WorkerConfig,
+}
+
+impl AppConfig {
+    /// Checks every part, naming the first setting at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.serve.validate()?;
+        self.database.validate()?;
+        self.workers.validate()
+    }
+
+    /// Whether this process runs the built-in job workers.
+    pub fn runs_workers(&self) -> bool {
+        self.role == Role::Worker || !self.serve.no_workers
+    }
+}
+
 /// Settings of `serve --dev`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Getting started")]
 pub struct DevConfig {
     /// Run the embedded default: a private PostgreSQL unless DATABASE_URL is set.
     #[arg(long)]

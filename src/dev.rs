@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::api_key::AdminKeys,
-    config::{DatabaseConfig, DevConfig, ServeConfig},
+    config::{AppConfig, DevConfig},
     db::embedded::EmbeddedPostgres,
     startup::App,
 };
@@ -25,12 +25,8 @@ const DEV_DATABASE: &str = "tenantry";
 pub const ADMIN_KEY_FILE: &str = "admin-api-key";
 
 /// Runs the dev server until `shutdown`.
-pub async fn serve(
-    serve: ServeConfig,
-    mut database: DatabaseConfig,
-    dev: DevConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(mut config: AppConfig, dev: DevConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database = &mut config.database;
     std::fs::create_dir_all(&dev.data_dir)
         .with_context(|| format!("creating the data directory {}", dev.data_dir.display()))?;
     let cluster = if database.url.is_none() {
@@ -41,11 +37,12 @@ pub async fn serve(
     } else {
         None
     };
-    let mut serve = serve;
-    if serve.identity.jwt_private_key.is_none() && serve.identity.jwt_private_key_file.is_none() {
-        serve.identity.jwt_private_key_file = Some(dev_signing_key(&dev.data_dir)?);
+    let identity = &mut config.serve.identity;
+    if identity.jwt_private_key.is_none() && identity.jwt_private_key_file.is_none() {
+        identity.jwt_private_key_file = Some(dev_signing_key(&dev.data_dir)?);
     }
-    let result = run(ServeConfig { migrate: true, ..serve }, database, &dev.data_dir, shutdown).await;
+    config.serve.migrate = true;
+    let result = run(config, &dev.data_dir, shutdown).await;
     if let Some(cluster) = cluster {
         match cluster.stop().await {
             Ok(()) => tracing::info!("private PostgreSQL cluster stopped"),
@@ -55,16 +52,11 @@ pub async fn serve(
     result
 }
 
-async fn run(
-    serve: ServeConfig,
-    database: DatabaseConfig,
-    data_dir: &Path,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let app = App::build(serve, database).await?;
+async fn run(config: AppConfig, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
     let key_file = data_dir.join(ADMIN_KEY_FILE);
     let key = admin_key(&AdminKeys::new(app.pool().clone()), &key_file).await?;
-    let (grpc, http) = (app.grpc_addr(), app.http_addr());
+    let (grpc, http) = (app.grpc_addr().context("the API listener is bound")?, app.http_addr());
     let key_path = key_file.display();
     // A closed stdout (a parent that stopped reading) must not stop the server.
     let banner = format!(

@@ -28,6 +28,65 @@ pub struct QuotaViolation {
 /// The `ErrorInfo.domain` of every error Tenantry returns.
 pub const ERROR_DOMAIN: &str = "tenantry.v1";
 
+/// Why a call was refused, sent as `google.rpc.ErrorInfo.reason` (and the
+/// label of `tenantry_auth_failures_total`): a closed set clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The email or password (or the current password) is wrong.
+    CredentialsInvalid,
+    /// The worker's lease on the job expired or moved to a newer attempt.
+    JobLeaseLost,
+    /// The job is not in a state that allows the call.
+    JobState,
+    /// The change would leave the tenant without an owner.
+    LastOwner,
+    /// The principal lacks the permission the method requires.
+    PermissionMissing,
+    /// The method (or the change) is for platform admins.
+    PlatformAdminRequired,
+    /// Built-in roles cannot be changed.
+    RoleBuiltIn,
+    /// The tenant has as many custom roles as allowed.
+    RoleLimit,
+    /// The tenant is deleted.
+    TenantDeleted,
+    /// The credential belongs to another tenant than `x-tenant-id` names.
+    TenantMismatch,
+    /// The tenant is suspended.
+    TenantSuspended,
+    /// No credential was sent.
+    CredentialMissing,
+    /// The credential is not of a known form.
+    CredentialMalformed,
+    /// The API key is unknown, expired or revoked.
+    ApiKeyInvalid,
+    /// The access token is invalid, expired or its user is disabled.
+    AccessTokenInvalid,
+}
+
+impl Reason {
+    /// The reason as sent on the wire (`TENANT_SUSPENDED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::CredentialsInvalid => "CREDENTIALS_INVALID",
+            Reason::JobLeaseLost => "JOB_LEASE_LOST",
+            Reason::JobState => "JOB_STATE",
+            Reason::LastOwner => "LAST_OWNER",
+            Reason::PermissionMissing => "PERMISSION_MISSING",
+            Reason::PlatformAdminRequired => "PLATFORM_ADMIN_REQUIRED",
+            Reason::RoleBuiltIn => "ROLE_BUILT_IN",
+            Reason::RoleLimit => "ROLE_LIMIT",
+            Reason::TenantDeleted => "TENANT_DELETED",
+            Reason::TenantMismatch => "TENANT_MISMATCH",
+            Reason::TenantSuspended => "TENANT_SUSPENDED",
+            Reason::CredentialMissing => "CREDENTIAL_MISSING",
+            Reason::CredentialMalformed => "CREDENTIAL_MALFORMED",
+            Reason::ApiKeyInvalid => "API_KEY_INVALID",
+            Reason::AccessTokenInvalid => "ACCESS_TOKEN_INVALID",
+        }
+    }
+}
+
 /// An error as the API reports it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,10 +95,10 @@ pub enum ApiError {
     InvalidArgument { field: String, description: String },
     /// The credential is missing, malformed, unknown, expired or revoked.
     #[error("{message}")]
-    Unauthenticated { reason: &'static str, message: String },
+    Unauthenticated { reason: Reason, message: String },
     /// The caller is known but may not do this.
     #[error("{message}")]
-    PermissionDenied { reason: &'static str, message: String },
+    PermissionDenied { reason: Reason, message: String },
     /// The resource does not exist (or belongs to another tenant).
     #[error("{resource} not found")]
     NotFound { resource: String },
@@ -48,7 +107,7 @@ pub enum ApiError {
     AlreadyExists { message: String },
     /// The system is not in a state that allows the call.
     #[error("{message}")]
-    FailedPrecondition { reason: &'static str, message: String },
+    FailedPrecondition { reason: Reason, message: String },
     /// A rate limit or quota is exhausted; retry after `retry_after`. The
     /// violation becomes a `QuotaFailure` detail, the rate state the
     /// `x-ratelimit-*` and `retry-after` metadata.
@@ -124,7 +183,7 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated { reason, message }
             | ApiError::PermissionDenied { reason, message }
             | ApiError::FailedPrecondition { reason, message } => {
-                let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
+                let details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, []);
                 Status::with_error_details(code, message, details)
             }
             ApiError::ResourceExhausted { message, retry_after, violation, rate } => {

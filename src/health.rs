@@ -40,17 +40,36 @@ pub enum DependencyState {
 pub struct Readiness {
     postgres: AtomicBool,
     redis: AtomicU8,
+    /// Set when shutdown begins: the node stops being ready first, so load
+    /// balancers stop sending work before the listeners close.
+    draining: AtomicBool,
 }
 
 impl Readiness {
-    fn new(redis_configured: bool) -> Self {
+    /// Readiness before the first probe: PostgreSQL assumed up (the build
+    /// just connected), Redis up when configured.
+    pub fn new(redis_configured: bool) -> Self {
         let redis = if redis_configured { DependencyState::Up } else { DependencyState::Disabled };
-        Readiness { postgres: AtomicBool::new(true), redis: AtomicU8::new(redis as u8) }
+        Readiness {
+            postgres: AtomicBool::new(true),
+            redis: AtomicU8::new(redis as u8),
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// Whether this node should receive traffic.
     pub fn is_ready(&self) -> bool {
-        self.postgres.load(Ordering::Relaxed)
+        self.postgres.load(Ordering::Relaxed) && !self.is_draining()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown begins: not ready from now on.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// PostgreSQL's state.
@@ -70,6 +89,8 @@ impl Readiness {
 
 /// Probes dependencies and publishes the result.
 pub struct HealthProbe {
+    /// Where the results go (`/readyz`, and every node-local reader).
+    pub readiness: Arc<Readiness>,
     /// The gRPC health service's reporter.
     pub reporter: HealthReporter,
     /// Service names whose status follows PostgreSQL.
@@ -85,33 +106,31 @@ pub struct HealthProbe {
 }
 
 impl HealthProbe {
-    /// Probes once (so every service has a status before the first call),
-    /// then keeps probing until `shutdown`. The readiness is shared.
-    pub async fn start(self, shutdown: CancellationToken) -> Arc<Readiness> {
-        let readiness = Arc::new(Readiness::new(self.redis.is_some()));
-        let mut serving = None;
-        self.probe(&readiness, &mut serving).await;
-        let shared = readiness.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(self.interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = ticker.tick() => self.probe(&shared, &mut serving).await,
-                }
+    /// Probes once, so every service has a status before the first call.
+    pub async fn probe_once(&self) {
+        self.probe(&mut None).await;
+    }
+
+    /// Keeps probing until `stop`, then reports every service NOT_SERVING.
+    pub async fn run(&self, stop: CancellationToken) {
+        let mut serving = Some(self.readiness.is_ready());
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => self.probe(&mut serving).await,
             }
-            // Draining: tell load balancers to stop sending work.
-            for service in self.services.iter().map(String::as_str).chain([""]) {
-                self.reporter.set_service_status(service, ServingStatus::NotServing).await;
-            }
-        });
-        readiness
+        }
+        for service in self.services.iter().map(String::as_str).chain([""]) {
+            self.reporter.set_service_status(service, ServingStatus::NotServing).await;
+        }
     }
 
     /// One round: probe the dependencies, publish changes.
-    async fn probe(&self, readiness: &Readiness, serving: &mut Option<bool>) {
+    async fn probe(&self, serving: &mut Option<bool>) {
+        let readiness = &self.readiness;
         let timeout = self.interval.min(Duration::from_secs(2));
         let postgres_up = crate::db::ping(&self.pool, timeout).await;
         readiness.postgres.store(postgres_up, Ordering::Relaxed);

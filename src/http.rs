@@ -56,7 +56,7 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Va
     let ready = readiness.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else if readiness.is_draining() { "draining" } else { "not_ready" },
         "postgres": readiness.postgres(),
         "redis": readiness.redis(),
     });

@@ -31,6 +31,7 @@
 //! - [`usage`]: the usage meter, client usage events and UsageService.
 //! - [`jobs`]: the PostgreSQL job queue, built-in workers and JobsService.
 //! - [`scaling`]: per-tenant autoscaling decisions and ScalingService.
+//! - [`cache`]: the one node-local cache type, bounded and invalidated by NOTIFY.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
 //! - [`pagination`]: page sizes and opaque keyset page tokens for List RPCs.
 //! - [`db`]: the PostgreSQL pool, platform migrations and the embedded cluster.
@@ -45,6 +46,7 @@
 //!   mapping to `tonic::Status` (rich details) and to HTTP.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
@@ -67,8 +69,11 @@ pub mod proto;
 pub mod ratelimit;
 pub mod reflection;
 pub mod scaling;
+pub mod services;
 pub mod stack;
 pub mod startup;
+pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 pub mod tenancy;
 pub mod usage;

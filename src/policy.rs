@@ -50,6 +50,9 @@ pub struct MethodPolicy {
     pub tenant_scope: TenantScope,
     /// Rate-limit tokens one call costs (at least 1).
     pub rate_cost: u32,
+    /// The name usage is metered under, `tenantry.v1.UsageService/GetQuota`
+    /// (shared, so metering a call allocates no string).
+    pub metered_name: Arc<str>,
 }
 
 /// Why the descriptor's policies are unusable.
@@ -104,6 +107,7 @@ impl PolicyTable {
         for (service, names) in INFRASTRUCTURE {
             for name in *names {
                 let policy = MethodPolicy {
+                    metered_name: Arc::from(format!("{service}/{name}")),
                     path: format!("/{service}/{name}"),
                     service: (*service).to_owned(),
                     method: (*name).to_owned(),
@@ -144,6 +148,7 @@ impl PolicyTable {
             return Err(invalid(method, "a public method cannot be platform_admin_only"));
         }
         Ok(MethodPolicy {
+            metered_name: Arc::from(format!("{}/{}", method.parent_service().full_name(), method.name())),
             path: format!("/{}/{}", method.parent_service().full_name(), method.name()),
             service: method.parent_service().full_name().to_owned(),
             method: method.name().to_owned(),

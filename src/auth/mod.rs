@@ -122,10 +122,10 @@ pub enum AuthError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         let reason = match error {
-            AuthError::Missing => "CREDENTIAL_MISSING",
-            AuthError::Malformed(_) => "CREDENTIAL_MALFORMED",
-            AuthError::InvalidApiKey => "API_KEY_INVALID",
-            AuthError::InvalidAccessToken => "ACCESS_TOKEN_INVALID",
+            AuthError::Missing => crate::error::Reason::CredentialMissing,
+            AuthError::Malformed(_) => crate::error::Reason::CredentialMalformed,
+            AuthError::InvalidApiKey => crate::error::Reason::ApiKeyInvalid,
+            AuthError::InvalidAccessToken => crate::error::Reason::AccessTokenInvalid,
             AuthError::Store(error) => return error.into(),
         };
         ApiError::Unauthenticated { reason, message: error.to_string() }

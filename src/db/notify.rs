@@ -1,34 +1,45 @@
-//! One mechanism for cache invalidation across nodes: a task holding a
-//! LISTEN session (from the direct listen pool, never a transaction-mode
-//! pooler) that reconnects with backoff and tells its [`Subscriber`] when
-//! caching is safe (connected), what changed (notifications), and when it is
-//! not (disconnected: notifications may have been missed).
+//! One mechanism for changes announced across nodes: [`ChangeFeed`] holds one
+//! LISTEN session per process (from the direct listen pool, never a
+//! transaction-mode pooler), reconnects with backoff, and tells every
+//! [`Subscriber`] when caching is safe (connected), what changed
+//! (notifications on its channels), and when it is not (disconnected:
+//! notifications may have been missed). The caches ([`crate::cache`]) and
+//! the job wake-ups subscribe to it.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
-/// A cache that follows change notifications.
+/// Something that follows change notifications.
 pub trait Subscriber: Send + Sync + 'static {
     /// The session is (re)established: drop everything cached; caching may start.
     fn connected(&self);
-    /// A change was committed somewhere.
+    /// A change was committed somewhere on one of the subscribed channels.
     fn notified(&self, channel: &str, payload: &str);
     /// The session is lost: stop trusting the cache until reconnected.
     fn disconnected(&self);
 }
 
-/// Listens on `channels` until `shutdown`, reconnecting with backoff.
-/// `label` names the cache in logs.
-pub fn listen<S: Subscriber>(
-    listen_pool: PgPool,
-    channels: &'static [&'static str],
-    label: &'static str,
-    subscriber: Arc<S>,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
+/// The subscribers of one process and the channels each follows.
+#[derive(Default, Clone)]
+pub struct ChangeFeed {
+    subscribers: Vec<(&'static [&'static str], Arc<dyn Subscriber>)>,
+}
+
+impl ChangeFeed {
+    /// Delivers `channels`' notifications to `subscriber` once [`Self::run`] runs.
+    pub fn subscribe(&mut self, channels: &'static [&'static str], subscriber: Arc<dyn Subscriber>) {
+        self.subscribers.push((channels, subscriber));
+    }
+
+    /// Listens until `shutdown`, reconnecting with backoff (100 ms up to 5 s).
+    pub async fn run(self, listen_pool: PgPool, shutdown: CancellationToken) {
+        let channels: BTreeSet<&'static str> =
+            self.subscribers.iter().flat_map(|(channels, _)| channels.iter().copied()).collect();
+        if channels.is_empty() {
+            return;
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             let connect = async {
@@ -41,7 +52,7 @@ pub fn listen<S: Subscriber>(
                 result = connect => match result {
                     Ok(listener) => listener,
                     Err(error) => {
-                        tracing::warn!(%error, cache = label, "change listener cannot connect; cache off");
+                        tracing::warn!(%error, "change listener cannot connect; caches are off meanwhile");
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
@@ -52,19 +63,31 @@ pub fn listen<S: Subscriber>(
                 }
             };
             backoff = Duration::from_millis(100);
-            subscriber.connected();
+            for (_, subscriber) in &self.subscribers {
+                subscriber.connected();
+            }
             loop {
                 let received = tokio::select! {
                     () = shutdown.cancelled() => return,
                     received = listener.try_recv() => received,
                 };
                 match received {
-                    Ok(Some(notification)) => subscriber.notified(notification.channel(), notification.payload()),
+                    Ok(Some(notification)) => {
+                        let channel = notification.channel();
+                        for (channels, subscriber) in &self.subscribers {
+                            if channels.contains(&channel) {
+                                subscriber.notified(channel, notification.payload());
+                            }
+                        }
+                    }
                     // The connection dropped and notifications may have been missed.
                     Ok(None) | Err(_) => break,
                 }
             }
-            subscriber.disconnected();
+            tracing::warn!("change listener lost its connection; reconnecting");
+            for (_, subscriber) in &self.subscribers {
+                subscriber.disconnected();
+            }
         }
-    });
+    }
 }

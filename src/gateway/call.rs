@@ -3,16 +3,15 @@
 //! listener uses (no network hop), and reads the response frames and the
 //! status from the trailers (or from the headers of a trailers-only answer).
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version, header};
 use http_body_util::{BodyExt, Full};
 use tonic::{Status, body::Body, transport::server::TcpConnectInfo};
-use tower::{ServiceExt, util::BoxCloneSyncService};
+use tower::ServiceExt;
 
-/// The layered gRPC routes, as one cloneable service.
-pub type StackService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+pub use crate::stack::StackService;
 
 /// Request headers passed to the stack as gRPC metadata under their own name.
 const FORWARDED: &[&str] = &[

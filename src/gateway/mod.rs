@@ -59,6 +59,7 @@ pub use self::routes::RouteError;
 
 /// REST gateway settings (flags with env fallbacks).
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "REST gateway")]
 pub struct RestConfig {
     /// Origins allowed to call the REST API from browsers (CORS), comma-separated, or `*`. Empty: CORS off.
     #[arg(long = "cors-allowed-origins", env = "TENANTRY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]

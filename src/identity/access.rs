@@ -1,9 +1,8 @@
-//! What a principal may do right now, cached per node and invalidated
-//! across nodes with PostgreSQL LISTEN/NOTIFY (the same pattern as the
-//! tenant directory): every change to a user, a role or an API key sends
-//! `NOTIFY tenantry_identity` in its transaction, and each node's listener
-//! evicts the entries at once. While the listener is disconnected the caches
-//! are bypassed, since invalidations could be missed.
+//! What a principal may do right now, cached per node in two
+//! [`NotifyCache`]s (users' access, verified API keys) and invalidated across
+//! nodes: every change to a user, a role or an API key sends
+//! `NOTIFY tenantry_identity` in its transaction, and each node's change feed
+//! evicts the entries at once.
 //!
 //! Payloads: `user:<tenant>:<user>`, `tenant:<tenant>` (a role changed:
 //! every user of the tenant), `key:<public id>` (a tenant API key revoked,
@@ -11,20 +10,18 @@
 //! sends it, so revoking one with plain SQL reaches every node).
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    collections::BTreeSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use sqlx::{PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
 
 use super::{IdentityError, api_keys::CachedKey, roles};
 use crate::{
     auth::api_key::AdminKey,
+    cache::{LoadTicket, NotifyCache, Ttl},
+    db::notify::ChangeFeed,
     tenancy::{TenantId, TenantTx},
 };
 
@@ -32,8 +29,8 @@ use crate::{
 pub const CHANNEL: &str = "tenantry_identity";
 /// How long an entry is trusted without a notification (a safety net).
 const TTL: Duration = Duration::from_secs(60);
-/// Beyond this many entries a cache starts over (bounded memory).
-const MAX_ENTRIES: usize = 100_000;
+/// Entries held per cache and node; beyond it the least useful are evicted one by one.
+const CAPACITY: u64 = 100_000;
 
 /// A user's standing in a tenant, as authentication needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +43,10 @@ pub struct UserAccess {
     pub permissions: Arc<BTreeSet<String>>,
 }
 
-struct Timed<T> {
-    value: Arc<T>,
-    at: Instant,
+impl Ttl for Arc<UserAccess> {
+    fn ttl(&self) -> Duration {
+        TTL
+    }
 }
 
 /// A verified API key as the cache holds it, under its public id.
@@ -69,18 +67,18 @@ impl VerifiedKey {
     }
 }
 
-/// Users' access by tenant and user id.
-type UserMap = RwLock<HashMap<(TenantId, String), Timed<UserAccess>>>;
+impl Ttl for Arc<VerifiedKey> {
+    fn ttl(&self) -> Duration {
+        TTL
+    }
+}
 
 /// The per-node identity caches and their invalidation.
 #[derive(Clone)]
 pub struct IdentityCache {
     pool: PgPool,
-    users: Arc<UserMap>,
-    keys: Arc<RwLock<HashMap<String, Timed<VerifiedKey>>>>,
-    listening: Arc<AtomicBool>,
-    /// Bumped by every eviction, so a load that raced one is not cached.
-    generation: Arc<AtomicU64>,
+    users: Arc<NotifyCache<(TenantId, String), Arc<UserAccess>>>,
+    keys: Arc<NotifyCache<String, Arc<VerifiedKey>>>,
 }
 
 /// Announces that a user's access changed (sent when `conn` commits).
@@ -103,54 +101,20 @@ async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), IdentityEr
     Ok(())
 }
 
-/// Inserts unless an eviction happened since `seen`; checked under the map's
-/// lock, which every eviction takes after bumping the generation, so none
-/// can slip in between.
-fn insert_bounded<K: std::hash::Hash + Eq, T>(
-    map: &RwLock<HashMap<K, Timed<T>>>,
-    generation: &AtomicU64,
-    seen: u64,
-    key: K,
-    value: Arc<T>,
-) {
-    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
-    if generation.load(Ordering::Acquire) != seen {
-        return;
-    }
-    if map.len() >= MAX_ENTRIES {
-        map.clear();
-    }
-    map.insert(key, Timed { value, at: Instant::now() });
-}
-
-fn fresh<K: std::hash::Hash + Eq + ?Sized, Q, T>(map: &RwLock<HashMap<Q, Timed<T>>>, key: &K) -> Option<Arc<T>>
-where
-    Q: std::borrow::Borrow<K> + std::hash::Hash + Eq,
-{
-    let map = map.read().unwrap_or_else(|e| e.into_inner());
-    map.get(key).filter(|t| t.at.elapsed() < TTL).map(|t| t.value.clone())
-}
-
 impl IdentityCache {
-    /// Caches over `pool`; caching starts once [`Self::listen`] connects.
+    /// Caches over `pool`; caching starts once their change feed connects.
     pub fn new(pool: PgPool) -> Self {
         IdentityCache {
             pool,
-            users: Arc::default(),
-            keys: Arc::default(),
-            listening: Arc::default(),
-            generation: Arc::default(),
+            users: Arc::new(NotifyCache::new("identity_users", CAPACITY)),
+            keys: Arc::new(NotifyCache::new("api_keys", CAPACITY)),
         }
-    }
-
-    /// Whether caching is on (the listener is connected).
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
     }
 
     /// Turns caching on without a listener: for benchmarks and single-node tools only.
     pub fn assume_listening(&self) {
-        self.listening.store(true, Ordering::Release);
+        self.users.assume_listening();
+        self.keys.assume_listening();
     }
 
     /// A user's current access in `tenant`.
@@ -160,50 +124,45 @@ impl IdentityCache {
         user_id: &str,
         deadline: Instant,
     ) -> Result<Arc<UserAccess>, IdentityError> {
-        if let Some(hit) = self.cached_user(tenant, user_id) {
-            return Ok(hit);
-        }
-        let generation = self.generation();
-        let mut tx = TenantTx::begin(&self.pool, tenant, deadline).await?;
-        let access = Arc::new(load_user(&mut tx, user_id).await?);
-        tx.commit().await?;
-        self.remember_user(tenant, user_id, access.clone(), generation);
-        Ok(access)
+        let key = (tenant.clone(), user_id.to_owned());
+        self.users
+            .get_or_load(key, async {
+                let mut tx = TenantTx::begin(&self.pool, tenant, deadline).await?;
+                let access = Arc::new(load_user(&mut tx, user_id).await?);
+                tx.commit().await?;
+                Ok(access)
+            })
+            .await
     }
 
     /// A user's cached access, if caching is on and the entry is fresh.
     pub fn cached_user(&self, tenant: &TenantId, user_id: &str) -> Option<Arc<UserAccess>> {
-        if !self.is_listening() {
-            return None;
-        }
-        fresh(&self.users, &(tenant.clone(), user_id.to_owned()))
+        self.users.get(&(tenant.clone(), user_id.to_owned()))
     }
 
-    /// Caches a user's access, unless an eviction happened since `generation`.
-    pub fn remember_user(&self, tenant: &TenantId, user_id: &str, access: Arc<UserAccess>, generation: u64) {
-        if self.is_listening() {
-            insert_bounded(&self.users, &self.generation, generation, (tenant.clone(), user_id.to_owned()), access);
-        }
+    /// Caches a user's access loaded since `ticket` (benchmarks).
+    pub fn remember_user(&self, ticket: LoadTicket, tenant: &TenantId, user_id: &str, access: Arc<UserAccess>) {
+        self.users.store(ticket, (tenant.clone(), user_id.to_owned()), access);
     }
 
     /// A cached API key (a tenant's or a platform admin's) by public id.
     pub fn key(&self, public_id: &str) -> Option<Arc<VerifiedKey>> {
-        if !self.is_listening() {
-            return None;
-        }
-        fresh(&self.keys, public_id)
+        self.keys.get(public_id)
     }
 
-    /// The current generation, to pass back to [`Self::remember_key`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Take before loading a key; pass to [`Self::remember_key`].
+    pub fn key_ticket(&self) -> LoadTicket {
+        self.keys.ticket()
     }
 
-    /// Caches a verified key, unless an eviction happened since `generation`.
-    pub fn remember_key(&self, key: Arc<VerifiedKey>, generation: u64) {
-        if self.is_listening() {
-            insert_bounded(&self.keys, &self.generation, generation, key.public_id().to_owned(), key);
-        }
+    /// Take before loading a user; pass to [`Self::remember_user`].
+    pub fn user_ticket(&self) -> LoadTicket {
+        self.users.ticket()
+    }
+
+    /// Caches a verified key, unless an eviction happened since `ticket`.
+    pub fn remember_key(&self, ticket: LoadTicket, key: Arc<VerifiedKey>) {
+        self.keys.store(ticket, key.public_id().to_owned(), key);
     }
 
     /// Forgets a user on this node at once, so the node that changed it
@@ -223,35 +182,29 @@ impl IdentityCache {
     }
 
     fn evict(&self, payload: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut parts = payload.splitn(3, ':');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("user"), Some(tenant), Some(user)) => {
                 if let Some(tenant) = TenantId::parse(tenant) {
-                    self.users.write().unwrap_or_else(|e| e.into_inner()).remove(&(tenant, user.to_owned()));
+                    self.users.evict(&(tenant, user.to_owned()));
                 }
             }
             (Some("tenant"), Some(tenant), None) => {
-                self.users.write().unwrap_or_else(|e| e.into_inner()).retain(|(t, _), _| t.as_str() != tenant);
+                let tenant = tenant.to_owned();
+                self.users.evict_where(move |(t, _), _| t.as_str() == tenant);
             }
-            (Some("key"), Some(public_id), None) => {
-                self.keys.write().unwrap_or_else(|e| e.into_inner()).remove(public_id);
+            (Some("key"), Some(public_id), None) => self.keys.evict(public_id),
+            _ => {
+                tracing::warn!(payload, "unknown identity change; forgetting every cached identity");
+                self.users.evict_where(|_, _| true);
+                self.keys.evict_where(|_, _| true);
             }
-            _ => self.forget_everything(),
         }
     }
 
-    fn forget_everything(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.users.write().unwrap_or_else(|e| e.into_inner()).clear();
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// Listens for identity changes on a session connection from
-    /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
-    /// only while the listener is connected.
-    pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        crate::db::notify::listen(listen_pool, &[CHANNEL], "identity", std::sync::Arc::new(self.clone()), shutdown);
+    /// Follows identity changes from `feed`.
+    pub fn subscribe(&self, feed: &mut ChangeFeed) {
+        feed.subscribe(&[CHANNEL], Arc::new(self.clone()));
     }
 }
 
@@ -281,8 +234,8 @@ pub async fn load_user(conn: &mut PgConnection, user_id: &str) -> Result<UserAcc
 
 impl crate::db::notify::Subscriber for IdentityCache {
     fn connected(&self) {
-        self.forget_everything();
-        self.listening.store(true, Ordering::Release);
+        self.users.connected();
+        self.keys.connected();
     }
 
     fn notified(&self, _channel: &str, payload: &str) {
@@ -290,7 +243,7 @@ impl crate::db::notify::Subscriber for IdentityCache {
     }
 
     fn disconnected(&self) {
-        self.listening.store(false, Ordering::Release);
-        self.forget_everything();
+        self.users.disconnected();
+        self.keys.disconnected();
     }
 }

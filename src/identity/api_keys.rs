@@ -246,18 +246,15 @@ impl LastUsed {
 
     /// Flushes every `interval` until `shutdown`, then once more; await the
     /// handle before closing the pool so the last batch is written.
-    pub fn run(&self, pool: PgPool, interval: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let last_used = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticker.tick() => last_used.flush(&pool).await,
-                }
+    pub async fn run(self, pool: PgPool, interval: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => self.flush(&pool).await,
             }
-            last_used.flush(&pool).await;
-        })
+        }
+        self.flush(&pool).await;
     }
 }

@@ -64,6 +64,11 @@ impl Authenticator {
         &self.cache
     }
 
+    /// The batched writer of API keys' last use.
+    pub fn last_used(&self) -> &LastUsed {
+        &self.last_used
+    }
+
     /// The principal a credential stands for.
     pub async fn authenticate(&self, credential: Credential<'_>, deadline: Instant) -> Result<Principal, ApiError> {
         Ok(self.authenticate_in(credential, deadline).await?.0)
@@ -98,7 +103,7 @@ impl Authenticator {
         let cached = match self.cache.key(parsed.public_id) {
             Some(cached) => Some(cached),
             None => {
-                let generation = self.cache.generation();
+                let ticket = self.cache.key_ticket();
                 // Keys not in the tenant index are platform-admin keys.
                 let loaded = match api_keys::tenant_of(&self.pool, parsed.public_id).await? {
                     None => {
@@ -106,7 +111,7 @@ impl Authenticator {
                     }
                     Some(tenant) => {
                         self.live_tenant(&tenant, AuthError::InvalidApiKey).await?;
-                        let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await.map_err(ApiError::from)?;
+                        let mut tx = TenantTx::begin(&self.pool, &tenant, deadline).await?;
                         let loaded = api_keys::load(&mut tx, &tenant, parsed.public_id).await?;
                         tx.commit().await.map_err(ApiError::from)?;
                         loaded.map(VerifiedKey::Tenant)
@@ -114,7 +119,7 @@ impl Authenticator {
                 };
                 loaded.map(|key| {
                     let key = Arc::new(key);
-                    self.cache.remember_key(key.clone(), generation);
+                    self.cache.remember_key(ticket, key.clone());
                     key
                 })
             }
@@ -152,7 +157,7 @@ impl Authenticator {
         match found {
             Some(tenant) if tenant.state == TenantState::Active => Ok(tenant),
             Some(tenant) if tenant.state == TenantState::Suspended => Err(ApiError::FailedPrecondition {
-                reason: "TENANT_SUSPENDED",
+                reason: crate::error::Reason::TenantSuspended,
                 message: "the credential's tenant is suspended".into(),
             }),
             _ => Err(invalid.into()),

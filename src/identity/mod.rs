@@ -44,6 +44,7 @@ use crate::{
 
 /// Identity settings of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Identity")]
 pub struct IdentityConfig {
     /// PEM file with the key ring: the RSA private key that signs access
     /// tokens first, then any verification-only keys (public or private).
@@ -128,7 +129,7 @@ pub enum IdentityError {
     #[error("{0}")]
     AlreadyExists(&'static str),
     #[error("{message}")]
-    Precondition { reason: &'static str, message: String },
+    Precondition { reason: crate::error::Reason, message: String },
     #[error("{0}")]
     Denied(String),
     #[error("{0}")]
@@ -151,9 +152,11 @@ impl From<IdentityError> for ApiError {
             IdentityError::NotFound(resource) => ApiError::NotFound { resource: resource.into() },
             IdentityError::AlreadyExists(message) => ApiError::AlreadyExists { message: message.into() },
             IdentityError::Precondition { reason, message } => ApiError::FailedPrecondition { reason, message },
-            IdentityError::Denied(message) => ApiError::PermissionDenied { reason: "PERMISSION_MISSING", message },
+            IdentityError::Denied(message) => {
+                ApiError::PermissionDenied { reason: crate::error::Reason::PermissionMissing, message }
+            }
             IdentityError::Unauthenticated(message) => {
-                ApiError::Unauthenticated { reason: "CREDENTIALS_INVALID", message: message.into() }
+                ApiError::Unauthenticated { reason: crate::error::Reason::CredentialsInvalid, message: message.into() }
             }
             IdentityError::Throttled(retry_after) => {
                 ApiError::exhausted("too many login attempts; retry later", Some(retry_after))

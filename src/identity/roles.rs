@@ -185,7 +185,7 @@ pub async fn create(
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM roles").fetch_one(&mut *conn).await?;
     if count >= MAX_CUSTOM_ROLES {
         return Err(IdentityError::Precondition {
-            reason: "ROLE_LIMIT",
+            reason: crate::error::Reason::RoleLimit,
             message: format!("a tenant has at most {MAX_CUSTOM_ROLES} custom roles"),
         });
     }

@@ -15,7 +15,7 @@
 //! - [`lease`]: the worker side (fair batched fetch, heartbeat, complete, fail, release).
 //! - [`rescuer`]: expired leases and retention pruning.
 //! - [`events`]: the LISTEN/NOTIFY wake-up hub and in-process change signals.
-//! - [`worker`]: the built-in worker runtime (`tenantry serve`, `tenantry worker`).
+//! - [`worker`]: the built-in workers (run by `tenantry serve` and `tenantry worker`).
 //! - [`periodic`]: periodic built-in jobs from configuration, once per period across nodes.
 //! - [`handlers`]: the built-in job kinds (`tenantry.*`).
 //! - [`convert`]: protobuf `Struct`/`Duration` conversions.
@@ -42,49 +42,3 @@ pub const BUILTIN_PREFIX: &str = "tenantry.";
 
 /// The queue a job goes to when none is named.
 pub const DEFAULT_QUEUE: &str = "default";
-
-/// The job machinery of one server process: the wake-up listener, the
-/// JobsService handlers and, unless disabled, the built-in workers.
-pub struct Runtime {
-    events: events::JobEvents,
-    pool: sqlx::PgPool,
-    workers: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Runtime {
-    /// Starts the listener and (with a config) the workers, which report the
-    /// queue's depth and lag to `metrics`; both stop when `shutdown` is
-    /// cancelled.
-    /// `listen_pool` holds the session connection LISTEN needs (direct to
-    /// PostgreSQL even when `pool` goes through a transaction pooler).
-    pub fn start(
-        pool: sqlx::PgPool,
-        listen_pool: sqlx::PgPool,
-        metrics: Option<crate::metrics::Metrics>,
-        workers: Option<worker::WorkerConfig>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Self {
-        let events = events::JobEvents::new();
-        events.start_listener(listen_pool, shutdown.clone());
-        let workers = workers.map(|config| {
-            let workers = worker::Workers::new(pool.clone(), handlers::Registry::builtin(), config, events.clone())
-                .with_metrics(metrics);
-            tokio::spawn(workers.run(shutdown))
-        });
-        Runtime { events, pool, workers }
-    }
-
-    /// The JobsService handlers.
-    pub fn api(&self) -> service::JobsApi {
-        service::JobsApi::new(self.pool.clone(), self.events.clone())
-    }
-
-    /// Waits for the workers to finish after shutdown.
-    pub async fn stopped(self) {
-        if let Some(workers) = self.workers
-            && let Err(error) = workers.await
-        {
-            tracing::error!(%error, "job workers panicked");
-        }
-    }
-}

@@ -185,8 +185,12 @@ impl From<JobError> for ApiError {
         match error {
             JobError::Invalid { field, problem } => ApiError::invalid(field, problem),
             JobError::NotFound(id) => ApiError::NotFound { resource: format!("job {id}") },
-            JobError::LeaseLost(message) => ApiError::FailedPrecondition { reason: "JOB_LEASE_LOST", message },
-            JobError::WrongState(message) => ApiError::FailedPrecondition { reason: "JOB_STATE", message },
+            JobError::LeaseLost(message) => {
+                ApiError::FailedPrecondition { reason: crate::error::Reason::JobLeaseLost, message }
+            }
+            JobError::WrongState(message) => {
+                ApiError::FailedPrecondition { reason: crate::error::Reason::JobState, message }
+            }
             JobError::Store(error) => error.into(),
             JobError::Corrupt(_) => ApiError::internal(error),
         }

@@ -38,6 +38,7 @@ use crate::config::{ConfigError, parse_duration};
 
 /// Settings of the built-in workers.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Job workers")]
 pub struct WorkerConfig {
     /// Jobs one process runs at once.
     #[arg(long = "worker-concurrency", env = "TENANTRY_WORKER_CONCURRENCY", default_value_t = 100)]
@@ -111,26 +112,6 @@ impl WorkerConfig {
         .map(|(kind, every)| periodic::PeriodicJob { kind, every })
         .collect()
     }
-}
-
-/// `tenantry worker`: connects, checks migrations, runs the built-in workers
-/// until `shutdown`, then drains them.
-pub async fn run_standalone(
-    database: crate::config::DatabaseConfig,
-    config: WorkerConfig,
-    shutdown: CancellationToken,
-) -> Result<(), crate::startup::StartupError> {
-    database.validate()?;
-    config.validate()?;
-    let pool = crate::db::connect(&database).await?;
-    let listen_pool = crate::db::listen_pool(&database)?;
-    crate::db::check_migrations(&pool).await?;
-    let runtime = super::Runtime::start(pool.clone(), listen_pool.clone(), None, Some(config), shutdown);
-    tracing::info!("job workers running");
-    runtime.stopped().await;
-    pool.close().await;
-    listen_pool.close().await;
-    Ok(())
 }
 
 /// Jobs this process holds: id → (attempt, stop signal).

@@ -6,11 +6,11 @@
 //! within its short timeout, calls are limited by a local bucket at the
 //! plan's rate divided by the expected node count, or (fail mode `open`) not
 //! rate-limited; Login and API-key creation are always limited locally. Every
-//! decision and every fallback is counted in [`LimiterStats`].
+//! decision and every fallback is counted in `tenantry_rate_limit_decisions_total`.
 //!
 //! # Layout
 //!
-//! - this file: [`RateLimiter`], [`Limits`], [`Decision`], [`RateHeaders`], stats.
+//! - this file: [`RateLimiter`], [`Limits`], [`Decision`], [`RateHeaders`].
 //! - [`local`]: the in-process engine.
 //! - [`redis`]: the Redis engine and its circuit breaker.
 //! - [`plans`]: the tenant → plan limits cache, invalidated by NOTIFY.
@@ -22,11 +22,8 @@ pub mod quota;
 pub mod redis;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use tonic::metadata::MetadataMap;
@@ -104,31 +101,6 @@ pub struct Decision {
     pub retry_after: Duration,
 }
 
-/// Counters a metrics endpoint reads at scrape time.
-#[derive(Debug, Default)]
-struct Counters {
-    allowed: AtomicU64,
-    limited: AtomicU64,
-    quota_exhausted: AtomicU64,
-    fallback: AtomicU64,
-    fallback_open: AtomicU64,
-}
-
-/// A snapshot of the limiter's decision counters since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimiterStats {
-    /// Calls admitted by the rate limit.
-    pub allowed: u64,
-    /// Calls refused by the rate limit.
-    pub limited: u64,
-    /// Calls refused because the monthly quota was used up.
-    pub quota_exhausted: u64,
-    /// Decisions made by the local fallback because Redis did not answer.
-    pub fallback: u64,
-    /// Calls admitted unlimited because Redis did not answer (fail mode open).
-    pub fallback_open: u64,
-}
-
 /// Methods that stay rate-limited locally when Redis is down, whatever the
 /// fail mode: they are what an attacker hammers.
 pub const SENSITIVE_METHODS: &[&str] = &["/tenantry.v1.AuthService/Login", "/tenantry.v1.AuthService/CreateApiKey"];
@@ -138,11 +110,16 @@ enum Engine {
     Redis { redis: RedisLimiter, fallback: LocalLimiter, fail_mode: RateLimitFailMode },
 }
 
+/// Tenants whose last decision this node remembers (for GetQuota).
+const REMEMBERED_TENANTS: u64 = 100_000;
+
 /// The per-tenant rate limiter; cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {
     engine: Arc<Engine>,
-    counters: Arc<Counters>,
+    /// Each tenant's last decision on this node and when it was made, so
+    /// [`RateLimiter::state`] can answer without taking tokens.
+    last: moka::sync::Cache<TenantId, (Instant, RateHeaders)>,
     /// Where decisions are exported (`tenantry_rate_limit_decisions_total`).
     metrics: Option<Metrics>,
 }
@@ -150,7 +127,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Limits in this process only.
     pub fn local() -> Self {
-        RateLimiter { engine: Arc::new(Engine::Local(LocalLimiter::new(1))), counters: Arc::default(), metrics: None }
+        Self::with_engine(Engine::Local(LocalLimiter::new(1)))
     }
 
     /// Limits in Redis; while Redis is unreachable, `fail_mode` decides, with
@@ -158,7 +135,15 @@ impl RateLimiter {
     pub fn redis(client: fred::prelude::Client, expected_nodes: u32, fail_mode: RateLimitFailMode) -> Self {
         let engine =
             Engine::Redis { redis: RedisLimiter::new(client), fallback: LocalLimiter::new(expected_nodes), fail_mode };
-        RateLimiter { engine: Arc::new(engine), counters: Arc::default(), metrics: None }
+        Self::with_engine(engine)
+    }
+
+    fn with_engine(engine: Engine) -> Self {
+        let last = moka::sync::Cache::builder()
+            .max_capacity(REMEMBERED_TENANTS)
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        RateLimiter { engine: Arc::new(engine), last, metrics: None }
     }
 
     /// Also exports every decision to `metrics`.
@@ -185,10 +170,8 @@ impl RateLimiter {
             Engine::Redis { redis, fallback, fail_mode } => match redis.check(tenant, limits, cost).await {
                 Ok(decision) => (RateLimitEngine::Redis, decision),
                 Err(()) => {
-                    self.counters.fallback.fetch_add(1, Ordering::Relaxed);
                     let sensitive = SENSITIVE_METHODS.contains(&method);
                     if *fail_mode == RateLimitFailMode::Open && !sensitive {
-                        self.counters.fallback_open.fetch_add(1, Ordering::Relaxed);
                         self.export(RateLimitEngine::Fallback, true);
                         return None;
                     }
@@ -197,43 +180,40 @@ impl RateLimiter {
             },
         };
         self.export(engine, decision.allowed);
-        let counter = if decision.allowed { &self.counters.allowed } else { &self.counters.limited };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.last.insert(tenant.clone(), (Instant::now(), decision.headers));
         Some(decision)
     }
 
-    /// Counts a call refused by its monthly quota.
-    pub fn count_quota_exhausted(&self) {
-        self.counters.quota_exhausted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The decision counters since start.
-    pub fn stats(&self) -> LimiterStats {
-        let c = &self.counters;
-        LimiterStats {
-            allowed: c.allowed.load(Ordering::Relaxed),
-            limited: c.limited.load(Ordering::Relaxed),
-            quota_exhausted: c.quota_exhausted.load(Ordering::Relaxed),
-            fallback: c.fallback.load(Ordering::Relaxed),
-            fallback_open: c.fallback_open.load(Ordering::Relaxed),
+    /// `tenant`'s rate state now, without taking tokens: its last decision
+    /// on this node, with the tokens the bucket regained since. `None` when
+    /// the plan sets no rate limit or no call of the tenant was decided here
+    /// lately.
+    pub fn state(&self, tenant: &TenantId, limits: &Limits) -> Option<RateHeaders> {
+        if limits.requests_per_second == 0 {
+            return None;
         }
+        let (at, last) = self.last.get(tenant)?;
+        let elapsed = at.elapsed();
+        let regained = (elapsed.as_secs_f64() * f64::from(limits.requests_per_second)).floor() as u64;
+        Some(RateHeaders {
+            limit: last.limit,
+            remaining: last.remaining.saturating_add(regained).min(last.limit),
+            reset: last.reset.saturating_sub(elapsed),
+        })
     }
 
-    /// Forgets idle buckets every few seconds until `shutdown` (bounded memory).
-    pub fn housekeep(&self, shutdown: tokio_util::sync::CancellationToken) {
-        let limiter = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match &*limiter.engine {
-                    Engine::Local(local) => local.forget_idle(),
-                    Engine::Redis { fallback, .. } => fallback.forget_idle(),
-                }
+    /// Forgets idle buckets every few seconds until `stop` (bounded memory).
+    pub async fn housekeep(self, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
             }
-        });
+            match &*self.engine {
+                Engine::Local(local) => local.forget_idle(),
+                Engine::Redis { fallback, .. } => fallback.forget_idle(),
+            }
+        }
     }
 }

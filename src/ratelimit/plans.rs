@@ -1,43 +1,38 @@
 //! Each tenant's plan limits, looked up on every limited call and therefore
-//! cached. A tenant's change (its plan included) is announced on
-//! `tenantry_tenants` and a plan's on `tenantry_plans`; this node's listener
-//! evicts the affected entries at once, so new limits apply within the
-//! notification latency. While the listener is down the cache is bypassed,
-//! since invalidations could be missed.
+//! cached in a [`NotifyCache`]. A tenant's change (its plan included) is
+//! announced on `tenantry_tenants` and a plan's on `tenantry_plans`; this
+//! node's change feed evicts the affected entries at once, so new limits
+//! apply within the notification latency.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use super::Limits;
-use crate::tenancy::{TenantId, directory};
+use crate::{
+    cache::{NotifyCache, Ttl},
+    db::notify::ChangeFeed,
+    tenancy::{TenantId, directory},
+};
 
 /// The channel plan changes are announced on; the payload is the plan id.
 pub const PLANS_CHANNEL: &str = "tenantry_plans";
 /// How long an entry is trusted without a notification (a safety net).
 const TTL: Duration = Duration::from_secs(60);
-/// Beyond this many entries the cache starts over (bounded memory).
-const MAX_ENTRIES: usize = 200_000;
+/// Entries held per node; beyond it the least useful are evicted one by one.
+const CAPACITY: u64 = 200_000;
 
-#[derive(Default)]
-struct Cache {
-    entries: RwLock<HashMap<TenantId, (Arc<Limits>, Instant)>>,
-    listening: AtomicBool,
+impl Ttl for Arc<Limits> {
+    fn ttl(&self) -> Duration {
+        TTL
+    }
 }
 
 /// Tenant → plan limits, cached and invalidated across nodes.
 #[derive(Clone)]
 pub struct PlanBook {
     pool: PgPool,
-    cache: Arc<Cache>,
+    cache: Arc<NotifyCache<TenantId, Arc<Limits>>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -49,20 +44,17 @@ struct LimitsRow {
 }
 
 impl PlanBook {
-    /// A book over `pool`; caching starts once [`Self::listen`] runs.
+    /// A book over `pool`; caching starts once its change feed connects.
     pub fn new(pool: PgPool) -> Self {
-        PlanBook { pool, cache: Arc::default() }
+        PlanBook { pool, cache: Arc::new(NotifyCache::new("plans", CAPACITY)) }
     }
 
     /// The limits of `tenant`'s plan; `None` for an unknown tenant.
     pub async fn limits(&self, tenant: &TenantId) -> Result<Option<Arc<Limits>>, sqlx::Error> {
-        let listening = self.cache.listening.load(Ordering::Acquire);
-        if listening
-            && let Some((limits, at)) = self.cache.entries.read().unwrap_or_else(|e| e.into_inner()).get(tenant)
-            && at.elapsed() < TTL
-        {
-            return Ok(Some(limits.clone()));
+        if let Some(limits) = self.cache.get(tenant) {
+            return Ok(Some(limits));
         }
+        let ticket = self.cache.ticket();
         let row: Option<LimitsRow> = sqlx::query_as(
             "SELECT p.id AS plan_id, p.requests_per_second, p.burst, p.monthly_request_quota
              FROM platform.tenants t JOIN platform.plans p ON p.id = t.plan_id WHERE t.id = $1",
@@ -77,58 +69,31 @@ impl PlanBook {
             burst: u32::try_from(row.burst).unwrap_or(0),
             monthly_request_quota: u64::try_from(row.monthly_request_quota).unwrap_or(0),
         });
-        if listening {
-            let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(tenant.clone(), (limits.clone(), Instant::now()));
-        }
+        self.cache.store(ticket, tenant.clone(), limits.clone());
         Ok(Some(limits))
     }
 
-    fn evict_tenant(&self, payload: &str) {
-        let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(tenant) = payload.split(':').next().and_then(TenantId::parse) {
-            entries.remove(&tenant);
-        }
-    }
-
-    fn evict_plan(&self, plan_id: &str) {
-        let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (limits, _)| limits.plan_id != plan_id);
-    }
-
-    fn forget_everything(&self) {
-        self.cache.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// Listens for tenant and plan changes on a session connection from
-    /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
-    /// only while the listener is connected.
-    pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        crate::db::notify::listen(
-            listen_pool,
-            &[directory::CHANNEL, PLANS_CHANNEL],
-            "plans",
-            std::sync::Arc::new(self.clone()),
-            shutdown,
-        );
+    /// Follows tenant (plan assignment) and plan changes from `feed`.
+    pub fn subscribe(&self, feed: &mut ChangeFeed) {
+        feed.subscribe(&[directory::CHANNEL, PLANS_CHANNEL], Arc::new(self.clone()));
     }
 }
 
 impl crate::db::notify::Subscriber for PlanBook {
     fn connected(&self) {
-        self.forget_everything();
-        self.cache.listening.store(true, Ordering::Release);
+        self.cache.connected();
     }
 
     fn notified(&self, channel: &str, payload: &str) {
-        if channel == PLANS_CHANNEL { self.evict_plan(payload) } else { self.evict_tenant(payload) }
+        if channel == PLANS_CHANNEL {
+            let plan = payload.to_owned();
+            self.cache.evict_where(move |_, limits| limits.plan_id == plan);
+        } else if let Some(tenant) = payload.split(':').next().and_then(TenantId::parse) {
+            self.cache.evict(&tenant);
+        }
     }
 
     fn disconnected(&self) {
-        self.cache.listening.store(false, Ordering::Release);
-        self.forget_everything();
+        self.cache.disconnected();
     }
 }

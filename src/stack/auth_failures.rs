@@ -24,11 +24,17 @@ impl<G> CountAuthFailures<G> {
 }
 
 impl<G: Guard> Guard for CountAuthFailures<G> {
-    async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
+    type Pass = G::Pass;
+
+    async fn check(&self, request: &mut Request<Body>) -> Result<G::Pass, ApiError> {
         let result = self.guard.check(request).await;
         if let Err(ApiError::Unauthenticated { reason, .. }) = &result {
-            self.metrics.record_auth_failure(reason);
+            self.metrics.record_auth_failure(reason.as_str());
         }
         result
+    }
+
+    fn admitted(&self, pass: G::Pass, response: &mut http::Response<Body>) {
+        self.guard.admitted(pass, response);
     }
 }

@@ -28,6 +28,8 @@ impl Authenticate {
 }
 
 impl Guard for Authenticate {
+    type Pass = ();
+
     async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
         let context = context(request)?;
         if context.method.access == Access::Public {

@@ -1,10 +1,13 @@
 //! One mechanism for the stack's checks that run before a call and may
 //! refuse it (authenticate, tenant context, rate limit, authorize): a
-//! [`Guard`] reads and enriches the request, and [`GuardLayer`] turns its
-//! refusal into a gRPC error response without calling the handler.
+//! [`Guard`] reads and enriches the request and either passes it on or
+//! returns the [`ApiError`] that refuses it. Guards never render responses;
+//! the error travels up to the one rescue ([`super::rescue`]).
+//!
+//! What a guard learned may also shape the admitted call's response
+//! ([`Guard::admitted`]): the rate limit adds its `x-ratelimit-*` headers.
 
 use std::{
-    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -12,15 +15,21 @@ use std::{
 };
 
 use http::{Request, Response};
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::{context::RequestContext, error::ApiError};
 
 /// A check made before the handler runs.
 pub trait Guard: Send + Sync + 'static {
+    /// What a passed check hands to [`Guard::admitted`].
+    type Pass: Send + 'static;
+
     /// Inspects (and may enrich) the request; an error refuses the call.
-    fn check(&self, request: &mut Request<Body>) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn check(&self, request: &mut Request<Body>) -> impl Future<Output = Result<Self::Pass, ApiError>> + Send;
+
+    /// Adjusts the response of a call this guard let through.
+    fn admitted(&self, _pass: Self::Pass, _response: &mut Response<Body>) {}
 }
 
 /// The call's context; the observe layer inserts it before any guard runs.
@@ -39,16 +48,16 @@ pub fn context_mut(request: &mut Request<Body>) -> Result<&mut RequestContext, A
         .ok_or_else(|| ApiError::internal("request context missing: the observe layer must run first"))
 }
 
-/// Turns an error into a trailers-only gRPC response.
-pub fn reject(error: ApiError) -> Response<Body> {
-    Status::from(error).into_http()
-}
-
 /// Runs a [`Guard`] in front of the inner service. The guard is shared, so
 /// the per-call clones tower makes of the service cost one reference count.
-#[derive(Clone)]
 pub struct GuardLayer<G> {
     guard: Arc<G>,
+}
+
+impl<G> Clone for GuardLayer<G> {
+    fn clone(&self) -> Self {
+        GuardLayer { guard: self.guard.clone() }
+    }
 }
 
 impl<G> GuardLayer<G> {
@@ -66,23 +75,28 @@ impl<G, S> Layer<S> for GuardLayer<G> {
 }
 
 /// The service made by [`GuardLayer`].
-#[derive(Clone)]
 pub struct Guarded<G, S> {
     guard: Arc<G>,
     inner: S,
 }
 
+impl<G, S: Clone> Clone for Guarded<G, S> {
+    fn clone(&self) -> Self {
+        Guarded { guard: self.guard.clone(), inner: self.inner.clone() }
+    }
+}
+
 impl<G, S> Service<Request<Body>> for Guarded<G, S>
 where
     G: Guard,
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = ApiError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
         self.inner.poll_ready(cx)
     }
 
@@ -92,10 +106,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            match guard.check(&mut request).await {
-                Ok(()) => inner.call(request).await,
-                Err(error) => Ok(reject(error)),
-            }
+            let pass = guard.check(&mut request).await?;
+            let mut response = inner.call(request).await?;
+            guard.admitted(pass, &mut response);
+            Ok(response)
         })
     }
 }

@@ -1,104 +1,84 @@
-//! The one tower stack every call passes through, gRPC and (later) REST
-//! alike, assembled here and read top to bottom: the first layer is the
-//! outermost.
+//! The one tower stack every call passes through, gRPC, gRPC-Web and REST
+//! alike, assembled in [`wrap`] and read top to bottom: the first layer is
+//! the outermost. Layers below the rescue return errors as values
+//! ([`ApiError`](crate::error::ApiError), or tower's own errors); only the
+//! rescue renders them.
 //!
 //! # Layout
 //!
-//! - [`observe`]: request id, tracing span, method lookup, one log line per call.
-//! - [`meter`]: per-tenant usage of every call (count, handler time, bytes).
-//! - [`limits`]: load shedding and the call's deadline.
-//! - [`guard`]: the mechanism the remaining checks share.
+//! - [`observe`]: request id, tracing span, method lookup, one log line and
+//!   the metrics of every call.
+//! - [`rescue`]: the call's deadline, and the one place errors become responses.
+//! - [`guard`]: the mechanism the checks share.
 //! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
 //! - [`auth_failures`]: counts the authenticate guard's refusals by reason.
+//! - [`meter`]: per-tenant usage of every call (count, time, bytes).
 
 pub mod auth_failures;
 pub mod authenticate;
 pub mod authorize;
 pub mod guard;
-pub mod limits;
 pub mod meter;
 pub mod observe;
 pub mod rate_limit;
+pub mod rescue;
 pub mod tenant;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::convert::Infallible;
 
+use http::{Request, Response};
+use tonic::body::Body;
 use tower::{
-    ServiceBuilder,
-    layer::util::{Identity, Stack},
+    Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer, util::BoxCloneSyncService,
 };
 
 use self::{
     auth_failures::CountAuthFailures, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer,
-    limits::LimitsLayer, meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimitLayer, tenant::TenantContext,
+    meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimit, rescue::RescueLayer, tenant::TenantContext,
 };
-use crate::{
-    identity::Authenticator,
-    metrics::Metrics,
-    policy::PolicyTable,
-    ratelimit::{PlanBook, QuotaBook, RateLimiter},
-    tenancy::TenantDirectory,
-    usage::meter::Meter,
-};
+use crate::{error::ApiError, state::AppState};
 
-/// What the stack's layers need, as cheap-clone handles.
-#[derive(Clone)]
-pub struct StackState {
-    /// Every method's policy.
-    pub policies: Arc<PolicyTable>,
-    /// Services this server serves; other contract methods answer UNIMPLEMENTED.
-    pub mounted: Arc<HashSet<String>>,
-    /// Verifies access tokens, tenant API keys and platform-admin keys.
-    pub authenticator: Authenticator,
-    /// Resolves tenants for the tenant context.
-    pub tenants: TenantDirectory,
-    /// Calls in flight before shedding.
-    pub max_in_flight: usize,
-    /// Ceiling on every call's deadline.
-    pub max_deadline: Duration,
-    /// The server's metrics (calls, auth failures; rate-limit decisions).
-    pub metrics: Metrics,
-    /// Per-tenant rate limits (in process or in Redis).
-    pub limiter: RateLimiter,
-    /// Tenant → plan limits.
-    pub plans: PlanBook,
-    /// Monthly request counts, in memory.
-    pub quotas: QuotaBook,
-    /// Per-tenant usage of every call.
-    pub meter: Meter,
-}
+/// The layered routes, as one cloneable service (what both listeners and
+/// the in-process gateway call).
+pub type StackService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-/// The stack's layers, outermost first.
-pub type Layers = Stack<
-    GuardLayer<Authorize>,
-    Stack<
-        RateLimitLayer,
-        Stack<
-            GuardLayer<TenantContext>,
-            Stack<
-                GuardLayer<CountAuthFailures<Authenticate>>,
-                Stack<LimitsLayer, Stack<MeterLayer, Stack<ObserveLayer, Identity>>>,
-            >,
-        >,
-    >,
->;
-
-/// Builds the stack. Apply it to the gRPC routes for the network server and
-/// to the same routes for the in-process REST gateway: one stack, two doors.
-pub fn layers(state: StackState) -> ServiceBuilder<Layers> {
-    ServiceBuilder::new()
-        // First, so every later refusal is logged with a request id, a method and a latency.
-        .layer(ObserveLayer::new(state.policies.clone(), state.max_deadline, state.metrics.clone()))
-        // Before the limits and checks, so calls they refuse are metered too once a tenant is known.
-        .layer(MeterLayer::new(state.meter))
-        // Before any work: shed when overloaded, and bound the call by its deadline.
-        .layer(LimitsLayer::new(state.max_in_flight))
+/// Wraps `routes` in the stack, with the handles and settings of `state`.
+pub fn wrap<S>(state: &AppState, routes: S) -> StackService
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let metrics = state.metrics.clone();
+    let service = ServiceBuilder::new()
+        // First, so every call, refused or not, is logged and counted with a
+        // request id, a method and a latency, and carries a context.
+        .layer(ObserveLayer::new(state.policies.clone(), state.config.max_deadline, metrics.clone()))
+        // Directly inside observe, so observe sees every refusal as the
+        // response the client gets: errors below travel up to here as values.
+        .layer(RescueLayer)
+        // A ceiling on calls in flight in this process (memory), shed at once
+        // rather than queued: a queue only adds latency to calls whose clients
+        // will have given up. tower's own layers; their errors are rescued.
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.in_flight.clone()))
         // Who is calling; everything below depends on it.
-        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.authenticator), state.metrics.clone())))
-        // Which tenant the call acts in: needs the principal, feeds limits and authorization.
-        .layer(GuardLayer::new(TenantContext::new(state.tenants)))
-        // Per-tenant limits: after the tenant is known, before authorization so refused calls count.
-        .layer(RateLimitLayer::new(state.limiter, state.plans, state.quotas))
+        .layer(GuardLayer::new(CountAuthFailures::new(Authenticate::new(state.authenticator.clone()), metrics.clone())))
+        // Which tenant the call acts in: needs the principal; the meter, the
+        // limits and authorization need the tenant.
+        .layer(GuardLayer::new(TenantContext::new(state.tenants.clone())))
+        // As soon as the tenant is known, so calls refused below are metered too.
+        .layer(MeterLayer::new(state.meter.clone()))
+        // Per-tenant limits: after the tenant is known, before authorization
+        // so refused calls count against the tenant too.
+        .layer(GuardLayer::new(RateLimit::new(
+            state.limiter.clone(),
+            state.plans.clone(),
+            state.quotas.clone(),
+            metrics,
+        )))
         // Last: the declared policy against principal and tenant, then the handler.
-        .layer(GuardLayer::new(Authorize::new(state.mounted)))
+        .layer(GuardLayer::new(Authorize))
+        .map_err(|never: Infallible| -> ApiError { match never {} })
+        .service(routes);
+    BoxCloneSyncService::new(service)
 }

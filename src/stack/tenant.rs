@@ -31,6 +31,8 @@ impl TenantContext {
 }
 
 impl Guard for TenantContext {
+    type Pass = ();
+
     async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
         let named = match request.headers().get(TENANT_HEADER) {
             None => None,
@@ -61,7 +63,7 @@ impl Guard for TenantContext {
                 let resolved = self.directory.resolve(&named).await.map_err(ApiError::from)?;
                 if resolved.is_none_or(|t| &t.id != own) {
                     return Err(ApiError::PermissionDenied {
-                        reason: "TENANT_MISMATCH",
+                        reason: crate::error::Reason::TenantMismatch,
                         message: "the credential belongs to another tenant than x-tenant-id names".into(),
                     });
                 }
@@ -91,7 +93,7 @@ impl Guard for TenantContext {
         };
         if tenant.state == TenantState::Suspended {
             return Err(ApiError::FailedPrecondition {
-                reason: "TENANT_SUSPENDED",
+                reason: crate::error::Reason::TenantSuspended,
                 message: format!("tenant {} is suspended", tenant.slug),
             });
         }

@@ -1,24 +1,18 @@
 //! Tenant lookups for the hot path: every tenant-scoped call resolves its
-//! tenant here. Results are cached in memory; every change to a tenant sends
-//! `NOTIFY tenantry_tenants` in its transaction, and each node's listener
-//! evicts the entry at once, so a suspension or deletion reaches every node
-//! within the notification latency. While the listener is not connected the
-//! cache is bypassed, since invalidations could be missed.
+//! tenant here. Results are kept in a [`NotifyCache`]; every change to a
+//! tenant sends `NOTIFY tenantry_tenants` in its transaction, and each node's
+//! change feed evicts the entry at once, so a suspension or deletion reaches
+//! every node within the notification latency.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use super::{TenancyError, TenantId, TenantRef, TenantState};
-use crate::ids;
+use crate::{
+    cache::{NotifyCache, Ttl},
+    ids,
+};
 
 /// The channel tenant changes are announced on; the payload is `<id>:<slug>`.
 pub const CHANNEL: &str = "tenantry_tenants";
@@ -26,29 +20,24 @@ pub const CHANNEL: &str = "tenantry_tenants";
 const FOUND_TTL: Duration = Duration::from_secs(60);
 /// How long "no such tenant" is remembered, so bogus names cost little.
 const MISSING_TTL: Duration = Duration::from_secs(2);
-/// Beyond this many entries the cache starts over (bounded memory).
-const MAX_ENTRIES: usize = 200_000;
+/// Entries held per node; beyond it the least useful are evicted one by one.
+const CAPACITY: u64 = 200_000;
 
+/// A lookup's answer, as cached.
 #[derive(Clone)]
-enum Entry {
-    Found(TenantRef, Instant),
-    Missing(Instant),
-}
+struct Found(Option<TenantRef>);
 
-#[derive(Default)]
-struct Cache {
-    entries: RwLock<HashMap<String, Entry>>,
-    listening: AtomicBool,
-    /// Bumped by every eviction, so a load that raced one is not cached
-    /// (it may have read the row before the change committed).
-    generation: AtomicU64,
+impl Ttl for Found {
+    fn ttl(&self) -> Duration {
+        if self.0.is_some() { FOUND_TTL } else { MISSING_TTL }
+    }
 }
 
 /// Looks tenants up by id or slug, with a cache invalidated across nodes.
 #[derive(Clone)]
 pub struct TenantDirectory {
     pool: PgPool,
-    cache: Arc<Cache>,
+    cache: Arc<NotifyCache<String, Found>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -59,45 +48,20 @@ struct TenantRow {
 }
 
 impl TenantDirectory {
-    /// A directory over `pool`; caching starts once [`Self::listen`] runs.
+    /// A directory over `pool`; caching starts once its change feed connects.
     pub fn new(pool: PgPool) -> Self {
-        TenantDirectory { pool, cache: Arc::default() }
+        TenantDirectory { pool, cache: Arc::new(NotifyCache::new("tenants", CAPACITY)) }
     }
 
     /// The tenant named by `key` (an id or a slug), if there is one.
     pub async fn resolve(&self, key: &str) -> Result<Option<TenantRef>, TenancyError> {
-        let listening = self.cache.listening.load(Ordering::Acquire);
-        if listening && let Some(hit) = self.cached(key) {
+        if let Some(Found(hit)) = self.cache.get(key) {
             return Ok(hit);
         }
-        let generation = self.cache.generation.load(Ordering::Acquire);
+        let ticket = self.cache.ticket();
         let found = self.load(key).await?;
-        if listening {
-            let now = Instant::now();
-            let entry = match &found {
-                Some(tenant) => Entry::Found(tenant.clone(), now),
-                None => Entry::Missing(now),
-            };
-            let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-            // Checked under the lock evictions take, so none slips in between.
-            if self.cache.generation.load(Ordering::Acquire) != generation {
-                return Ok(found);
-            }
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key.to_owned(), entry);
-        }
+        self.cache.store(ticket, key.to_owned(), Found(found.clone()));
         Ok(found)
-    }
-
-    fn cached(&self, key: &str) -> Option<Option<TenantRef>> {
-        let entries = self.cache.entries.read().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key)? {
-            Entry::Found(tenant, at) if at.elapsed() < FOUND_TTL => Some(Some(tenant.clone())),
-            Entry::Missing(at) if at.elapsed() < MISSING_TTL => Some(None),
-            _ => None,
-        }
     }
 
     async fn load(&self, key: &str) -> Result<Option<TenantRef>, TenancyError> {
@@ -128,31 +92,20 @@ impl TenantDirectory {
 
     /// Evicts a tenant (by the `<id>:<slug>` payload of a notification).
     fn evict(&self, payload: &str) {
-        let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-        self.cache.generation.fetch_add(1, Ordering::AcqRel);
         for key in payload.split(':') {
-            entries.remove(key);
+            self.cache.evict(key);
         }
     }
 
-    fn forget_everything(&self) {
-        let mut entries = self.cache.entries.write().unwrap_or_else(|e| e.into_inner());
-        self.cache.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
-    }
-
-    /// Listens for tenant changes on a session connection from
-    /// `listen_pool` until `shutdown`, reconnecting as needed. Caching is on
-    /// only while the listener is connected.
-    pub fn listen(&self, listen_pool: PgPool, shutdown: CancellationToken) {
-        crate::db::notify::listen(listen_pool, &[CHANNEL], "tenants", std::sync::Arc::new(self.clone()), shutdown);
+    /// Follows tenant changes from `feed`.
+    pub fn subscribe(&self, feed: &mut crate::db::notify::ChangeFeed) {
+        feed.subscribe(&[CHANNEL], Arc::new(self.clone()));
     }
 }
 
 impl crate::db::notify::Subscriber for TenantDirectory {
     fn connected(&self) {
-        self.forget_everything();
-        self.cache.listening.store(true, Ordering::Release);
+        self.cache.connected();
     }
 
     fn notified(&self, _channel: &str, payload: &str) {
@@ -160,7 +113,6 @@ impl crate::db::notify::Subscriber for TenantDirectory {
     }
 
     fn disconnected(&self) {
-        self.cache.listening.store(false, Ordering::Release);
-        self.forget_everything();
+        self.cache.disconnected();
     }
 }

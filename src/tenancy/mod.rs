@@ -137,9 +137,10 @@ impl From<TenancyError> for ApiError {
             TenancyError::SlugTaken => ApiError::AlreadyExists { message: "a tenant with this slug exists".into() },
             TenancyError::UnknownPlan(plan) => ApiError::invalid("plan_id", format!("no plan `{plan}`")),
             TenancyError::NotFound => ApiError::NotFound { resource: "tenant".into() },
-            TenancyError::Deleted => {
-                ApiError::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted".into() }
-            }
+            TenancyError::Deleted => ApiError::FailedPrecondition {
+                reason: crate::error::Reason::TenantDeleted,
+                message: "the tenant is deleted".into(),
+            },
             TenancyError::Store(error) => error.into(),
             other => ApiError::internal(other),
         }

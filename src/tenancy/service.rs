@@ -249,7 +249,7 @@ impl TenantService for TenantApi {
                 }
                 "plan_id" if !is_admin => {
                     return Err(ApiError::PermissionDenied {
-                        reason: "PLATFORM_ADMIN_REQUIRED",
+                        reason: crate::error::Reason::PlatformAdminRequired,
                         message: "only platform admins change a tenant's plan".into(),
                     }
                     .into());

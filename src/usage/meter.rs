@@ -274,33 +274,34 @@ impl Meter {
         Ok(written)
     }
 
-    /// Flushes every `interval` until `shutdown`, re-reading the quota
-    /// counts every `reconcile_every` flushes. The final flush is the
-    /// caller's, after the servers have drained.
-    pub fn spawn_flusher(&self, pool: PgPool, interval: Duration, shutdown: CancellationToken) {
-        let meter = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let reconcile_every = (Duration::from_secs(30).as_millis() / interval.as_millis().max(1)).max(1) as u64;
-            let mut flushes = 0u64;
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Err(error) = meter.flush(&pool).await {
-                    tracing::warn!(%error, "usage flush failed; rows kept for the next one");
-                    continue;
-                }
-                flushes += 1;
-                if flushes.is_multiple_of(reconcile_every)
-                    && let Err(error) = meter.inner.quotas.reconcile().await
-                {
-                    tracing::warn!(%error, "quota reconciliation failed");
-                }
+    /// Flushes every `interval` until `stop`, then once more, so a graceful
+    /// shutdown loses no metered call (the servers have drained by then).
+    /// Every 30 s it also reconciles the quota counts with the database.
+    pub async fn run_flusher(self, pool: PgPool, interval: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reconcile_every = (Duration::from_secs(30).as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        let mut flushes = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
             }
-        });
+            if let Err(error) = self.flush(&pool).await {
+                tracing::warn!(%error, "usage flush failed; rows kept for the next one");
+                continue;
+            }
+            flushes += 1;
+            if flushes.is_multiple_of(reconcile_every)
+                && let Err(error) = self.inner.quotas.reconcile().await
+            {
+                tracing::warn!(%error, "quota reconciliation failed");
+            }
+        }
+        match self.flush(&pool).await {
+            Ok(rows) => tracing::info!(rows, "usage flushed"),
+            Err(error) => tracing::error!(%error, "final usage flush failed; the last interval's usage is lost"),
+        }
     }
 
     /// The meter's counters since start.

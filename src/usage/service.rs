@@ -15,7 +15,7 @@ use crate::{
     context,
     error::ApiError,
     proto::tenantry::v1::{self as pb, usage_service_server::UsageService},
-    ratelimit::{PlanBook, QuotaBook, RateHeaders, quota::month_bounds},
+    ratelimit::{PlanBook, QuotaBook, RateLimiter, quota::month_bounds},
 };
 
 /// See the module docs.
@@ -24,12 +24,14 @@ pub struct UsageApi {
     pool: PgPool,
     plans: PlanBook,
     quotas: QuotaBook,
+    limiter: RateLimiter,
 }
 
 impl UsageApi {
-    /// Handlers over the database, the plan cache and the quota counts.
-    pub fn new(pool: PgPool, plans: PlanBook, quotas: QuotaBook) -> Self {
-        UsageApi { pool, plans, quotas }
+    /// Handlers over the database, the plan cache, the quota counts and
+    /// the rate limiter (which GetQuota asks for the rate state).
+    pub fn new(pool: PgPool, plans: PlanBook, quotas: QuotaBook, limiter: RateLimiter) -> Self {
+        UsageApi { pool, plans, quotas, limiter }
     }
 }
 
@@ -106,13 +108,13 @@ impl UsageService for UsageApi {
 
     async fn get_quota(&self, request: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {
         let tenant = context::of(&request)?.tenant()?.id.clone();
-        let rate = request.extensions().get::<RateHeaders>().copied();
         let limits = self
             .plans
             .limits(&tenant)
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound { resource: format!("tenant {tenant}") })?;
+        let rate = self.limiter.state(&tenant, &limits);
         let now = Utc::now();
         let (period_start, period_end) = month_bounds(now);
         let used = self.quotas.used(&tenant).await.map_err(ApiError::from)?;

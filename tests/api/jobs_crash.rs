@@ -18,7 +18,16 @@ const JOBS: usize = 10_000;
 fn worker(database_url: &str, lease: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .arg("worker")
-        .args(["--worker-lease", lease, "--worker-rescue-interval", "300ms", "--worker-poll-interval", "100ms"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--worker-lease",
+            lease,
+            "--worker-rescue-interval",
+            "300ms",
+            "--worker-poll-interval",
+            "100ms",
+        ])
         .args(["--purge-interval", "0", "--usage-rollup-interval", "0", "--scaling-interval", "0"])
         .args(["--db-max-connections", "8"])
         .args(extra)

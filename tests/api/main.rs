@@ -26,6 +26,7 @@ mod observability;
 mod rate_limits;
 mod rest;
 mod scaling;
+mod shipped_config;
 mod tenant_context;
 mod tenant_migrations;
 mod tenants;

@@ -22,7 +22,7 @@ use crate::{
 
 fn built_in_fixed() -> ApiError {
     IdentityError::Precondition {
-        reason: "ROLE_BUILT_IN",
+        reason: crate::error::Reason::RoleBuiltIn,
         message: "built-in roles cannot be changed or deleted".into(),
     }
     .into()
@@ -225,7 +225,7 @@ impl AuthApi {
         let role = self.binding(ctx, &mut tx, &message.user_id, &message.role_id).await?;
         if role.id == roles::OWNER && owners == [message.user_id.clone()] {
             return Err(IdentityError::Precondition {
-                reason: "LAST_OWNER",
+                reason: crate::error::Reason::LastOwner,
                 message: "the tenant's last active owner keeps the owner role".into(),
             }
             .into());

@@ -52,7 +52,7 @@ impl AuthApi {
         let tenant = self.tenants.resolve(key).await.map_err(ApiError::from)?;
         match tenant {
             Some(t) if t.state == TenantState::Suspended => Err(ApiError::FailedPrecondition {
-                reason: "TENANT_SUSPENDED",
+                reason: crate::error::Reason::TenantSuspended,
                 message: format!("tenant {} is suspended", t.slug),
             }),
             Some(t) if t.state == TenantState::Active => Ok(Some(t)),

@@ -74,7 +74,7 @@ fn owners_only() -> IdentityError {
 
 fn last_owner() -> IdentityError {
     IdentityError::Precondition {
-        reason: "LAST_OWNER",
+        reason: crate::error::Reason::LastOwner,
         message: "the tenant's last active owner cannot be removed or disabled".into(),
     }
 }

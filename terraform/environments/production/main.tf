@@ -5,20 +5,31 @@ locals {
   name  = "tenantry-${var.environment}"
   image = "${module.registry.repository_url}:${var.image_tag}"
 
-  # Non-secret configuration shared by api and worker. DATABASE_URL, REDIS_URL and the JWT
-  # key come from Secrets Manager (module.secrets.container_secrets).
-  app_environment = merge(
-    {
-      TENANTRY_GRPC_ADDR  = "0.0.0.0:50051"
-      TENANTRY_HTTP_ADDR  = "0.0.0.0:8080"
-      TENANTRY_LOG_FORMAT = "json"
-      RUST_LOG            = var.rust_log
-    },
-    var.otel_exporter_otlp_endpoint == "" ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT = var.otel_exporter_otlp_endpoint },
-  )
+  # Scaling bounds of the api service. The rate limiter's Redis fallback divides each plan by
+  # the expected node count: the minimum errs towards admitting (up to max/min × the plan
+  # while Redis does not answer), never towards refusing paying tenants.
+  api_min_tasks = 3
+  api_max_tasks = 20
 
-  # Container health check of the api: GET /healthz over bash's /dev/tcp (no curl in the image).
-  api_health_check = [
+  # Non-secret configuration shared by api and worker. DATABASE_URL, REDIS_URL and the JWT
+  # key come from Secrets Manager (module.secrets.container_secrets). tests/api/shipped_config.rs
+  # starts the real binary with exactly these settings (secrets and listen addresses aside).
+  app_environment = {
+    TENANTRY_GRPC_ADDR  = "0.0.0.0:50051"
+    TENANTRY_HTTP_ADDR  = "0.0.0.0:8080"
+    TENANTRY_LOG_FORMAT = "json"
+    RUST_LOG            = var.rust_log
+    # Limits shared by every api task through Redis (REDIS_URL selects this engine; stated so
+    # a missing REDIS_URL stops the task at start instead of limiting per task).
+    TENANTRY_RATE_LIMIT_ENGINE         = "redis"
+    TENANTRY_RATE_LIMIT_EXPECTED_NODES = tostring(local.api_min_tasks)
+    # Traces go to the collector sidecar on the task's loopback (modules/service), then X-Ray.
+    OTEL_EXPORTER_OTLP_ENDPOINT = "http://127.0.0.1:4317"
+  }
+
+  # Container health check of api and worker: GET /healthz over bash's /dev/tcp (no curl in
+  # the image).
+  health_check = [
     "CMD",
     "bash",
     "-c",
@@ -127,7 +138,7 @@ module "api" {
   environment          = local.app_environment
   secrets              = module.secrets.container_secrets
   container_ports      = [50051, 8080]
-  health_check_command = local.api_health_check
+  health_check_command = local.health_check
 
   load_balancers = [
     { target_group_arn = module.loadbalancer.grpc_target_group_arn, container_port = 50051 },
@@ -135,16 +146,16 @@ module "api" {
   ]
   ingress_security_group_id = module.loadbalancer.security_group_id
 
-  desired_count       = 3
-  min_capacity        = 3
-  max_capacity        = 20
+  desired_count       = local.api_min_tasks
+  min_capacity        = local.api_min_tasks
+  max_capacity        = local.api_max_tasks
   cpu_target_percent  = 60
   requests_per_target = 6000
   # Requests per task counted on the gRPC target group, where the internal services' traffic
   # arrives; REST-heavy load is still caught by the CPU policy.
   request_count_resource_label = "${module.loadbalancer.alb_arn_suffix}/${module.loadbalancer.grpc_target_group_arn_suffix}"
 
-  enable_metrics_sidecar = true
+  enable_collector_sidecar = true
 }
 
 module "worker" {
@@ -163,18 +174,23 @@ module "worker" {
     redis    = { security_group_id = module.cache.security_group_id, port = module.cache.port }
   }
 
-  image        = local.image
-  command      = ["worker"]
-  cpu          = 1024
-  memory       = 2048
-  environment  = local.app_environment
-  secrets      = module.secrets.container_secrets
-  stop_timeout = 120
+  image                = local.image
+  command              = ["worker"]
+  container_ports      = [8080]
+  health_check_command = local.health_check
+  cpu                  = 1024
+  memory               = 2048
+  environment          = local.app_environment
+  secrets              = module.secrets.container_secrets
+  stop_timeout         = 120
 
   desired_count      = 2
   min_capacity       = 2
   max_capacity       = 10
   cpu_target_percent = 70
+
+  # Job metrics from the worker's /metrics (TENANTRY_HTTP_ADDR) and its traces.
+  enable_collector_sidecar = true
 }
 
 module "ci" {

@@ -59,12 +59,6 @@ variable "rust_log" {
   default     = "info"
 }
 
-variable "otel_exporter_otlp_endpoint" {
-  description = "OTLP endpoint for traces (OTEL_EXPORTER_OTLP_ENDPOINT); empty disables tracing export."
-  type        = string
-  default     = ""
-}
-
 variable "github_repository" {
   description = "GitHub repository (owner/name) whose release workflows may assume the CI roles."
   type        = string

@@ -3,7 +3,8 @@
 #
 # - Task definition: read-only root filesystem with a writable /tmp, non-root user,
 #   tini-style init, secrets injected from Secrets Manager as environment variables,
-#   awslogs to an encrypted log group; optional metrics collector sidecar.
+#   awslogs to an encrypted log group; optional OpenTelemetry collector sidecar (metrics
+#   to CloudWatch, traces to X-Ray).
 # - Roles: the execution role may pull from one ECR repository, write one log group and
 #   read exactly the secrets passed in; the task role holds only what the sidecar or
 #   ECS Exec needs.
@@ -19,6 +20,10 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 locals {
+  # Where the collector sidecar receives traces; the tenantry container's
+  # OTEL_EXPORTER_OTLP_ENDPOINT must be http://<this> (checked on the task definition).
+  otlp_endpoint = "127.0.0.1:4317"
+
   region     = data.aws_region.current.name
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
@@ -56,6 +61,9 @@ locals {
         options   = merge(local.log_options, { awslogs-stream-prefix = "tenantry" })
       }
     },
+    # The collector starts first and, since ECS stops containers in reverse dependency order,
+    # stops last: tenantry's final spans and scrape at SIGTERM still have somewhere to go.
+    var.enable_collector_sidecar ? { dependsOn = [{ containerName = "otel-collector", condition = "START" }] } : {},
     var.health_check_command == null ? {} : {
       healthCheck = {
         command     = var.health_check_command
@@ -67,8 +75,11 @@ locals {
     },
   )
 
-  # OpenTelemetry collector: scrape /metrics once a minute, keep only the series named by
-  # metrics_name_regex, publish them as CloudWatch custom metrics through EMF logs.
+  # OpenTelemetry collector (ADOT) next to tenantry, reached on the task's loopback:
+  # - metrics: scrape /metrics once a minute, keep only the series named by
+  #   metrics_name_regex, publish them as CloudWatch custom metrics through EMF logs;
+  # - traces: receive OTLP/gRPC on 127.0.0.1:4317 (what OTEL_EXPORTER_OTLP_ENDPOINT names in
+  #   the tenantry container), batch, and send to AWS X-Ray over TLS with the task role.
   collector_config = yamlencode({
     receivers = {
       prometheus = {
@@ -86,6 +97,14 @@ locals {
           }]
         }
       }
+      otlp = {
+        protocols = {
+          grpc = { endpoint = local.otlp_endpoint }
+        }
+      }
+    }
+    processors = {
+      batch = { timeout = "5s" }
     }
     exporters = {
       awsemf = {
@@ -96,6 +115,9 @@ locals {
         dimension_rollup_option          = "ZeroAndSingleDimensionRollup"
         resource_to_telemetry_conversion = { enabled = false }
       }
+      awsxray = {
+        region = local.region
+      }
     }
     service = {
       pipelines = {
@@ -103,18 +125,22 @@ locals {
           receivers = ["prometheus"]
           exporters = ["awsemf"]
         }
+        traces = {
+          receivers  = ["otlp"]
+          processors = ["batch"]
+          exporters  = ["awsxray"]
+        }
       }
     }
   })
 
   sidecar_container = {
-    name                   = "metrics-collector"
-    image                  = var.metrics_sidecar_image
+    name                   = "otel-collector"
+    image                  = var.collector_sidecar_image
     essential              = false
     readonlyRootFilesystem = true
     environment            = [{ name = "AOT_CONFIG_CONTENT", value = local.collector_config }]
     mountPoints            = [{ sourceVolume = "collector-tmp", containerPath = "/tmp", readOnly = false }]
-    dependsOn              = [{ containerName = "tenantry", condition = "START" }]
     logConfiguration = {
       logDriver = "awslogs"
       options   = merge(local.log_options, { awslogs-stream-prefix = "collector" })
@@ -124,7 +150,7 @@ locals {
   # Joined as JSON text: the two container objects have different shapes.
   container_definitions = "[${join(",", concat(
     [jsonencode(local.app_container)],
-    var.enable_metrics_sidecar ? [jsonencode(local.sidecar_container)] : [],
+    var.enable_collector_sidecar ? [jsonencode(local.sidecar_container)] : [],
   ))}]"
 
   lb_ports = { for lb in var.load_balancers : tostring(lb.container_port) => lb.container_port }
@@ -142,7 +168,7 @@ resource "aws_cloudwatch_log_group" "this" {
 
 # Receives the EMF documents of the collector; CloudWatch extracts the metrics from them.
 resource "aws_cloudwatch_log_group" "metrics" {
-  count = var.enable_metrics_sidecar ? 1 : 0
+  count = var.enable_collector_sidecar ? 1 : 0
 
   name              = "/tenantry/${var.name}/metrics"
   retention_in_days = var.log_retention_days
@@ -252,10 +278,10 @@ resource "aws_iam_role" "task" {
 }
 
 data "aws_iam_policy_document" "task" {
-  count = var.enable_metrics_sidecar || var.enable_execute_command ? 1 : 0
+  count = var.enable_collector_sidecar || var.enable_execute_command ? 1 : 0
 
   dynamic "statement" {
-    for_each = var.enable_metrics_sidecar ? [1] : []
+    for_each = var.enable_collector_sidecar ? [1] : []
 
     content {
       sid = "PublishEmfMetrics"
@@ -268,6 +294,22 @@ data "aws_iam_policy_document" "task" {
         one(aws_cloudwatch_log_group.metrics[*].arn),
         "${one(aws_cloudwatch_log_group.metrics[*].arn)}:*",
       ]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.enable_collector_sidecar ? [1] : []
+
+    content {
+      sid = "PublishTraces"
+      actions = [
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+      ]
+      # X-Ray's trace and sampling actions have no resource-level permissions.
+      resources = ["*"]
     }
   }
 
@@ -299,7 +341,7 @@ data "aws_iam_policy_document" "task" {
 }
 
 resource "aws_iam_role_policy" "task" {
-  count = var.enable_metrics_sidecar || var.enable_execute_command ? 1 : 0
+  count = var.enable_collector_sidecar || var.enable_execute_command ? 1 : 0
 
   name   = "task"
   role   = aws_iam_role.task.id
@@ -373,6 +415,13 @@ resource "aws_ecs_task_definition" "this" {
   task_role_arn            = aws_iam_role.task.arn
   container_definitions    = local.container_definitions
 
+  lifecycle {
+    precondition {
+      condition     = !contains(keys(var.environment), "OTEL_EXPORTER_OTLP_ENDPOINT") || (var.enable_collector_sidecar && lookup(var.environment, "OTEL_EXPORTER_OTLP_ENDPOINT", "") == "http://${local.otlp_endpoint}")
+      error_message = "OTEL_EXPORTER_OTLP_ENDPOINT must be http://${local.otlp_endpoint}, the collector sidecar's receiver, and needs enable_collector_sidecar."
+    }
+  }
+
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = var.cpu_architecture
@@ -383,7 +432,7 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   dynamic "volume" {
-    for_each = var.enable_metrics_sidecar ? ["collector-tmp"] : []
+    for_each = var.enable_collector_sidecar ? ["collector-tmp"] : []
 
     content {
       name = volume.value

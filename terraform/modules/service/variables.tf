@@ -180,13 +180,13 @@ variable "enable_execute_command" {
   default     = false
 }
 
-variable "enable_metrics_sidecar" {
-  description = "Run an OpenTelemetry collector sidecar that scrapes /metrics and publishes the selected series to CloudWatch as custom metrics (EMF)."
+variable "enable_collector_sidecar" {
+  description = "Run an OpenTelemetry collector (ADOT) sidecar: it scrapes /metrics and publishes the selected series to CloudWatch as custom metrics (EMF), and receives OTLP traces on 127.0.0.1:4317 and sends them to X-Ray."
   type        = bool
   default     = false
 }
 
-variable "metrics_sidecar_image" {
+variable "collector_sidecar_image" {
   description = "Image of the collector sidecar (AWS Distro for OpenTelemetry); mirror it into ECR to avoid public pull limits."
   type        = string
   default     = "amazon/aws-otel-collector:v0.47.0"

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tenantry::{
     auth::api_key::AdminKeys,
-    config::{DatabaseConfig, ServeConfig, defaults},
+    config::{AppConfig, DatabaseConfig, Role, ServeConfig, defaults},
     jobs::worker::WorkerConfig,
     proto::tenantry::v1::{
         auth_service_client::AuthServiceClient, tenant_service_client::TenantServiceClient,
@@ -129,12 +129,11 @@ impl TestAppBuilder {
                 (config, self.backend.cli_env(&owned).await, Some(owned))
             }
         };
-        let app = App::build(self.serve, database.clone())
-            .await
-            .expect("the server builds")
-            .with_workers(self.workers)
-            .expect("valid worker settings");
-        let (grpc_addr, http_addr, pool) = (app.grpc_addr(), app.http_addr(), app.pool().clone());
+        let config =
+            AppConfig { role: Role::Api, serve: self.serve, database: database.clone(), workers: self.workers };
+        let app = App::build(config).await.expect("the server builds");
+        let grpc_addr = app.grpc_addr().expect("the API role listens for gRPC");
+        let (http_addr, pool) = (app.http_addr(), app.pool().clone());
         let (_, admin_key) = AdminKeys::new(pool.clone()).create("test").await.expect("create admin key");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -2,7 +2,7 @@
 //! traces. Log and trace tests run the real binary as a child process, since
 //! a tracing subscriber is global to a process.
 
-mod exposition;
+pub mod exposition;
 mod logs;
 mod metrics;
 mod server_process;

@@ -1,0 +1,162 @@
+//! [`AppState`]: the shared handles of one process, all cheap to clone,
+//! built once by [`AppState::build`] from the configuration. The services,
+//! the stack, the HTTP routes and the background tasks are all made from
+//! it, so nothing reads configuration or opens a connection anywhere else.
+
+use std::{sync::Arc, time::Duration};
+
+use fred::prelude::{Builder, ClientLike, ReconnectPolicy};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{AppConfig, RateLimitEngine, Secret, ServeConfig},
+    db::{self, notify::ChangeFeed},
+    health::Readiness,
+    identity::{
+        Authenticator, access::IdentityCache, api_keys::LastUsed, keys::KeyRing, passwords::PasswordHasherPool,
+        tokens::TokenService,
+    },
+    jobs::events::JobEvents,
+    metrics::Metrics,
+    policy::PolicyTable,
+    ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    startup::StartupError,
+    tenancy::TenantDirectory,
+    usage::meter::Meter,
+};
+
+/// The shared handles of one process.
+#[derive(Clone)]
+pub struct AppState {
+    /// The server's settings (listeners, limits, identity, REST).
+    pub config: Arc<ServeConfig>,
+    /// The pool every query uses (possibly through a transaction-mode pooler).
+    pub pool: PgPool,
+    /// Direct session connections: LISTEN, the migration lock.
+    pub listen_pool: PgPool,
+    /// Calls in flight in this process, gRPC and REST together (the stack's
+    /// ceiling; see [`crate::stack::wrap`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Every method's policy, from the embedded descriptor.
+    pub policies: Arc<PolicyTable>,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// Tenant lookups (cached, invalidated by NOTIFY).
+    pub tenants: TenantDirectory,
+    /// Credential → principal (caches invalidated by NOTIFY).
+    pub authenticator: Authenticator,
+    /// argon2id off the executor, bounded.
+    pub passwords: PasswordHasherPool,
+    /// Tenant → plan limits (cached, invalidated by NOTIFY).
+    pub plans: PlanBook,
+    /// Monthly request counts, in memory.
+    pub quotas: QuotaBook,
+    /// Per-tenant usage of every call, flushed in batches.
+    pub meter: Meter,
+    /// Per-tenant rate limits (in process or in Redis).
+    pub limiter: RateLimiter,
+    /// The Redis client, when `REDIS_URL` is set.
+    pub redis: Option<fred::prelude::Client>,
+    /// Job wake-ups and change signals.
+    pub jobs: JobEvents,
+    /// Whether this node should get traffic (`/readyz`, gRPC health).
+    pub readiness: Arc<Readiness>,
+    /// The gRPC health service's reporter.
+    pub health: tonic_health::server::HealthReporter,
+    /// Every subscriber of the process's one LISTEN session; run by the supervisor.
+    pub feed: ChangeFeed,
+    /// Cancelled when the process begins to shut down: long-lived calls
+    /// (WatchJob streams) end at once with a status clients can act on.
+    pub stopping: CancellationToken,
+}
+
+impl AppState {
+    /// Connects, checks (or applies) platform migrations, loads the policy
+    /// table and the signing keys, and makes every handle.
+    pub async fn build(config: &AppConfig) -> Result<AppState, StartupError> {
+        config.validate()?;
+        // Before touching the network: a contract without policies never serves.
+        let policies = Arc::new(PolicyTable::embedded()?);
+        let pool = db::connect(&config.database).await?;
+        let listen_pool = db::listen_pool(&config.database)?;
+        if config.serve.migrate {
+            // On a direct session: the migration lock is session-level.
+            db::migrate(&listen_pool).await?;
+        } else {
+            db::check_migrations(&pool).await?;
+        }
+        let serve = &config.serve;
+        let metrics = Metrics::new();
+        metrics.watch_pool(pool.clone());
+        let redis = serve.redis_url.as_ref().map(redis_client).transpose()?;
+
+        let mut feed = ChangeFeed::default();
+        let tenants = TenantDirectory::new(pool.clone());
+        tenants.subscribe(&mut feed);
+        let plans = PlanBook::new(pool.clone());
+        plans.subscribe(&mut feed);
+        let identity = IdentityCache::new(pool.clone());
+        identity.subscribe(&mut feed);
+        // Without a signing key no token can be issued (the worker issues none).
+        let tokens = TokenService::new(
+            KeyRing::from_config(&serve.identity)?,
+            &serve.identity.jwt_issuer,
+            &serve.identity.jwt_audience,
+            serve.identity.access_token_ttl,
+        );
+        let authenticator = Authenticator::new(pool.clone(), tokens, identity, tenants.clone(), LastUsed::default());
+
+        let quotas = QuotaBook::new(pool.clone());
+        let meter = Meter::with_metrics(serve.usage_buffer_entries, quotas.clone(), metrics.clone());
+        let limiter = match (serve.rate_limit_engine, &redis) {
+            (RateLimitEngine::Redis, Some(client)) => {
+                RateLimiter::redis(client.clone(), serve.rate_limit_expected_nodes, serve.rate_limit_fail_mode)
+            }
+            _ => RateLimiter::local(),
+        }
+        .with_metrics(metrics.clone());
+        let readiness = Arc::new(Readiness::new(redis.is_some()));
+        let health = tonic_health::server::HealthReporter::new();
+
+        Ok(AppState {
+            config: Arc::new(serve.clone()),
+            passwords: PasswordHasherPool::new(serve.identity.password_hash_concurrency),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(serve.max_in_flight)),
+            pool,
+            listen_pool,
+            policies,
+            metrics,
+            tenants,
+            authenticator,
+            plans,
+            quotas,
+            meter,
+            limiter,
+            redis,
+            jobs: JobEvents::new(),
+            readiness,
+            health,
+            feed,
+            stopping: CancellationToken::new(),
+        })
+    }
+}
+
+/// A Redis client that connects in the background and never blocks start-up:
+/// Redis is optional and its loss only degrades rate limiting.
+fn redis_client(url: &Secret) -> Result<fred::prelude::Client, StartupError> {
+    let config = fred::prelude::Config::from_url(url.expose()).map_err(|_| StartupError::RedisUrl)?;
+    let timeout = Duration::from_millis(250);
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()
+        .map_err(|_| StartupError::RedisUrl)?;
+    drop(client.connect());
+    Ok(client)
+}
