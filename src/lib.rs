@@ -29,7 +29,10 @@
 //! - [`gateway`]: the REST/JSON gateway, transcoding to the same stack in
 //!   process, with `/openapi.json` and `/docs`.
 //! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`grpc_web`]: gRPC-Web (and its CORS) on the gRPC port, outside the stack.
+//! - [`reflection`]: gRPC server reflection from the embedded descriptors.
 //! - [`proto`]: code generated from `proto/` and the embedded descriptor set.
+//! - `client` (feature `client`): the Rust client for internal services.
 //!
 //! The domains:
 //! - [`auth`]: principals and credentials (platform-admin API keys).
@@ -53,12 +56,15 @@
 pub mod auth;
 pub mod cache;
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod dev;
 pub mod error;
 pub mod gateway;
+pub mod grpc_web;
 pub mod health;
 pub mod http;
 pub mod identity;
@@ -69,6 +75,7 @@ pub mod pagination;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;
+pub mod reflection;
 pub mod scaling;
 pub mod services;
 pub mod stack;

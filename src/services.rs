@@ -17,6 +17,7 @@ use crate::{
             usage_service_server::UsageServiceServer,
         },
     },
+    reflection::Reflection,
     scaling::service::ScalingApi,
     startup::{AppState, StartupError},
     tenancy::service::TenantApi,
@@ -30,11 +31,7 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
     let health = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(state.health.clone()),
     );
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
+    let reflection = Reflection::new(&[FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?;
     let tenants = TenantApi::new(state.pool.clone(), state.tenants.clone(), serve.tenant_purge_grace)
         .with_passwords(state.passwords.clone());
     let auth = AuthApi::new(
@@ -50,8 +47,8 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
     let mut routes = Routes::builder();
     routes
         .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .add_service(TenantServiceServer::new(tenants).max_decoding_message_size(max))
         .add_service(AuthServiceServer::new(auth).max_decoding_message_size(max))
         .add_service(UsageServiceServer::new(usage).max_decoding_message_size(max))

@@ -50,7 +50,7 @@ pub enum StartupError {
     #[error("the REST routes of the contract are unusable: {0}")]
     Gateway(#[from] crate::gateway::RouteError),
     #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] prost_reflect::DescriptorError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -178,6 +178,9 @@ async fn serve(
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(32 * 1024)
+            // gRPC-Web from browsers comes over HTTP/1.1 too; translated outside the stack, so it passes all of it.
+            .accept_http1(true)
+            .layer(crate::grpc_web::layers(&serve.rest.cors_allowed_origins))
             .layer(tower::layer::layer_fn(move |routes| stack::wrap(&state, routes)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, closing.cancelled_owned())

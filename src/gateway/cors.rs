@@ -29,8 +29,9 @@ impl Cors {
         Cors { origins }
     }
 
-    /// The value of `Access-Control-Allow-Origin` for a request, if allowed.
-    fn allow(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    /// The value of `Access-Control-Allow-Origin` for a request, if allowed
+    /// (gRPC-Web on the gRPC port shares the origin list).
+    pub(crate) fn allow(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
         if self.origins.iter().any(|o| o == "*") {
             return Some(HeaderValue::from_static("*"));

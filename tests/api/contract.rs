@@ -68,6 +68,36 @@ async fn reflection_v1alpha_serves_the_contract_files() {
 }
 
 #[tokio::test]
+async fn reflection_answers_an_unknown_symbol_on_the_stream_and_keeps_it_open() {
+    use prost::Message;
+    use v1::{server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
+    let app = TestApp::builder().spawn().await;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let ask = |query: MessageRequest| v1::ServerReflectionRequest { host: String::new(), message_request: Some(query) };
+    // One stream, three requests: the failed lookup in the middle must not end it.
+    let requests = [
+        ask(MessageRequest::FileContainingSymbol("no.such.Symbol".into())),
+        ask(MessageRequest::FileByFilename("no/such/file.proto".into())),
+        ask(MessageRequest::FileContainingSymbol("tenantry.v1.JobsService.EnqueueJob".into())),
+    ];
+    let mut responses = client.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    for missing in ["no.such.Symbol", "no/such/file.proto"] {
+        let response = responses.next().await.unwrap().unwrap();
+        let Some(MessageResponse::ErrorResponse(error)) = response.message_response else {
+            panic!("expected an error response, got {response:?}");
+        };
+        assert_eq!(error.error_code, tonic::Code::NotFound as i32);
+        assert!(error.error_message.contains(missing), "{}", error.error_message);
+    }
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("expected files, got {response:?}");
+    };
+    let first = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
+    assert_eq!(first.name(), "tenantry/v1/jobs_service.proto");
+}
+
+#[tokio::test]
 async fn every_method_in_the_descriptor_has_a_policy() {
     let table = PolicyTable::embedded().expect("the embedded contract is complete");
     let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap();
