@@ -29,6 +29,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("tenantry_descriptor.bin"), &encoded)?;
 
     let fds = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Type names let the codec find each message's descriptor for its edge checks.
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::codec::Codec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

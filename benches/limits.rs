@@ -183,7 +183,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             let tenants = TenantDirectory::new(fixture.pool.clone());
             let tenant = tenants.resolve(fixture.tenant.as_str()).await.unwrap().expect("bench tenant");
             let layers = ServiceBuilder::new()
-                .layer(ObserveLayer::new(policies, Duration::from_secs(30), Metrics::new()))
+                .layer(ObserveLayer::new(policies, Duration::from_secs(30), 4 << 20, Metrics::new()))
                 .map_request(move |mut request: Request<Body>| {
                     if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
                         context.set_tenant(tenant.clone());

@@ -106,8 +106,10 @@ pub struct DatabaseConfig {
     /// Largest number of pooled connections per process.
     #[arg(long = "db-max-connections", env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: u32,
-    /// How long a call waits for a pooled connection before UNAVAILABLE.
-    #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    /// How long a call waits for a pooled connection before UNAVAILABLE
+    /// (a call's shorter deadline wins). Short: admission control keeps the
+    /// calls that need a connection near what the pool can serve.
+    #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
     /// Prepared statements cached per connection (at least 1). Behind a
     /// transaction-mode pooler it must carry prepared statements: PgBouncer
@@ -285,6 +287,21 @@ pub struct ServeConfig {
     /// Largest decoded request message, in bytes.
     #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Connections open at once per listener; past it new ones are closed at once.
+    #[arg(help_heading = "Connections", long, env = "TENANTRY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How long an HTTP/1 client may take to send a request's headers.
+    #[arg(help_heading = "Connections", long, env = "TENANTRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no call in flight before it is closed (HTTP/2: GOAWAY).
+    #[arg(help_heading = "Connections", long, env = "TENANTRY_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How often HTTP/2 connections are pinged, and how long a ping may go unanswered.
+    #[arg(help_heading = "Connections", long, env = "TENANTRY_HTTP2_KEEPALIVE", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive: Duration,
+    /// Largest request metadata (headers) a call may carry; more is RESOURCE_EXHAUSTED.
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_METADATA_BYTES", default_value_t = 32 * 1024)]
+    pub max_metadata_bytes: usize,
     /// Identity: signing keys, token lifetimes, login throttling.
     #[command(flatten)]
     pub identity: crate::identity::IdentityConfig,
@@ -319,6 +336,25 @@ pub struct ServeConfig {
     pub usage_buffer_entries: usize,
 }
 
+/// The header block HTTP/2 accepts at all (memory protection); calls with
+/// more than `--max-metadata-bytes` but less than this get a proper status.
+pub const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
+impl ServeConfig {
+    /// The limits of each listener's connections.
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.http2_keepalive,
+            keepalive_timeout: self.http2_keepalive.min(Duration::from_secs(20)),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+        }
+    }
+}
+
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RateLimitEngine {
@@ -351,6 +387,21 @@ impl ServeConfig {
         }
         if self.health_interval < Duration::from_millis(100) {
             return Err(invalid("--health-interval", "must be at least 100ms"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("--max-connections", "must be at least 1"));
+        }
+        for (setting, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http2-keepalive", self.http2_keepalive),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(invalid(setting, "must be at least 100ms"));
+            }
+        }
+        if !(1024..=MAX_HEADER_LIST_BYTES as usize / 2).contains(&self.max_metadata_bytes) {
+            return Err(invalid("--max-metadata-bytes", "must be between 1 KiB and 128 KiB"));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err(invalid("--max-message-bytes", "must be between 1 KiB and 64 MiB"));

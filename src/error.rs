@@ -128,6 +128,10 @@ pub enum ApiError {
     /// failing after bounded retries); the whole call may be retried.
     #[error("{message}")]
     Aborted { message: String },
+    /// The request is not a gRPC call at all (wrong HTTP method or content
+    /// type): answered with this HTTP status, as the gRPC spec asks.
+    #[error("{message}")]
+    Protocol { status: http::StatusCode, message: String },
     /// The method exists in the contract but is not served by this build.
     #[error("{method} is not implemented by this server yet")]
     Unimplemented { method: String },
@@ -155,7 +159,7 @@ impl ApiError {
     /// The gRPC code of this error.
     pub fn code(&self) -> Code {
         match self {
-            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
+            ApiError::InvalidArgument { .. } | ApiError::Protocol { .. } => Code::InvalidArgument,
             ApiError::Unauthenticated { .. } => Code::Unauthenticated,
             ApiError::PermissionDenied { .. } => Code::PermissionDenied,
             ApiError::NotFound { .. } => Code::NotFound,

@@ -23,6 +23,9 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::metrics::Metrics;
 
+/// How often PostgreSQL is probed while it is down.
+pub const DOWN_INTERVAL: Duration = Duration::from_millis(200);
+
 /// What the probe last saw of a dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,15 +115,19 @@ impl HealthProbe {
     }
 
     /// Keeps probing until `stop`, then reports every service NOT_SERVING.
+    /// While PostgreSQL is down it probes every [`DOWN_INTERVAL`] at most, so
+    /// calls (refused at once meanwhile) resume within a fraction of a second
+    /// of its return.
     pub async fn run(&self, stop: CancellationToken) {
         let mut serving = Some(self.readiness.is_ready());
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
         loop {
+            let every = match self.readiness.postgres() {
+                DependencyState::Down => self.interval.min(DOWN_INTERVAL),
+                _ => self.interval,
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = ticker.tick() => self.probe(&mut serving).await,
+                () = tokio::time::sleep(every) => self.probe(&mut serving).await,
             }
         }
         for service in self.services.iter().map(String::as_str).chain([""]) {
@@ -131,7 +138,7 @@ impl HealthProbe {
     /// One round: probe the dependencies, publish changes.
     async fn probe(&self, serving: &mut Option<bool>) {
         let readiness = &self.readiness;
-        let timeout = self.interval.min(Duration::from_secs(2));
+        let timeout = self.interval.min(Duration::from_secs(1));
         let postgres_up = crate::db::ping(&self.pool, timeout).await;
         readiness.postgres.store(postgres_up, Ordering::Relaxed);
         if let Some(redis) = &self.redis {

@@ -28,10 +28,12 @@
 //!   classification of database errors, and the mapping to `tonic::Status`.
 //! - [`gateway`]: the REST/JSON gateway, transcoding to the same stack in
 //!   process, with `/openapi.json` and `/docs`.
+//! - [`server`]: serving a listener's connections, with their limits.
 //! - [`http`]: the HTTP listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`grpc_web`]: gRPC-Web (and its CORS) on the gRPC port, outside the stack.
 //! - [`reflection`]: gRPC server reflection from the embedded descriptors.
 //! - [`proto`]: code generated from `proto/` and the embedded descriptor set.
+//! - [`codec`]: every service's codec: prost plus the edge checks (NUL in text, malformed bytes).
 //! - `client` (feature `client`): the Rust client for internal services.
 //!
 //! The domains:
@@ -58,6 +60,7 @@ pub mod cache;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod context;
 pub mod db;
@@ -77,6 +80,7 @@ pub mod proto;
 pub mod ratelimit;
 pub mod reflection;
 pub mod scaling;
+pub mod server;
 pub mod services;
 pub mod stack;
 pub mod startup;

@@ -13,10 +13,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    service::Routes,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::service::Routes;
 
 use crate::{
     config::{AppConfig, ConfigError, Role},
@@ -164,30 +161,19 @@ async fn serve(
     config: &AppConfig,
     closing: CancellationToken,
 ) -> Result<(), StartupError> {
-    let serve = &config.serve;
-    // Connect info gives REST calls the client address gRPC calls have (login throttling, logs).
-    let http = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(closing.clone().cancelled_owned());
+    let limits = config.serve.connection_limits();
+    let http = crate::server::serve(listener, router, limits, closing.clone());
     let grpc = async {
         let Some((listener, routes)) = grpc else { return Ok(()) };
-        let state = state.clone();
-        let incoming =
-            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
-        Server::builder()
-            .max_concurrent_streams(serve.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .http2_max_header_list_size(32 * 1024)
-            // gRPC-Web from browsers comes over HTTP/1.1 too; translated outside the stack, so it passes all of it.
-            .accept_http1(true)
-            .layer(crate::grpc_web::layers(&serve.rest.cors_allowed_origins))
-            .layer(tower::layer::layer_fn(move |routes| stack::wrap(&state, routes)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, closing.cancelled_owned())
-            .await
+        // gRPC-Web from browsers (HTTP/1.1 too) is translated outside the
+        // stack, so it passes all of it like a native call.
+        let service = tower::ServiceBuilder::new()
+            .layer(crate::grpc_web::layers(&config.serve.rest.cors_allowed_origins))
+            .service(stack::wrap(state, routes));
+        crate::server::serve(listener, service, limits, closing).await
     };
-    let (grpc, http) = tokio::join!(grpc, http.into_future());
-    grpc?;
+    let (grpc, http) = tokio::join!(grpc, http);
+    grpc.map_err(StartupError::Http)?;
     http.map_err(StartupError::Http)
 }
 

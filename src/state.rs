@@ -21,6 +21,7 @@ use crate::{
     metrics::Metrics,
     policy::PolicyTable,
     ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    stack::admission::{Admission, LimitBounds},
     startup::StartupError,
     tenancy::TenantDirectory,
     usage::meter::Meter,
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Calls in flight in this process, gRPC and REST together (the stack's
     /// ceiling; see [`crate::stack::wrap`]).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Admission control of database-bound calls, shared by both doors.
+    pub admission: Arc<crate::stack::admission::Admission>,
     /// Every method's policy, from the embedded descriptor.
     pub policies: Arc<PolicyTable>,
     /// The process's metrics.
@@ -117,12 +120,23 @@ impl AppState {
         }
         .with_metrics(metrics.clone());
         let readiness = Arc::new(Readiness::new(redis.is_some()));
+        let admission = Arc::new(Admission::new(
+            &policies,
+            LimitBounds {
+                min: 4,
+                initial: (2 * config.database.max_connections as usize).min(serve.max_in_flight),
+                max: serve.max_in_flight,
+            },
+            readiness.clone(),
+            metrics.clone(),
+        ));
         let health = tonic_health::server::HealthReporter::new();
 
         Ok(AppState {
             config: Arc::new(serve.clone()),
             passwords: PasswordHasherPool::new(serve.identity.password_hash_concurrency),
             in_flight: Arc::new(tokio::sync::Semaphore::new(serve.max_in_flight)),
+            admission,
             pool,
             listen_pool,
             policies,

@@ -48,6 +48,19 @@ impl<A: Guard, B: Guard> Guard for (A, B) {
     }
 }
 
+/// A shared guard (one instance for both doors, or with state of its own).
+impl<G: Guard> Guard for std::sync::Arc<G> {
+    type Pass = G::Pass;
+
+    async fn check(&self, request: &mut Request<Body>) -> Result<Self::Pass, ApiError> {
+        G::check(self, request).await
+    }
+
+    fn admitted(&self, pass: Self::Pass, response: &mut Response<Body>) {
+        G::admitted(self, pass, response);
+    }
+}
+
 /// The call's context; the observe layer inserts it before any guard runs.
 pub fn context(request: &Request<Body>) -> Result<&RequestContext, ApiError> {
     request

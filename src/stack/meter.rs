@@ -1,13 +1,12 @@
-//! The metering layer: per-tenant usage of every call (DESIGN §5). It sits
-//! right after tenant context, so it reads the call's tenant from the
-//! request context itself, and before the rate limit and authorization, so
-//! calls those refuse are metered too. It counts the request and response
-//! body bytes and the time until the handler answered, and hands the call to
-//! the [`Meter`] once the response body is finished or dropped. Calls that
-//! act in no tenant are not metered.
+//! Metering: per-tenant usage of every call (DESIGN §5), as a guard that
+//! never refuses. It sits right after tenant context, so it reads the call's
+//! tenant from the request context itself, and before the rate limit and
+//! authorization, so calls those refuse are metered too. It counts the
+//! request and response body bytes and the time until the handler answered,
+//! and hands the call to the [`Meter`] once the response body is finished or
+//! dropped. Calls that act in no tenant are not metered.
 
 use std::{
-    future::Future,
     pin::Pin,
     sync::{
         Arc,
@@ -20,92 +19,65 @@ use std::{
 use http::{Request, Response};
 use http_body::Frame;
 use tonic::{Status, body::Body};
-use tower::{Layer, Service};
 
+use super::guard::{Guard, context};
 use crate::{
-    context::RequestContext,
     error::ApiError,
     tenancy::TenantId,
     usage::meter::{CallUsage, Meter},
 };
 
-/// Builds [`Metered`].
-#[derive(Clone)]
-pub struct MeterLayer {
-    meter: Meter,
-}
-
-impl MeterLayer {
-    /// A layer feeding `meter`.
-    pub fn new(meter: Meter) -> Self {
-        MeterLayer { meter }
-    }
-}
-
-impl<S> Layer<S> for MeterLayer {
-    type Service = Metered<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Metered { inner, meter: self.meter.clone() }
-    }
-}
-
 /// See the module docs.
-#[derive(Clone)]
-pub struct Metered<S> {
-    inner: S,
+pub struct Metering {
     meter: Meter,
 }
 
-impl<S> Service<Request<Body>> for Metered<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ApiError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let metered = request
-            .extensions()
-            .get::<RequestContext>()
-            .and_then(|c| Some((c.tenant_if_any()?.id.clone(), c.method.metered_name.clone())));
-        let Some((tenant, method)) = metered else {
-            return Box::pin(inner.call(request));
-        };
-        let request_bytes = Arc::new(AtomicU64::new(0));
-        let request = request
-            .map(|body| Body::new(CountingBody { inner: body, bytes: ByteCount::Shared(request_bytes.clone()) }));
-        let meter = self.meter.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = inner.call(request).await;
-            let recording =
-                Recording { meter, tenant, method, compute: started.elapsed(), request_bytes, response_bytes: 0 };
-            match result {
-                Ok(response) => {
-                    Ok(response.map(|body| Body::new(CountingBody { inner: body, bytes: ByteCount::Owned(recording) })))
-                }
-                // Refused below (rate limit, authorization): metered with no
-                // response body when the recording drops here.
-                Err(error) => Err(error),
-            }
-        })
+impl Metering {
+    /// Meters calls into `meter`.
+    pub fn new(meter: Meter) -> Self {
+        Metering { meter }
     }
 }
 
-/// Records the call when the response body is done with.
-struct Recording {
+impl Guard for Metering {
+    /// The call's recording, fired when the response body is done with, or
+    /// when the call was refused below (with no response body).
+    type Pass = Option<Recording>;
+
+    async fn check(&self, request: &mut Request<Body>) -> Result<Option<Recording>, ApiError> {
+        let context = context(request)?;
+        let Some(tenant) = context.tenant_if_any() else { return Ok(None) };
+        let recording = Recording {
+            meter: self.meter.clone(),
+            tenant: tenant.id.clone(),
+            method: context.method.metered_name.clone(),
+            started: Instant::now(),
+            compute: None,
+            request_bytes: Arc::new(AtomicU64::new(0)),
+            response_bytes: 0,
+        };
+        let body = std::mem::replace(request.body_mut(), Body::empty());
+        *request.body_mut() =
+            Body::new(CountingBody { inner: body, bytes: ByteCount::Shared(recording.request_bytes.clone()) });
+        Ok(Some(recording))
+    }
+
+    fn admitted(&self, recording: Option<Recording>, response: &mut Response<Body>) {
+        let Some(mut recording) = recording else { return };
+        recording.compute = Some(recording.started.elapsed());
+        let body = std::mem::replace(response.body_mut(), Body::empty());
+        *response.body_mut() = Body::new(CountingBody { inner: body, bytes: ByteCount::Owned(recording) });
+    }
+}
+
+/// One call's usage, recorded when dropped.
+pub struct Recording {
     meter: Meter,
     tenant: TenantId,
     method: Arc<str>,
-    compute: Duration,
+    started: Instant,
+    /// Until the handler answered; for a refused call, until it was refused.
+    compute: Option<Duration>,
     request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
 }
@@ -116,7 +88,7 @@ impl Drop for Recording {
             tenant: self.tenant.clone(),
             method: self.method.clone(),
             at: chrono::Utc::now(),
-            compute: self.compute,
+            compute: self.compute.unwrap_or_else(|| self.started.elapsed()),
             request_bytes: self.request_bytes.load(Ordering::Acquire),
             response_bytes: self.response_bytes,
         });

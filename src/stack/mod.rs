@@ -10,16 +10,20 @@
 //!   the metrics of every call.
 //! - [`rescue`]: the call's deadline, and the one place errors become responses.
 //! - [`guard`]: the mechanism the checks share.
+//! - [`admission`]: how many database-bound calls run at once (adaptive, fair).
+//! - [`protocol`]: the gRPC envelope (method, content type, metadata size, framing).
 //! - [`authenticate`], [`tenant`], [`rate_limit`], [`authorize`]: the checks.
 //! - [`auth_failures`]: counts the authenticate guard's refusals by reason.
 //! - [`meter`]: per-tenant usage of every call (count, time, bytes).
 
+pub mod admission;
 pub mod auth_failures;
 pub mod authenticate;
 pub mod authorize;
 pub mod guard;
 pub mod meter;
 pub mod observe;
+pub mod protocol;
 pub mod rate_limit;
 pub mod rescue;
 pub mod tenant;
@@ -34,7 +38,8 @@ use tower::{
 
 use self::{
     auth_failures::CountAuthFailures, authenticate::Authenticate, authorize::Authorize, guard::GuardLayer,
-    meter::MeterLayer, observe::ObserveLayer, rate_limit::RateLimit, rescue::RescueLayer, tenant::TenantContext,
+    meter::Metering, observe::ObserveLayer, protocol::Protocol, rate_limit::RateLimit, rescue::RescueLayer,
+    tenant::TenantContext,
 };
 use crate::{error::ApiError, state::AppState};
 
@@ -52,7 +57,12 @@ where
     let service = ServiceBuilder::new()
         // First, so every call, refused or not, is logged and counted with a
         // request id, a method and a latency, and carries a context.
-        .layer(ObserveLayer::new(state.policies.clone(), state.config.max_deadline, metrics.clone()))
+        .layer(ObserveLayer::new(
+            state.policies.clone(),
+            state.config.max_deadline,
+            state.config.max_message_bytes,
+            metrics.clone(),
+        ))
         // Directly inside observe, so observe sees every refusal as the
         // response the client gets: errors below travel up to here as values.
         .layer(RescueLayer)
@@ -61,21 +71,31 @@ where
         // will have given up. tower's own layers; their errors are rescued.
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.in_flight.clone()))
-        // Who is calling, then which tenant the call acts in (the tenant needs
-        // the principal; everything below needs both). Guards paired in one
-        // layer run in order and cost one boxed future.
+        // The checks, in order, as one layer (a tuple of guards runs them in
+        // sequence at the cost of one boxed future per call):
         .layer(GuardLayer::new((
-            CountAuthFailures::new(Authenticate::new(state.authenticator.clone()), metrics.clone()),
-            TenantContext::new(state.tenants.clone()),
-        )))
-        // As soon as the tenant is known, so calls refused below are metered too.
-        .layer(MeterLayer::new(state.meter.clone()))
-        // Per-tenant limits (after the tenant is known, before authorization,
-        // so refused calls count against the tenant too), then the declared
-        // policy against principal and tenant; then the handler.
-        .layer(GuardLayer::new((
-            RateLimit::new(state.limiter.clone(), state.plans.clone(), state.quotas.clone(), metrics),
-            Authorize,
+            (
+                // the gRPC envelope (nothing is looked up for a call that is not one),
+                Protocol::new(state.config.max_metadata_bytes),
+                // who is calling, then which tenant the call acts in (the
+                // tenant needs the principal; everything after needs both),
+                (
+                    CountAuthFailures::new(Authenticate::new(state.authenticator.clone()), metrics.clone()),
+                    TenantContext::new(state.tenants.clone()),
+                ),
+            ),
+            (
+                // metering as soon as the tenant is known, so calls refused
+                // after it are metered too,
+                Metering::new(state.meter.clone()),
+                // per-tenant limits before authorization, so refused calls
+                // count against the tenant too; admission control (with the
+                // tenant known, for fair shares); then the declared policy.
+                (
+                    RateLimit::new(state.limiter.clone(), state.plans.clone(), state.quotas.clone(), metrics),
+                    (state.admission.clone(), Authorize),
+                ),
+            ),
         )))
         .map_err(|never: Infallible| -> ApiError { match never {} })
         .service(routes);

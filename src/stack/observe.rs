@@ -1,14 +1,20 @@
 //! The outermost layer: gives every call a request id and a tracing span
 //! (a child of the caller's W3C trace context when it sent one), resolves its
-//! method policy (an unknown method stops here), and when the response ends
+//! method policy (an unknown method stops here), checks the request body's
+//! gRPC framing as it streams ([`FramedBody`]), and when the response ends
 //! (for streams, when the trailers carry the status) logs one line with the
-//! code and latency and records the call's metrics.
+//! code and latency and records the call's metrics. A call whose client
+//! went away is reported CANCELLED (logged at DEBUG: not a server error),
+//! whatever its handler answered to nobody.
 
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -21,6 +27,7 @@ use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::protocol::FramedBody;
 use crate::{
     context::{RequestContext, RequestId},
     metrics::Metrics,
@@ -35,26 +42,23 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct ObserveLayer {
     policies: Arc<PolicyTable>,
     max_deadline: Duration,
+    max_message_bytes: usize,
     metrics: Metrics,
 }
 
 impl ObserveLayer {
     /// Resolves methods in `policies`; deadlines start at `max_deadline`;
-    /// finished calls are counted in `metrics`.
-    pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration, metrics: Metrics) -> Self {
-        ObserveLayer { policies, max_deadline, metrics }
+    /// request messages may be up to `max_message_bytes`; finished calls are
+    /// counted in `metrics`.
+    pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration, max_message_bytes: usize, metrics: Metrics) -> Self {
+        ObserveLayer { policies, max_deadline, max_message_bytes, metrics }
     }
 }
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Observe {
-            inner,
-            policies: self.policies.clone(),
-            max_deadline: self.max_deadline,
-            metrics: self.metrics.clone(),
-        }
+        Observe { inner, layer: self.clone() }
     }
 }
 
@@ -62,9 +66,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    policies: Arc<PolicyTable>,
-    max_deadline: Duration,
-    metrics: Metrics,
+    layer: ObserveLayer,
 }
 
 impl<S> Service<Request<Body>> for Observe<S>
@@ -89,7 +91,7 @@ where
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
         let path = request.uri().path().to_owned();
-        let method = self.policies.get(&path).cloned();
+        let method = self.layer.policies.get(&path).cloned();
         // Traces are named after the method; an unknown path is not echoed
         // into span names (callers choose it).
         let span_name = method.as_ref().map_or("unknown", |m| m.path.trim_start_matches('/'));
@@ -106,13 +108,18 @@ where
         );
         // Without an OpenTelemetry layer (no OTLP endpoint) there is no parent to set.
         drop(span.set_parent(crate::telemetry::parent_context(request.headers())));
-        let outcome = Outcome::new(span, started, method.clone(), self.metrics.clone());
+        let client_gone = Arc::new(AtomicBool::new(false));
+        let outcome = Outcome::new(span, started, method.clone(), self.layer.metrics.clone(), client_gone.clone());
         let Some(method) = method else {
             let status = Status::unimplemented(format!("unknown method {path}"));
             let response = finish(status.into_http(), &request_id, outcome);
             return Box::pin(async move { Ok(response) });
         };
-        request.extensions_mut().insert(RequestContext::new(request_id.clone(), method, started + self.max_deadline));
+        let deadline = started + self.layer.max_deadline;
+        request.extensions_mut().insert(RequestContext::new(request_id.clone(), method, deadline));
+        let encoded = request.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity");
+        let max = self.layer.max_message_bytes;
+        let request = request.map(|body| Body::new(FramedBody::new(body, max, encoded, client_gone)));
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -149,13 +156,21 @@ struct Outcome {
     started: Instant,
     method: Option<Arc<MethodPolicy>>,
     metrics: Metrics,
+    /// Set by the request body when the client went away.
+    client_gone: Arc<AtomicBool>,
     reported: bool,
 }
 
 impl Outcome {
-    fn new(span: Span, started: Instant, method: Option<Arc<MethodPolicy>>, metrics: Metrics) -> Self {
+    fn new(
+        span: Span,
+        started: Instant,
+        method: Option<Arc<MethodPolicy>>,
+        metrics: Metrics,
+        client_gone: Arc<AtomicBool>,
+    ) -> Self {
         metrics.call_started();
-        Outcome { span, started, method, metrics, reported: false }
+        Outcome { span, started, method, metrics, client_gone, reported: false }
     }
 
     fn record(mut self, code: Code) {
@@ -166,6 +181,7 @@ impl Outcome {
         if std::mem::replace(&mut self.reported, true) {
             return;
         }
+        let code = if self.client_gone.load(Ordering::Acquire) { Code::Cancelled } else { code };
         let elapsed = self.started.elapsed();
         self.metrics.record_call(self.method.as_deref(), code, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -181,6 +197,7 @@ impl Outcome {
             Code::Internal | Code::Unknown | Code::DataLoss => {
                 tracing::error!(code = name, latency_ms, "call failed")
             }
+            Code::Cancelled => tracing::debug!(code = name, latency_ms, "call cancelled by the client"),
             _ => tracing::info!(code = name, latency_ms, "call refused"),
         }
     }
@@ -236,8 +253,8 @@ mod tests {
     #[test]
     fn every_call_is_reported_once_and_a_dropped_one_as_cancelled() {
         let metrics = Metrics::new();
-        drop(Outcome::new(Span::none(), Instant::now(), None, metrics.clone()));
-        Outcome::new(Span::none(), Instant::now(), None, metrics.clone()).record(Code::Ok);
+        drop(Outcome::new(Span::none(), Instant::now(), None, metrics.clone(), Arc::default()));
+        Outcome::new(Span::none(), Instant::now(), None, metrics.clone(), Arc::default()).record(Code::Ok);
         let text = metrics.render();
         let count = |code: &str| {
             let prefix = format!("tenantry_rpc_calls_total{{service=\"unknown\",method=\"unknown\",code=\"{code}\"}} ");

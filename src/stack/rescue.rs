@@ -132,7 +132,10 @@ fn classify(error: BoxError) -> ApiError {
 
 /// A trailers-only gRPC response for `error`.
 pub fn render(error: ApiError) -> Response<Body> {
-    Status::from(error).into_http()
+    match error {
+        ApiError::Protocol { status, message } => super::protocol::not_grpc(status, &message),
+        error => Status::from(error).into_http(),
+    }
 }
 
 #[cfg(test)]
