@@ -106,10 +106,10 @@ pub struct DatabaseConfig {
     /// Largest number of pooled connections per process.
     #[arg(long = "db-max-connections", env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: u32,
-    /// How long a call waits for a pooled connection before UNAVAILABLE
-    /// (a call's shorter deadline wins). Short: admission control keeps the
-    /// calls that need a connection near what the pool can serve.
-    #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    /// How long taking a pooled connection may take, opening a new one
+    /// included, before UNAVAILABLE. A tenant transaction waits less: at
+    /// most 500 ms of a full pool, or its call's deadline (see tenancy::tx).
+    #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
     /// Prepared statements cached per connection (at least 1). Behind a
     /// transaction-mode pooler it must carry prepared statements: PgBouncer

@@ -2,6 +2,10 @@
 //! runs a private PostgreSQL cluster under `--data-dir`, migrates, makes sure
 //! a platform-admin key exists (kept in `<data-dir>/admin-api-key`, mode
 //! 0600), prints ready-to-paste commands, and stops the cluster on shutdown.
+//!
+//! One dev server per data directory: it holds an exclusive lock on
+//! `<data-dir>/lock` (holding its pid) for its whole life, so a second one
+//! refuses at once and never touches the first one's cluster.
 
 use std::{
     io::Write,
@@ -23,12 +27,15 @@ use crate::{
 const DEV_DATABASE: &str = "tenantry";
 /// The file holding the dev platform-admin key.
 pub const ADMIN_KEY_FILE: &str = "admin-api-key";
+/// The file a running dev server holds locked.
+const LOCK_FILE: &str = "lock";
 
 /// Runs the dev server until `shutdown`.
 pub async fn serve(mut config: AppConfig, dev: DevConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let database = &mut config.database;
     std::fs::create_dir_all(&dev.data_dir)
         .with_context(|| format!("creating the data directory {}", dev.data_dir.display()))?;
+    let _lock = lock(&dev.data_dir)?;
     let cluster = if database.url.is_none() {
         let cluster = EmbeddedPostgres::start(&dev.data_dir.join("postgres")).await?;
         cluster.ensure_database(DEV_DATABASE).await?;
@@ -77,6 +84,29 @@ async fn run(config: AppConfig, data_dir: &Path, shutdown: CancellationToken) ->
     std::io::stdout().flush().ok();
     app.run_until_stopped(shutdown).await?;
     Ok(())
+}
+
+/// The data directory's lock, or an error naming the server that holds it.
+fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow::bail!(
+            "another `tenantry serve --dev` (pid {}) is using {}; stop it first, or give this one its own --data-dir",
+            holder.trim(),
+            data_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// The dev signing key under the data dir, generated on first use.

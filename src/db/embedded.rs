@@ -4,10 +4,13 @@
 //! `DATABASE_URL` is given.
 //!
 //! PostgreSQL refuses to run as root; when we are root the cluster is run as
-//! the `postgres` system user, which owns the cluster's directories.
+//! the `postgres` system user, which owns the cluster's directories. That
+//! user must be able to reach them: a checkout in root's home (mode 0700)
+//! is not reachable, so there the cluster lives under [`RELOCATED_ROOT`] and
+//! the data directory holds a symlink to it (see [`reachable_root`]).
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::Output,
 };
@@ -21,6 +24,10 @@ pub const SUPERUSER: &str = "tenantry";
 const PORT: u16 = 5432;
 /// Longest Unix socket path the kernel accepts, less PostgreSQL's file name.
 const MAX_SOCKET_DIR: usize = 107 - ".s.PGSQL.5432".len() - 1;
+
+/// Where a root-run cluster goes when the postgres user cannot reach the
+/// data directory.
+pub const RELOCATED_ROOT: &str = "/var/lib/tenantry-dev";
 
 /// Why the private cluster could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,11 @@ pub enum EmbeddedError {
     NoUnprivilegedUser,
     #[error("the data directory path {0} is too long for a Unix socket; use a shorter --data-dir")]
     PathTooLong(PathBuf),
+    #[error(
+        "{0} is not reachable by the postgres user and is not empty; move it, or give --data-dir a directory \
+         outside a private (0700) home"
+    )]
+    Unreachable(PathBuf),
     #[error("{action}: {source}")]
     Io { action: String, source: std::io::Error },
     #[error("`{command}` failed: {detail}")]
@@ -66,16 +78,20 @@ impl EmbeddedPostgres {
         let bin_dir = locate_binaries().ok_or(EmbeddedError::NotInstalled)?;
         std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
         let root = root.canonicalize().map_err(io(format!("resolving {}", root.display())))?;
-        let data_dir = root.join("data");
-        let socket_dir = root.join("run");
-        if socket_dir.as_os_str().len() > MAX_SOCKET_DIR {
-            return Err(EmbeddedError::PathTooLong(socket_dir));
-        }
         let owner = if running_as_root() {
             Some(system_user("postgres").ok_or(EmbeddedError::NoUnprivilegedUser)?)
         } else {
             None
         };
+        let root = match owner {
+            Some(owner) => reachable_root(&root, owner)?,
+            None => root,
+        };
+        let data_dir = root.join("data");
+        let socket_dir = root.join("run");
+        if socket_dir.as_os_str().len() > MAX_SOCKET_DIR {
+            return Err(EmbeddedError::PathTooLong(socket_dir));
+        }
         for dir in [&data_dir, &socket_dir] {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
             if let Some((uid, gid)) = owner {
@@ -218,6 +234,58 @@ fn locate_binaries_in(path: Option<std::ffi::OsString>, versioned_root: &Path) -
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// `root`, or when `owner` cannot traverse to it, a directory under
+/// [`RELOCATED_ROOT`] that `root` becomes a symlink to. The link keeps the
+/// data directory the one place to look, and a second start finds the same
+/// cluster through it.
+fn reachable_root(root: &Path, owner: (u32, u32)) -> Result<PathBuf, EmbeddedError> {
+    let parent = root.parent().unwrap_or(root);
+    if parent.ancestors().all(|dir| traversable(dir, owner)) {
+        return Ok(root.to_path_buf());
+    }
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut hasher);
+        hasher.finish()
+    };
+    let target = Path::new(RELOCATED_ROOT).join(format!("{hash:016x}"));
+    std::fs::create_dir_all(&target).map_err(io(format!("creating {}", target.display())))?;
+    std::fs::set_permissions(RELOCATED_ROOT, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("opening {RELOCATED_ROOT} to postgres")))?;
+    // An empty directory left by a start that could not work is replaced;
+    // one with a cluster in it is never touched.
+    if root.is_dir() && !root.is_symlink() {
+        std::fs::remove_dir(root).map_err(|_| EmbeddedError::Unreachable(root.to_path_buf()))?;
+    }
+    if !root.is_symlink() {
+        std::os::unix::fs::symlink(&target, root).map_err(io(format!(
+            "linking {} to {}",
+            root.display(),
+            target.display()
+        )))?;
+    }
+    tracing::info!(
+        data_dir = %root.display(),
+        cluster = %target.display(),
+        "the postgres user cannot reach the data directory; the private cluster lives where it can"
+    );
+    root.canonicalize().map_err(io(format!("resolving {}", root.display())))
+}
+
+/// Whether `owner` may search `dir` (its execute bit for that user).
+fn traversable(dir: &Path, (uid, gid): (u32, u32)) -> bool {
+    let Ok(meta) = std::fs::metadata(dir) else { return false };
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
 }
 
 fn running_as_root() -> bool {

@@ -1,6 +1,7 @@
 //! `tenantry serve --dev`, the README's first command, run as a real process:
-//! boots on an empty data directory, again on the same one, and stops its
-//! private PostgreSQL on SIGTERM.
+//! boots on an empty data directory inside a private (0700) directory, as in
+//! root's home, again on the same one, stops its private PostgreSQL on
+//! SIGTERM, and a second one on the same data directory refuses at once.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Stdio, time::Duration};
 
@@ -65,12 +66,37 @@ async fn admin_call_reaches_the_handler(server: &DevServer) {
     assert!(response.is_ok(), "{response:?}");
 }
 
+/// A data directory inside a 0700 directory (root's home on Debian), removed
+/// with the cluster wherever it went.
+struct PrivateDataDir {
+    home: tempfile::TempDir,
+}
+
+impl PrivateDataDir {
+    fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        PrivateDataDir { home }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.home.path().join("data")
+    }
+}
+
+impl Drop for PrivateDataDir {
+    fn drop(&mut self) {
+        // As root the cluster lives where the postgres user can reach it.
+        if let Ok(cluster) = std::fs::canonicalize(self.path().join("postgres")) {
+            std::fs::remove_dir_all(cluster).ok();
+        }
+    }
+}
+
 #[tokio::test]
-async fn serve_dev_boots_on_an_empty_data_dir_and_again_on_the_same_one() {
-    let dir = tempfile::tempdir().unwrap();
-    // PostgreSQL may run as another user (when we are root): let it in.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data_dir = dir.path().join("data");
+async fn serve_dev_boots_on_an_empty_data_dir_in_a_private_home_and_again_on_the_same_one() {
+    let dir = PrivateDataDir::new();
+    let data_dir = dir.path();
 
     let first = start(&data_dir).await;
     admin_call_reaches_the_handler(&first).await;
@@ -88,4 +114,32 @@ async fn serve_dev_boots_on_an_empty_data_dir_and_again_on_the_same_one() {
     admin_call_reaches_the_handler(&second).await;
     terminate(second).await;
     assert!(!pid_file.exists());
+}
+
+#[tokio::test]
+async fn a_second_dev_server_on_the_same_data_dir_refuses_at_once() {
+    let dir = PrivateDataDir::new();
+    let data_dir = dir.path();
+    let first = start(&data_dir).await;
+
+    let started = std::time::Instant::now();
+    let second = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second).await.expect("refuses, not waits").unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let pid = first.child.id().unwrap();
+    assert!(
+        stderr.contains(&format!("another `tenantry serve --dev` (pid {pid}) is using")),
+        "the refusal names the running server: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "refused in {:?}", started.elapsed());
+
+    admin_call_reaches_the_handler(&first).await;
+    terminate(first).await;
 }

@@ -126,7 +126,7 @@ impl AuthApi {
         let id = parse_user_id("user_id", &request.get_ref().user_id)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let user = users::get(&mut tx, &id).await?.ok_or_else(not_found)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        tx.end_read();
         Ok(Response::new(pb::GetUserResponse { user: Some(convert::user(user)) }))
     }
 
@@ -148,7 +148,7 @@ impl AuthApi {
         let role_id = (!message.role_id.is_empty()).then(|| message.role_id.clone());
         let (_, mut tx) = self.begin(ctx).await?;
         let mut found = users::list(&mut tx, &ListFilter { state, email, role_id }, size, after).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        tx.end_read();
         let next_page_token =
             pagination::next_page(&mut found, size, |u| Cursor { created_at: u.created_at, id: u.id.clone() });
         Ok(Response::new(pb::ListUsersResponse {

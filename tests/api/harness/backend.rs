@@ -72,6 +72,9 @@ macro_rules! on_every_backend {
 
             #[tokio::test]
             async fn via_pgbouncer() {
+                if !$crate::harness::pgbouncer::available() {
+                    return;
+                }
                 super::$test($crate::harness::Backend::PgBouncer).await
             }
         }

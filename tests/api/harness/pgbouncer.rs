@@ -7,14 +7,16 @@
 //! carries sqlx's named prepared statements across transactions, so the real
 //! server runs through it unchanged. The binary is `$PGBOUNCER` if set, else
 //! the one `.ci/pgbouncer` builds under [`PRIVATE_PREFIX`], else `pgbouncer`
-//! on PATH. An older one fails the tests that need it, saying how to get a
-//! newer one: a silent skip would report PgBouncer coverage that never ran.
+//! on PATH. Without one the PgBouncer variants are skipped with one line
+//! saying why and how to get one; with `TENANTRY_REQUIRE_PGBOUNCER` set (CI)
+//! they fail instead, so no run reports coverage that never ran.
 
 use std::{
     net::TcpListener,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
+    sync::{Once, OnceLock},
     time::Duration,
 };
 
@@ -60,24 +62,53 @@ fn version(binary: &Path) -> Option<(u32, u32)> {
     Some((parts.next()??, parts.next()??))
 }
 
-/// A usable binary, or a failure that says how to get one.
+/// A usable binary, or why there is none and how to get one.
+fn usable_binary() -> &'static Result<PathBuf, String> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let binary = binary();
+        let how = format!(
+            "run `sudo .ci/pgbouncer` (builds PgBouncer from Debian's next suite into {PRIVATE_PREFIX}; \
+             the tests find it there), install PgBouncer >= 1.21 from your distribution, \
+             or point PGBOUNCER at such a binary"
+        );
+        match version(&binary) {
+            None => Err(format!("no PgBouncer at `{}` (needs >= 1.21): {how}", binary.display())),
+            Some(found) if found < MINIMUM => Err(format!(
+                "PgBouncer {}.{} at `{}` cannot carry prepared statements in transaction pooling mode \
+                 (needs >= 1.21, `max_prepared_statements`): {how}",
+                found.0,
+                found.1,
+                binary.display()
+            )),
+            Some(_) => Ok(binary),
+        }
+    })
+}
+
+/// Whether the PgBouncer variants run here. Without a PgBouncer >= 1.21
+/// they are skipped, saying so once on stderr, unless
+/// `TENANTRY_REQUIRE_PGBOUNCER` is set (`.ci/run` sets it): then its absence
+/// fails them, so CI never reports coverage that did not run.
+pub fn available() -> bool {
+    static SAID: Once = Once::new();
+    match usable_binary() {
+        Ok(_) => true,
+        Err(why) if std::env::var_os("TENANTRY_REQUIRE_PGBOUNCER").is_some() => {
+            panic!("TENANTRY_REQUIRE_PGBOUNCER is set but {why}")
+        }
+        Err(why) => {
+            SAID.call_once(|| eprintln!("skipping the tests through PgBouncer: {why}"));
+            false
+        }
+    }
+}
+
+/// The binary, for a test that [`available`] let through.
 fn checked_binary() -> PathBuf {
-    let binary = binary();
-    let how = format!(
-        "run `sudo .ci/pgbouncer` (builds PgBouncer from Debian's next suite into {PRIVATE_PREFIX}; \
-         the tests find it there), install PgBouncer >= 1.21 from your distribution, \
-         or point PGBOUNCER at such a binary"
-    );
-    match version(&binary) {
-        None => panic!("no PgBouncer at `{}`; the tests through PgBouncer need one >= 1.21: {how}", binary.display()),
-        Some(found) if found < MINIMUM => panic!(
-            "PgBouncer {}.{} at `{}` cannot carry prepared statements in transaction pooling mode \
-             (needs >= 1.21, `max_prepared_statements`): {how}",
-            found.0,
-            found.1,
-            binary.display()
-        ),
-        Some(_) => binary,
+    match usable_binary() {
+        Ok(binary) => binary.clone(),
+        Err(why) => panic!("{why}"),
     }
 }
 
