@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tenantry::{
+    db::notify::ChangeFeed,
     jobs::{
         BUILTIN_QUEUE,
         events::JobEvents,
@@ -55,7 +56,9 @@ async fn wait_drained(pool: &PgPool) {
 fn start_workers(pool: &PgPool, concurrency: usize) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
     let events = JobEvents::new();
-    events.start_listener(pool.clone(), stop.clone());
+    let mut feed = ChangeFeed::default();
+    events.subscribe(&mut feed);
+    tokio::spawn(feed.run(pool.clone(), stop.clone()));
     let config = WorkerConfig {
         concurrency,
         purge_interval: Duration::ZERO,

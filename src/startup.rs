@@ -205,11 +205,6 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
         let probe = probe.clone();
         async move { probe.run(stop).await }
     });
-    let events = state.jobs.clone();
-    let listen_pool = state.listen_pool.clone();
-    supervisor.spawn("job-wakeups", Stage::Observe, Restart::Always, move |stop| {
-        events.start_listener(listen_pool.clone(), stop)
-    });
     if config.role == Role::Api {
         let (meter, pool, every) = (state.meter.clone(), state.pool.clone(), config.serve.usage_flush_interval);
         supervisor.spawn("usage-flusher", Stage::Flush, Restart::Always, move |stop| {
@@ -225,14 +220,17 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
             limiter.clone().housekeep(stop)
         });
     }
+    // Every node rescues expired leases, with or without built-in workers:
+    // external workers' leases must not depend on a worker process running.
+    let (pool, workers, metrics) = (state.pool.clone(), config.workers.clone(), state.metrics.clone());
+    supervisor.spawn("job-housekeeping", Stage::Work, Restart::Always, move |stop| {
+        jobs::rescuer::run(pool.clone(), workers.clone(), metrics.clone(), stop)
+    });
     if config.runs_workers() {
-        let (pool, workers, events, metrics) =
-            (state.pool.clone(), config.workers.clone(), state.jobs.clone(), state.metrics.clone());
+        let (pool, workers, events) = (state.pool.clone(), config.workers.clone(), state.jobs.clone());
         supervisor.spawn("job-workers", Stage::Work, Restart::Always, move |stop| {
             let registry = jobs::handlers::Registry::builtin();
-            jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone())
-                .with_metrics(Some(metrics.clone()))
-                .run(stop)
+            jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone()).run(stop)
         });
     }
     supervisor

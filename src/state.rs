@@ -101,6 +101,8 @@ impl AppState {
         plans.subscribe(&mut feed);
         let identity = IdentityCache::new(pool.clone());
         identity.subscribe(&mut feed);
+        let jobs = JobEvents::new();
+        jobs.subscribe(&mut feed);
         // Without a signing key no token can be issued (the worker issues none).
         let tokens = TokenService::new(
             KeyRing::from_config(&serve.identity)?,
@@ -148,7 +150,7 @@ impl AppState {
             meter,
             limiter,
             redis,
-            jobs: JobEvents::new(),
+            jobs,
             readiness,
             health,
             feed,

@@ -1,17 +1,19 @@
-//! Wake-ups. One LISTEN connection per process (`tenantry_jobs`, payload:
-//! the queue that got work) fans out to the in-process workers and to
-//! long-polling `LeaseJobs` calls; a polling fallback in every waiter covers
-//! notifications lost while the connection was down. Changes made through
-//! this process (completions, cancellations) are also signalled in-process,
-//! so `WatchJob` streams answer promptly.
+//! Wake-ups. The process's one LISTEN session ([`crate::db::notify::ChangeFeed`])
+//! delivers `tenantry_jobs` notifications (payload: the queue that got work)
+//! to [`JobEvents`], which fans them out to the in-process workers and to
+//! long-polling `LeaseJobs` calls. A polling fallback in every waiter covers
+//! notifications lost while the session was down; a reconnect wakes every
+//! waiter at once. Changes made through this process (completions,
+//! cancellations) are also signalled in-process, so `WatchJob` streams
+//! answer promptly.
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::AVAILABLE_CHANNEL;
+use crate::db::notify::{ChangeFeed, Subscriber};
 
 /// The process's job event hub; cheap to clone.
 #[derive(Clone)]
@@ -34,47 +36,9 @@ impl JobEvents {
         JobEvents { available, changed }
     }
 
-    /// Listens for `tenantry_jobs` notifications until `shutdown`,
-    /// reconnecting after errors.
-    pub fn start_listener(&self, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let available = self.available.clone();
-        tokio::spawn(async move {
-            while !shutdown.is_cancelled() {
-                let mut listener = match PgListener::connect_with(&pool).await {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        tracing::warn!(%error, "job wake-up listener cannot connect; polling meanwhile");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
-                    }
-                };
-                if let Err(error) = listener.listen(AVAILABLE_CHANNEL).await {
-                    tracing::warn!(%error, "cannot LISTEN for jobs; polling meanwhile");
-                    continue;
-                }
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        message = listener.try_recv() => match message {
-                            Ok(Some(notification)) => {
-                                drop(available.send(Arc::from(notification.payload())));
-                            }
-                            // The connection dropped: wake everyone, since
-                            // notifications may have been lost, then reconnect.
-                            Ok(None) => {
-                                drop(available.send(Arc::from("")));
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "job wake-up listener failed; reconnecting");
-                                break;
-                            }
-                        },
-                    }
-                }
-            }
-        })
+    /// Follows `tenantry_jobs` on the process's change feed.
+    pub fn subscribe(&self, feed: &mut ChangeFeed) {
+        feed.subscribe(&[AVAILABLE_CHANNEL], Arc::new(self.clone()));
     }
 
     /// Receives the names of queues that got work (an empty name: any queue).
@@ -95,6 +59,23 @@ impl JobEvents {
     /// Receives the ids of jobs changed through this process.
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<str>> {
         self.changed.subscribe()
+    }
+}
+
+/// Notifications wake the waiters of their queue. Any change of the
+/// session wakes every waiter (an empty queue name): notifications may have
+/// been missed while it was down.
+impl Subscriber for JobEvents {
+    fn connected(&self) {
+        drop(self.available.send(Arc::from("")));
+    }
+
+    fn notified(&self, _channel: &str, payload: &str) {
+        drop(self.available.send(Arc::from(payload)));
+    }
+
+    fn disconnected(&self) {
+        drop(self.available.send(Arc::from("")));
     }
 }
 

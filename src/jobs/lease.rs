@@ -1,19 +1,35 @@
 //! The worker side of the queue: a fair batched fetch, heartbeats, and the
 //! fenced completion, failure and release of leased jobs.
 //!
+//! # Due work only
+//!
+//! Jobs that are not due are never in the fetch's way. A job waiting for its
+//! time (SCHEDULED, or RETRYABLE while backing off) is moved to AVAILABLE once
+//! its `run_at` has come, by [`stage_due`], which every fetch runs first (an
+//! index probe on `jobs_due` when nothing is due) and which wakes the
+//! workers of the queues it staged. So AVAILABLE means due, and the tenant scan
+//! below reads only the `jobs_available` index: 10,000 tenants holding
+//! nothing but future jobs cost the fetch nothing.
+//!
 //! # Fairness
 //!
-//! [`fetch`] runs in one short transaction of two statements. The first
-//! finds the tenants with pending work in the queue (a skip scan over the
-//! `jobs_pending` index, one index probe per tenant however deep its backlog)
-//! and takes a transaction-scoped advisory lock per tenant, skipping tenants
-//! another fetcher is serving right now. The second, with a fresh snapshot
-//! taken after those locks, counts each locked tenant's running jobs against
-//! its plan's `max_concurrent_jobs` (0: unlimited), takes each tenant's next jobs
-//! (`FOR UPDATE SKIP LOCKED`) and interleaves them round-robin: every tenant's
-//! first job comes before any tenant's second. A tenant with a deep backlog
-//! therefore delays another tenant's job by at most one batch, and the caps
-//! hold exactly even with many fetchers.
+//! [`fetch`] then runs in one short transaction of two statements. The first
+//! finds the tenants with available work in the queue (a skip scan over the
+//! `jobs_available` index, one index probe per tenant however deep its
+//! backlog), keeps those that are active and below their plan's
+//! `max_concurrent_jobs` (so suspended or saturated tenants never take the
+//! place of others), and takes a transaction-scoped advisory lock per tenant,
+//! skipping tenants another fetcher is serving right now. The scan starts at
+//! a random tenant id and wraps around, so when more than
+//! `MAX_TENANTS_PER_FETCH` tenants are ready, every one of them is reached.
+//! The second statement, with a fresh snapshot taken after those locks,
+//! counts each locked tenant's running jobs against its cap (0: unlimited),
+//! takes each tenant's next jobs (`FOR UPDATE SKIP LOCKED`) and interleaves
+//! them round-robin: every tenant's first job comes before any tenant's
+//! second. A tenant with a deep backlog therefore delays another tenant's
+//! job by at most one batch, and the caps hold exactly even with many
+//! fetchers. Platform-level jobs (no tenant) count as one more tenant
+//! without a cap.
 //!
 //! # Fencing
 //!
@@ -26,13 +42,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::model::{JOB_COLUMNS_J, Job, JobError, failure_assignments};
+use super::{
+    model::{JOB_COLUMNS_J, Job, JobError, failure_assignments},
+    queue::AVAILABLE_CHANNEL,
+};
 use crate::tenancy::TenantId;
 
 /// Advisory-lock class of the per-tenant fetch lock (`'jobs'` in ASCII).
 const FETCH_LOCK_CLASS: i32 = 0x6a6f_6273;
 /// At most this many tenants are considered per fetch.
 const MAX_TENANTS_PER_FETCH: i64 = 1000;
+/// At most this many due jobs are made available per fetch.
+const STAGE_BATCH: i64 = 5000;
 
 /// What a worker asks for.
 #[derive(Debug, Clone)]
@@ -51,18 +72,42 @@ pub struct FetchRequest<'a> {
     pub worker_id: &'a str,
 }
 
+/// Moves up to a batch of jobs whose time has come (SCHEDULED, or RETRYABLE
+/// after their backoff) to AVAILABLE, and wakes the workers of their queues
+/// when this commits; returns how many. Runs on its own, before the fetch's
+/// transaction, so the rows it locks are released at once.
+pub async fn stage_due(pool: &PgPool) -> Result<u64, JobError> {
+    let staged: i64 = sqlx::query_scalar(&format!(
+        "WITH staged AS (
+            UPDATE platform.jobs j SET state = 'available'
+              FROM (SELECT id FROM platform.jobs
+                     WHERE state IN ('scheduled', 'retryable') AND run_at <= now()
+                     ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+             WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
+             RETURNING j.queue),
+         per_queue AS (SELECT queue, count(*) AS n FROM staged GROUP BY queue)
+         SELECT COALESCE(sum(n), 0)::bigint FROM (SELECT n, pg_notify('{AVAILABLE_CHANNEL}', queue) FROM per_queue) woken"
+    ))
+    .bind(STAGE_BATCH)
+    .fetch_one(pool)
+    .await?;
+    Ok(staged as u64)
+}
+
 /// Leases up to `limit` due jobs fairly across tenants (see the module docs).
 pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>, JobError> {
     if request.limit == 0 {
         return Ok(Vec::new());
     }
+    stage_due(pool).await?;
     let mut tx = pool.begin().await?;
-    let tenants: Vec<String> = match request.tenant {
+    // `None` stands for the platform-level jobs (no tenant).
+    let tenants: Vec<Option<String>> = match request.tenant {
         Some(tenant) => {
             sqlx::query_scalar(
                 "SELECT $2::text WHERE pg_try_advisory_xact_lock($1, hashtext($2))
                 AND EXISTS (SELECT 1 FROM platform.jobs
-                             WHERE queue = $3 AND tenant_id = $2 AND state IN ('available', 'scheduled', 'retryable'))",
+                             WHERE queue = $3 AND tenant_id = $2 AND state = 'available')",
             )
             .bind(FETCH_LOCK_CLASS)
             .bind(tenant.as_str())
@@ -71,24 +116,55 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
             .await?
         }
         None => {
+            // Two skip scans, from a random tenant id to the end and from the
+            // start up to it; a CTE is read lazily, so the scan stops once
+            // enough tenants are taken. The lock is taken last (a volatile
+            // function is not pushed below the joins), only for tenants that
+            // are active and have room.
             sqlx::query_scalar(
-                "WITH RECURSIVE ready(tenant_id) AS (
-                (SELECT tenant_id FROM platform.jobs
-                  WHERE queue = $2 AND state IN ('available', 'scheduled', 'retryable')
-                  ORDER BY tenant_id LIMIT 1)
-                UNION ALL
-                SELECT (SELECT j.tenant_id FROM platform.jobs j
-                         WHERE j.queue = $2 AND j.state IN ('available', 'scheduled', 'retryable')
-                           AND j.tenant_id > r.tenant_id
-                         ORDER BY j.tenant_id LIMIT 1)
-                  FROM ready r WHERE r.tenant_id IS NOT NULL)
+                "WITH RECURSIVE
+                 after(tenant_id) AS (
+                    (SELECT tenant_id FROM platform.jobs
+                      WHERE queue = $2 AND state = 'available' AND tenant_id >= $4
+                      ORDER BY tenant_id LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.tenant_id FROM platform.jobs j
+                             WHERE j.queue = $2 AND j.state = 'available' AND j.tenant_id > a.tenant_id
+                             ORDER BY j.tenant_id LIMIT 1)
+                      FROM after a WHERE a.tenant_id IS NOT NULL),
+                 before(tenant_id) AS (
+                    (SELECT tenant_id FROM platform.jobs
+                      WHERE queue = $2 AND state = 'available' AND tenant_id < $4
+                      ORDER BY tenant_id LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.tenant_id FROM platform.jobs j
+                             WHERE j.queue = $2 AND j.state = 'available'
+                               AND j.tenant_id > b.tenant_id AND j.tenant_id < $4
+                             ORDER BY j.tenant_id LIMIT 1)
+                      FROM before b WHERE b.tenant_id IS NOT NULL),
+                 ready(tenant_id) AS (
+                    SELECT NULL::text
+                     WHERE EXISTS (SELECT 1 FROM platform.jobs
+                                    WHERE queue = $2 AND tenant_id IS NULL AND state = 'available')
+                    UNION ALL
+                    SELECT r.tenant_id
+                      FROM (SELECT tenant_id FROM after WHERE tenant_id IS NOT NULL
+                            UNION ALL
+                            SELECT tenant_id FROM before WHERE tenant_id IS NOT NULL) r
+                      JOIN platform.tenants t ON t.id = r.tenant_id
+                      JOIN platform.plans p ON p.id = t.plan_id
+                     WHERE t.state = 'active'
+                       AND (p.max_concurrent_jobs = 0
+                            OR p.max_concurrent_jobs > (SELECT count(*) FROM platform.jobs x
+                                                         WHERE x.state = 'running' AND x.tenant_id = r.tenant_id)))
              SELECT tenant_id FROM ready
-              WHERE tenant_id IS NOT NULL AND pg_try_advisory_xact_lock($1, hashtext(tenant_id))
+              WHERE pg_try_advisory_xact_lock($1, hashtext(COALESCE(tenant_id, '')))
               LIMIT $3",
             )
             .bind(FETCH_LOCK_CLASS)
             .bind(request.queue)
             .bind(MAX_TENANTS_PER_FETCH)
+            .bind(crate::ids::new_id("ten"))
             .fetch_all(&mut *tx)
             .await?
         }
@@ -100,26 +176,38 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
     let jobs: Vec<Job> = sqlx::query_as(&format!(
         "WITH cand AS (
             SELECT x.tenant_id,
-                   CASE WHEN x.tenant_id = '' OR p.max_concurrent_jobs = 0 THEN $4::int
+                   CASE WHEN x.tenant_id IS NULL OR p.max_concurrent_jobs = 0 THEN $4::int
                         ELSE p.max_concurrent_jobs - (SELECT count(*) FROM platform.jobs r
                                                        WHERE r.state = 'running' AND r.tenant_id = x.tenant_id)::int
                    END AS room
               FROM unnest($1::text[]) AS x(tenant_id)
               LEFT JOIN platform.tenants t ON t.id = x.tenant_id
               LEFT JOIN platform.plans p ON p.id = t.plan_id
-             WHERE x.tenant_id = '' OR t.state = 'active'),
+             WHERE x.tenant_id IS NULL OR t.state = 'active'),
          picked AS (
             SELECT j.id, j.priority, j.run_at,
                    row_number() OVER (PARTITION BY j.tenant_id ORDER BY j.priority DESC, j.run_at, j.id) AS rn
               FROM cand c
              CROSS JOIN LATERAL (
-                SELECT id, tenant_id, priority, run_at FROM platform.jobs j
-                 WHERE j.queue = $2 AND j.tenant_id = c.tenant_id
-                   AND j.state IN ('available', 'scheduled', 'retryable') AND j.run_at <= now()
-                   AND (cardinality($3::text[]) = 0 OR j.kind = ANY($3::text[]))
-                 ORDER BY j.priority DESC, j.run_at, j.id
-                 LIMIT greatest(least(c.room, $4), 0)
-                 FOR UPDATE SKIP LOCKED) j),
+                -- Two branches (each gated on the tenant being absent or not)
+                -- so that both reach the index: `IS NOT DISTINCT FROM` cannot.
+                SELECT * FROM (
+                    SELECT id, tenant_id, priority, run_at FROM platform.jobs j
+                     WHERE c.tenant_id IS NOT NULL AND j.queue = $2 AND j.tenant_id = c.tenant_id
+                       AND j.state = 'available'
+                       AND (cardinality($3::text[]) = 0 OR j.kind = ANY($3::text[]))
+                     ORDER BY j.priority DESC, j.run_at, j.id
+                     LIMIT greatest(least(c.room, $4), 0)
+                     FOR UPDATE SKIP LOCKED) tenant_jobs
+                UNION ALL
+                SELECT * FROM (
+                    SELECT id, tenant_id, priority, run_at FROM platform.jobs j
+                     WHERE c.tenant_id IS NULL AND j.queue = $2 AND j.tenant_id IS NULL
+                       AND j.state = 'available'
+                       AND (cardinality($3::text[]) = 0 OR j.kind = ANY($3::text[]))
+                     ORDER BY j.priority DESC, j.run_at, j.id
+                     LIMIT $4
+                     FOR UPDATE SKIP LOCKED) platform_jobs) j),
          chosen AS (SELECT id FROM picked ORDER BY rn, priority DESC, run_at, id LIMIT $4)
          UPDATE platform.jobs j
             SET state = 'running', attempt = j.attempt + 1, started_at = now(), worker_id = $5, lease_ms = $6,

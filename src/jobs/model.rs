@@ -1,15 +1,24 @@
 //! The job row as stored in `platform.jobs`, its states, and the queue's
 //! error type with its mapping to API errors.
+//!
+//! The row decodes into types, not text: the tenant is an
+//! `Option<TenantId>` (NULL for platform-level jobs), the state a
+//! [`JobState`] and the error history a `Json<Vec<AttemptError>>`. A value
+//! that does not fit (an unknown state, a malformed tenant id or error entry)
+//! fails the query as corrupt data instead of being read as something else.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use sqlx::types::Json;
 
 use crate::{error::ApiError, tenancy::TenantId};
 
-/// Where a job is in its life (the stored form; see [`Job::state`] for the
-/// reported one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a job is in its life (the stored form, text in the `state` column;
+/// see [`Job::state`] for the reported one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for its `run_at`.
     Scheduled,
@@ -41,35 +50,29 @@ impl JobState {
         }
     }
 
-    /// Parses the stored text.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "scheduled" => JobState::Scheduled,
-            "available" => JobState::Available,
-            "running" => JobState::Running,
-            "retryable" => JobState::Retryable,
-            "completed" => JobState::Completed,
-            "cancelled" => JobState::Cancelled,
-            "discarded" => JobState::Discarded,
-            _ => return None,
-        })
-    }
-
     /// Whether the job will never change again on its own.
     pub fn is_final(self) -> bool {
         matches!(self, JobState::Completed | JobState::Cancelled | JobState::Discarded)
     }
 }
 
-/// The error of one failed attempt, kept in the job's history.
-#[derive(Debug, Clone, PartialEq)]
+/// The error of one failed attempt, kept in the job's history (an element
+/// of the `errors` JSON array, written by [`failure_assignments`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AttemptError {
     /// The attempt that failed.
     pub attempt: i32,
     /// What went wrong.
     pub message: String,
-    /// When.
+    /// When (`to_jsonb(now())`: RFC 3339 text).
+    #[serde(deserialize_with = "rfc3339")]
     pub at: DateTime<Utc>,
+}
+
+/// Reads an RFC 3339 timestamp (chrono's serde support is not enabled).
+fn rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    DateTime::parse_from_rfc3339(&text).map(|at| at.with_timezone(&Utc)).map_err(serde::de::Error::custom)
 }
 
 /// A job as stored.
@@ -77,8 +80,8 @@ pub struct AttemptError {
 pub struct Job {
     /// `job_…`.
     pub id: String,
-    /// The owning tenant; empty for platform-level jobs.
-    pub tenant_id: String,
+    /// The owning tenant; `None` (NULL) for platform-level jobs.
+    pub tenant_id: Option<TenantId>,
     /// What the job does.
     pub kind: String,
     /// Its queue.
@@ -87,9 +90,9 @@ pub struct Job {
     pub payload: serde_json::Value,
     /// Higher runs first.
     pub priority: i32,
-    /// The stored state text (see [`Job::state`]).
+    /// The stored state (see [`Job::state`] for the reported one).
     #[sqlx(rename = "state")]
-    pub stored_state: String,
+    pub stored_state: JobState,
     /// Attempts started so far; the current one is the lease's fencing token.
     pub attempt: i32,
     /// Attempts allowed before discarding.
@@ -106,8 +109,8 @@ pub struct Job {
     pub unique_key: Option<String>,
     /// Output of the successful attempt.
     pub result: Option<serde_json::Value>,
-    /// Errors of failed attempts, oldest first (JSON array of [`AttemptError`]).
-    pub errors: serde_json::Value,
+    /// Errors of failed attempts, oldest first.
+    pub errors: Json<Vec<AttemptError>>,
     /// CancelJob was called while it ran.
     pub cancel_requested: bool,
     /// How long one attempt may run.
@@ -124,30 +127,20 @@ impl Job {
     /// The state as reported: a scheduled job whose time has come is
     /// available (it is leased without being moved first).
     pub fn state(&self) -> JobState {
-        match JobState::parse(&self.stored_state).unwrap_or(JobState::Discarded) {
+        match self.stored_state {
             JobState::Scheduled if self.run_at <= Utc::now() => JobState::Available,
             state => state,
         }
     }
 
     /// The owning tenant, `None` for platform-level jobs.
-    pub fn tenant(&self) -> Option<TenantId> {
-        TenantId::parse(&self.tenant_id)
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant_id.as_ref()
     }
 
-    /// The error history.
-    pub fn errors(&self) -> Vec<AttemptError> {
-        let Some(entries) = self.errors.as_array() else { return Vec::new() };
-        entries
-            .iter()
-            .filter_map(|entry| {
-                Some(AttemptError {
-                    attempt: i32::try_from(entry.get("attempt")?.as_i64()?).ok()?,
-                    message: entry.get("message")?.as_str()?.to_owned(),
-                    at: DateTime::parse_from_rfc3339(entry.get("at")?.as_str()?).ok()?.with_timezone(&Utc),
-                })
-            })
-            .collect()
+    /// The error history, oldest first.
+    pub fn errors(&self) -> &[AttemptError] {
+        &self.errors
     }
 
     /// How long one attempt may run.
@@ -169,8 +162,6 @@ pub enum JobError {
     WrongState(String),
     #[error("job store unavailable")]
     Store(#[from] sqlx::Error),
-    #[error("stored job data is invalid: {0}")]
-    Corrupt(String),
 }
 
 impl JobError {
@@ -192,7 +183,6 @@ impl From<JobError> for ApiError {
                 ApiError::FailedPrecondition { reason: crate::error::Reason::JobState, message }
             }
             JobError::Store(error) => error.into(),
-            JobError::Corrupt(_) => ApiError::internal(error),
         }
     }
 }

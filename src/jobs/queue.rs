@@ -119,15 +119,17 @@ pub struct Enqueued {
 /// created.
 pub async fn enqueue(conn: &mut PgConnection, new: NewJob) -> Result<Enqueued, JobError> {
     new.validate()?;
-    let tenant = new.tenant.as_ref().map(TenantId::as_str).unwrap_or_default();
+    let tenant = new.tenant.as_ref();
     if let Some(key) = &new.unique_key {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tenantry.jobs.unique'), hashtext($1))")
-            .bind(format!("{tenant}\u{1f}{}\u{1f}{key}", new.kind))
+            .bind(format!("{}\u{1f}{}\u{1f}{key}", tenant.map_or("", TenantId::as_str), new.kind))
             .execute(&mut *conn)
             .await?;
+        // Two spellings rather than `IS NOT DISTINCT FROM`, which no index serves.
+        let tenant_clause = if tenant.is_some() { "tenant_id = $1" } else { "tenant_id IS NULL AND $1::text IS NULL" };
         let existing: Option<Job> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM platform.jobs
-              WHERE tenant_id = $1 AND kind = $2 AND unique_key = $3
+              WHERE {tenant_clause} AND kind = $2 AND unique_key = $3
                 AND (state NOT IN ('completed', 'cancelled', 'discarded') OR unique_until > now())
               ORDER BY created_at DESC LIMIT 1"
         ))

@@ -11,6 +11,7 @@ use std::{pin::Pin, time::Duration};
 
 use sqlx::PgPool;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -38,14 +39,32 @@ use crate::{
 pub struct JobsApi {
     pool: PgPool,
     events: JobEvents,
+    /// Cancelled when the process begins to shut down: open WatchJob
+    /// streams end at once with UNAVAILABLE, long-polling LeaseJobs calls
+    /// answer with what they have, so neither holds up the drain.
+    stopping: CancellationToken,
 }
 
 impl JobsApi {
-    /// Handlers over `pool`, woken through `events` (whose listener the
-    /// caller starts).
-    pub fn new(pool: PgPool, events: JobEvents) -> Self {
-        JobsApi { pool, events }
+    /// Handlers over `pool`, woken through `events` (fed by the process's
+    /// change feed), ending long-lived calls when `stopping` is cancelled.
+    pub fn new(pool: PgPool, events: JobEvents, stopping: CancellationToken) -> Self {
+        JobsApi { pool, events, stopping }
     }
+}
+
+/// How long a client should wait before re-opening a watch ended by
+/// shutdown (on another node, or this one restarted).
+const WATCH_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// The status that ends open watches at shutdown: UNAVAILABLE is retryable
+/// by every gRPC client's default policy, and RetryInfo says when.
+fn shutting_down() -> Status {
+    ApiError::Unavailable {
+        message: "the server is shutting down; watch the job again".into(),
+        retry_after: Some(WATCH_RETRY_AFTER),
+    }
+    .into()
 }
 
 fn job_id(text: &str) -> Result<&str, ApiError> {
@@ -85,7 +104,7 @@ fn state_from_pb(value: i32) -> Result<Option<JobState>, ApiError> {
 pub fn job_to_pb(job: &Job) -> pb::Job {
     pb::Job {
         id: job.id.clone(),
-        tenant_id: job.tenant_id.clone(),
+        tenant_id: job.tenant().map(ToString::to_string).unwrap_or_default(),
         kind: job.kind.clone(),
         queue: job.queue.clone(),
         payload: Some(json_to_struct(&job.payload)),
@@ -101,8 +120,8 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         result: job.result.as_ref().map(json_to_struct),
         errors: job
             .errors()
-            .into_iter()
-            .map(|e| pb::JobError { attempt: e.attempt, message: e.message, error_time: Some(timestamp(e.at)) })
+            .iter()
+            .map(|e| pb::JobError { attempt: e.attempt, message: e.message.clone(), error_time: Some(timestamp(e.at)) })
             .collect(),
         cancel_requested: job.cancel_requested,
         timeout: Some(convert::duration(job.timeout())),
@@ -254,6 +273,7 @@ impl JobsService for JobsApi {
         let first = queue::get(&self.pool, &tenant, &id).await.map_err(ApiError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let pool = self.pool.clone();
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut last: Option<pb::Job> = None;
             let mut job = first;
@@ -274,6 +294,10 @@ impl JobsService for JobsApi {
                     tokio::select! {
                         () = &mut poll => break,
                         () = tx.closed() => return,
+                        () = stopping.cancelled() => {
+                            drop(tx.send(Err(shutting_down())).await);
+                            return;
+                        }
                         changed = changes.recv() => match changed {
                             Ok(changed) if *changed == *id => break,
                             Ok(_) => continue,
@@ -349,7 +373,7 @@ impl JobsService for JobsApi {
         };
         loop {
             let jobs = lease::fetch(&self.pool, &fetch).await.map_err(ApiError::from)?;
-            if !jobs.is_empty() || tokio::time::Instant::now() >= until {
+            if !jobs.is_empty() || tokio::time::Instant::now() >= until || self.stopping.is_cancelled() {
                 for job in &jobs {
                     self.events.job_changed(&job.id);
                 }
@@ -364,8 +388,7 @@ impl JobsService for JobsApi {
                 return Ok(Response::new(pb::LeaseJobsResponse { jobs }));
             }
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
-            let never = tokio_util::sync::CancellationToken::new();
-            wait_for_work(&mut wake, queue_name, remaining.min(Duration::from_secs(1)), &never).await;
+            wait_for_work(&mut wake, queue_name, remaining.min(Duration::from_secs(1)), &self.stopping).await;
         }
     }
 

@@ -8,7 +8,6 @@
 //!   many jobs; each fenced by its attempt);
 //! - a heartbeat loop that extends every held lease at once and stops the
 //!   handlers of jobs that were cancelled or whose lease was lost;
-//! - the rescuer and retention pruning ([`super::rescuer`]);
 //! - the periodic scheduler ([`super::periodic`]).
 //!
 //! On shutdown it stops fetching, lets running jobs finish within
@@ -32,7 +31,7 @@ use super::{
     handlers::{HandlerError, JobContext, Registry},
     lease::{self, FetchRequest},
     model::Job,
-    periodic, rescuer,
+    periodic,
 };
 use crate::config::{ConfigError, parse_duration};
 
@@ -127,7 +126,6 @@ pub struct Workers {
     config: WorkerConfig,
     events: JobEvents,
     worker_id: String,
-    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Workers {
@@ -136,13 +134,7 @@ impl Workers {
     pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig, events: JobEvents) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
         let worker_id = format!("{host}/pid-{}/{}", std::process::id(), crate::ids::random_token(6));
-        Workers { pool, registry, config, events, worker_id, metrics: None }
-    }
-
-    /// Reports the queue's depth and lag to `metrics` at each maintenance tick.
-    pub fn with_metrics(mut self, metrics: Option<crate::metrics::Metrics>) -> Self {
-        self.metrics = metrics;
-        self
+        Workers { pool, registry, config, events, worker_id }
     }
 
     /// This process's worker id, as recorded on the jobs it leases.
@@ -152,7 +144,7 @@ impl Workers {
 
     /// Runs until `shutdown`, then drains as described in the module docs.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Workers { pool, registry, config, events, worker_id, metrics } = self;
+        let Workers { pool, registry, config, events, worker_id } = self;
         let in_flight: InFlight = Arc::default();
         let slot_freed = Arc::new(Notify::new());
         let background = CancellationToken::new();
@@ -161,7 +153,6 @@ impl Workers {
         let completer =
             tokio::spawn(completer(pool.clone(), done_rx, in_flight.clone(), slot_freed.clone(), events.clone()));
         let heartbeats = tokio::spawn(heartbeats(pool.clone(), in_flight.clone(), config.lease, background.clone()));
-        let maintenance = tokio::spawn(maintenance(pool.clone(), config.clone(), metrics, background.clone()));
         let scheduler = tokio::spawn(periodic::run(pool.clone(), config.periodic_jobs(), background.clone()));
 
         let kinds = registry.kinds();
@@ -245,7 +236,6 @@ impl Workers {
                 Err(error) => tracing::warn!(%error, "releasing leases failed; the rescuer will recover them"),
             }
         }
-        drop(maintenance.await);
         drop(scheduler.await);
         tracing::info!("job workers stopped");
     }
@@ -387,47 +377,6 @@ async fn heartbeats(pool: PgPool, in_flight: InFlight, lease: Duration, stop: Ca
                 }
             }
             Err(error) => tracing::warn!(%error, "heartbeat failed; retrying next tick"),
-        }
-    }
-}
-
-/// The rescuer (and queue metrics) every `rescue_interval`, retention
-/// pruning every minute.
-async fn maintenance(
-    pool: PgPool,
-    config: WorkerConfig,
-    metrics: Option<crate::metrics::Metrics>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(config.rescue_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = tokio::time::Instant::now();
-    let retention = rescuer::Retention { completed: config.retention_completed, failed: config.retention_failed };
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = rescuer::rescue_expired(&pool).await {
-            tracing::warn!(%error, "rescuing expired leases failed");
-        }
-        if let Some(metrics) = &metrics {
-            match rescuer::queue_stats(&pool).await {
-                Ok(stats) => {
-                    for (state, depth, oldest) in stats {
-                        metrics.set_job_queue(state, depth, oldest);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "measuring the job queue failed"),
-            }
-        }
-        if last_prune.elapsed() >= Duration::from_secs(60) {
-            last_prune = tokio::time::Instant::now();
-            match rescuer::prune(&pool, retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned finished jobs past retention"),
-                Err(error) => tracing::warn!(%error, "pruning finished jobs failed"),
-            }
         }
     }
 }

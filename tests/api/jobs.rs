@@ -329,7 +329,7 @@ async fn a_stale_workers_late_completion_changes_nothing() {
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(rescuer::rescue_expired(&app.pool).await.unwrap(), 1);
+    assert_eq!(rescuer::rescue_expired(&app.pool).await.unwrap(), ["email.send"]);
     let rescued = client.get_job(in_tenant(&app, &acme, GetJobRequest { job_id: job.id.clone() })).await.unwrap();
     let rescued = rescued.into_inner().job.unwrap();
     assert_eq!(rescued.state(), JobState::Retryable);

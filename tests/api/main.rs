@@ -23,6 +23,7 @@ mod isolation_matrix;
 mod isolation_proptest;
 mod jobs;
 mod jobs_crash;
+mod jobs_nodes;
 mod limits;
 mod observability;
 mod rate_limits;
