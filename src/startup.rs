@@ -83,6 +83,7 @@ impl App {
                 stack::wrap(&state, routes.clone()),
                 &serve.rest,
                 serve.max_message_bytes,
+                state.metrics.clone(),
             );
             http = http.fallback_service(gateway.router());
         }

@@ -3,6 +3,9 @@
 //! so it ends with the transaction and can never leak to the next borrower
 //! of a pooled connection (nor through PgBouncer in transaction mode).
 //! The call's deadline becomes the transaction's `statement_timeout`.
+//!
+//! Each transaction is a `db.transaction` span (exported only), the parent of
+//! its statements' spans (`telemetry::statements`).
 
 use std::{
     ops::{Deref, DerefMut},
@@ -17,15 +20,30 @@ use super::TenantId;
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
+    /// Open until the commit or the rollback (the drop) ends.
+    span: tracing::Span,
+}
+
+/// The transaction's span; the name is what `telemetry::statements` looks for.
+fn transaction_span() -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::CHILD_SPANS,
+        "db.transaction",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "transaction",
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 impl TenantTx {
     /// Begins a transaction in `tenant`'s schema; statements are cancelled
     /// once `deadline` passes.
     pub async fn begin(pool: &PgPool, tenant: &TenantId, deadline: Instant) -> Result<TenantTx, sqlx::Error> {
+        let span = transaction_span();
         let mut tx = pool.begin().await?;
         scope(&mut tx, tenant, deadline).await?;
-        Ok(TenantTx { tx, tenant: tenant.clone() })
+        Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 
     /// Scopes an already open transaction (provisioning, which creates the
@@ -35,8 +53,9 @@ impl TenantTx {
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<TenantTx, sqlx::Error> {
+        let span = transaction_span();
         scope(&mut tx, tenant, deadline).await?;
-        Ok(TenantTx { tx, tenant: tenant.clone() })
+        Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 
     /// The tenant this transaction is scoped to.
@@ -46,7 +65,12 @@ impl TenantTx {
 
     /// Commits; dropping without commit rolls back.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let TenantTx { tx, span, .. } = self;
+        let committed = tx.commit().await;
+        if committed.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        committed
     }
 }
 
