@@ -273,6 +273,28 @@ mod tests {
     }
 
     #[test]
+    fn without_an_exporter_child_spans_are_disabled_and_log_lines_keep_the_call_span() {
+        // The subscriber `init` installs when no OTLP endpoint is set.
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt::layer().with_writer(std::io::sink).with_filter(filter(&[(CHILD_SPANS, "off")])));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut evaluated = false;
+            let child = tracing::info_span!(target: CHILD_SPANS, "child", field = {
+                evaluated = true;
+                1
+            });
+            assert!(child.is_disabled());
+            assert!(!evaluated, "a disabled span's fields are never evaluated");
+            assert!(!exporting());
+            let call = tracing::info_span!("rpc", trace_id = tracing::field::Empty);
+            assert!(!call.is_disabled(), "the call's span feeds the log line");
+            // No traceparent: nothing to record, nothing extracted.
+            record_trace_ids(&call, &http::HeaderMap::new());
+            assert_eq!(traceparent(&call), None);
+        });
+    }
+
+    #[test]
     fn a_malformed_traceparent_starts_a_new_trace() {
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", "00-not-a-trace-01".parse().unwrap());

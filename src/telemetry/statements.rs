@@ -209,3 +209,21 @@ impl Visit for Statement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_table_names_the_statement_and_anything_else_does_not() {
+        let table = |sql: &str| collection(&sql.split_whitespace().next().unwrap().to_ascii_uppercase(), sql);
+        assert_eq!(table("SELECT id, slug FROM platform.tenants WHERE id = $1").as_deref(), Some("platform.tenants"));
+        assert_eq!(table("insert into usage_events (id) values ($1)").as_deref(), Some("usage_events"));
+        assert_eq!(table("UPDATE platform.jobs j SET state = $1").as_deref(), Some("platform.jobs"));
+        assert_eq!(table("DELETE FROM refresh_tokens WHERE family = $1").as_deref(), Some("refresh_tokens"));
+        assert_eq!(table("SELECT set_config('search_path', $1, true)"), None);
+        assert_eq!(table("SELECT * FROM (SELECT 1) x"), None);
+        assert_eq!(table("WITH ins AS (INSERT INTO platform.jobs VALUES ($1)) SELECT 1"), None);
+        assert_eq!(table("COMMIT"), None);
+    }
+}
