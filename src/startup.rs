@@ -83,6 +83,7 @@ impl App {
                 stack::wrap(&state, routes.clone()),
                 &serve.rest,
                 serve.max_message_bytes,
+                state.metrics.clone(),
             );
             http = http.fallback_service(gateway.router());
         }
@@ -227,10 +228,13 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
         jobs::rescuer::run(pool.clone(), workers.clone(), metrics.clone(), stop)
     });
     if config.runs_workers() {
-        let (pool, workers, events) = (state.pool.clone(), config.workers.clone(), state.jobs.clone());
+        let (pool, workers, events, metrics) =
+            (state.pool.clone(), config.workers.clone(), state.jobs.clone(), state.metrics.clone());
         supervisor.spawn("job-workers", Stage::Work, Restart::Always, move |stop| {
             let registry = jobs::handlers::Registry::builtin();
-            jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone()).run(stop)
+            jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone())
+                .with_metrics(metrics.clone())
+                .run(stop)
         });
     }
     supervisor

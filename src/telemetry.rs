@@ -8,17 +8,33 @@
 //! headers), and the observe layer makes it the parent of the call's `rpc`
 //! span. [`Telemetry::shutdown`] flushes pending spans; the CLI calls it on
 //! exit.
+//!
+//! Child spans (transactions, Redis calls, hashing, transcoding) use the
+//! target [`CHILD_SPANS`]: only the OpenTelemetry layer sees them, so the
+//! log lines keep the call's span (request id, trace id) as their span, and
+//! with no exporter they are disabled at the callsite and cost nothing.
+//! [`statements`] turns sqlx's per-statement events into `db` spans.
+//! The server span and every log line inside it carry `trace_id` and
+//! `span_id` ([`record_trace_ids`]); `docs/observability.md` lists the spans.
 
-use std::{io::IsTerminal, time::Duration};
+mod statements;
+
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use opentelemetry::{
     KeyValue,
-    propagation::{Extractor, TextMapPropagator},
-    trace::TracerProvider as _,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{SpanContext, TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, prelude::*};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -54,20 +70,36 @@ impl Telemetry {
 /// the exporter's channel lives on it.
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     config.validate()?;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn"));
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let provider = config.otlp_endpoint.as_deref().map(|endpoint| tracer_provider(endpoint, config)).transpose()?;
+    // Each layer has its own filter: the logs never show child spans (their
+    // lines keep the call's span), and only the exporter asks for sqlx's
+    // per-statement events, so without one those are never even built.
+    let mut installed_dispatch = None;
     let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("tenantry")).with_level(true).with_threads(false)
+        let tracer = provider.tracer("tenantry");
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer.clone())
+            // Noise an operator never reads: busy/idle ns, code location,
+            // thread, level and target attributes.
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_target(false)
+            .with_filter(filter(&[(CHILD_SPANS, "trace")]));
+        let (statements, dispatch) = statements::StatementSpans::new(tracer);
+        installed_dispatch = Some(dispatch);
+        let statements = statements.with_filter(statements::filter());
+        spans.and_then(statements)
     });
     // Logs go to stderr: stdout is reserved for what commands print (keys).
-    // JSON lines carry the current span's fields (request id, method,
-    // tenant, principal) next to the event's own (code, latency).
+    // JSON lines carry the current span's fields (request id, trace id,
+    // method, tenant, principal) next to the event's own (code, latency).
     let json_layer = json.then(|| {
         fmt::layer()
             .json()
@@ -75,11 +107,42 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
+            .with_filter(filter(&[(CHILD_SPANS, "off")]))
     });
-    let pretty_layer = (!json).then(|| fmt::layer().with_writer(std::io::stderr));
-    let installed =
-        tracing_subscriber::registry().with(filter).with(otel).with(json_layer).with(pretty_layer).try_init().is_ok();
+    let pretty_layer =
+        (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_filter(filter(&[(CHILD_SPANS, "off")])));
+    let installed = tracing_subscriber::registry().with(otel).with(json_layer).with(pretty_layer).try_init().is_ok();
+    if installed && let Some(slot) = installed_dispatch {
+        tracing::dispatcher::get_default(|dispatch| drop(slot.set(dispatch.downgrade())));
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
     Ok(Telemetry { provider: provider.filter(|_| installed) })
+}
+
+/// The target of child spans (transactions, Redis, hashing, transcoding),
+/// which only the exporter sees. Use it with `tracing::info_span!(target: ..)`.
+pub const CHILD_SPANS: &str = "tenantry_trace";
+
+/// Whether spans are exported. The subscriber is process-global, so this is
+/// too; it lets the hot path skip trace work (context extraction, ids) when
+/// nobody would receive it.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports traces (an OTLP endpoint is configured).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `RUST_LOG` (or the default), with `extra` directives that always apply.
+fn filter(extra: &[(&str, &str)]) -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn"));
+    for (target, level) in extra {
+        if let Ok(directive) = format!("{target}={level}").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 fn tracer_provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -101,6 +164,82 @@ fn tracer_provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracer
 /// headers; empty (a new trace) when there is none or it is malformed.
 pub fn parent_context(headers: &http::HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Records `trace_id` and `span_id` on `span` (a span that declares both
+/// fields), so every log line inside it can be joined to its trace. With an
+/// exporter they are the span's own ids; without one, only a caller's
+/// `traceparent` gives a trace id (and no span id: nothing is exported).
+pub fn record_trace_ids(span: &Span, headers: &http::HeaderMap) {
+    let context = if exporting() {
+        span.context().span().span_context().clone()
+    } else if headers.contains_key("traceparent") {
+        let parent = parent_context(headers).span().span_context().clone();
+        if parent.is_valid() {
+            span.record("trace_id", tracing::field::display(parent.trace_id()));
+        }
+        return;
+    } else {
+        return;
+    };
+    if context.is_valid() {
+        span.record("trace_id", tracing::field::display(context.trace_id()));
+        span.record("span_id", tracing::field::display(context.span_id()));
+    }
+}
+
+/// The W3C `traceparent` of `span`, to store with work that continues the
+/// trace later (an enqueued job); `None` when nothing is exported.
+pub fn traceparent(span: &Span) -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    let mut carrier = TraceparentInjector(None);
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.0
+}
+
+/// Links `span` to the trace a stored `traceparent` names (a job's
+/// execution to the call that enqueued it). Malformed values are ignored.
+pub fn link_to(span: &Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent.filter(|_| exporting()) else { return };
+    let mut headers = http::HeaderMap::new();
+    let Ok(value) = http::HeaderValue::from_str(traceparent) else { return };
+    headers.insert("traceparent", value);
+    let context: SpanContext = parent_context(&headers).span().span_context().clone();
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}
+
+/// The execution span of one job attempt: a root span (a job may run long
+/// after its call ended) linked to the trace that enqueued it.
+pub fn job_span(id: &str, kind: &str, attempt: i32, traceparent: Option<&str>) -> Span {
+    let span = tracing::info_span!(
+        target: CHILD_SPANS,
+        parent: None,
+        "job",
+        otel.name = format!("{kind} process"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "tenantry.jobs",
+        "messaging.operation.type" = "process",
+        messaging.message.id = id,
+        tenantry.job.kind = kind,
+        tenantry.job.attempt = attempt,
+    );
+    link_to(&span, traceparent);
+    span
+}
+
+struct TraceparentInjector(Option<String>);
+
+impl Injector for TraceparentInjector {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -131,6 +270,28 @@ mod tests {
         assert!(parent.is_remote() && parent.is_sampled());
         assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn without_an_exporter_child_spans_are_disabled_and_log_lines_keep_the_call_span() {
+        // The subscriber `init` installs when no OTLP endpoint is set.
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt::layer().with_writer(std::io::sink).with_filter(filter(&[(CHILD_SPANS, "off")])));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut evaluated = false;
+            let child = tracing::info_span!(target: CHILD_SPANS, "child", field = {
+                evaluated = true;
+                1
+            });
+            assert!(child.is_disabled());
+            assert!(!evaluated, "a disabled span's fields are never evaluated");
+            assert!(!exporting());
+            let call = tracing::info_span!("rpc", trace_id = tracing::field::Empty);
+            assert!(!call.is_disabled(), "the call's span feeds the log line");
+            // No traceparent: nothing to record, nothing extracted.
+            record_trace_ids(&call, &http::HeaderMap::new());
+            assert_eq!(traceparent(&call), None);
+        });
     }
 
     #[test]

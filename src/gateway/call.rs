@@ -54,6 +54,7 @@ pub async fn call(
     remote_addr: Option<SocketAddr>,
     message: Bytes,
     max: usize,
+    span: crate::stack::observe::CallSpan,
 ) -> Reply {
     let mut framed = BytesMut::with_capacity(message.len() + 5);
     framed.put_u8(0);
@@ -68,6 +69,7 @@ pub async fn call(
     metadata.insert(header::TE, HeaderValue::from_static("trailers"));
     copy_request_metadata(headers, metadata);
     request.extensions_mut().insert(TcpConnectInfo { local_addr: None, remote_addr });
+    request.extensions_mut().insert(span);
 
     let response = match stack.clone().oneshot(request).await {
         Ok(response) => response,

@@ -18,6 +18,13 @@
 //! - [`streaming`]: NDJSON and Server-Sent Events for server streams.
 //! - [`openapi`], [`docs`]: `/openapi.json` and `/docs`.
 //! - [`cors`]: the CORS policy (off by default).
+//!
+//! Every REST request routed here is one call with one server span, opened
+//! here (so the transcoding is a child of it) and handed to the stack's
+//! observe layer, with the `http.*` attributes of OpenTelemetry's HTTP server
+//! conventions. Requests the gateway refuses itself (404, 405, 413, 415,
+//! bad JSON, unknown fields) get the same: a request id (`x-request-id`), a
+//! log line, and `tenantry_gateway_refusals_total{reason}`.
 
 pub mod call;
 pub mod cors;
@@ -31,7 +38,7 @@ pub mod streaming;
 pub mod template;
 pub mod transcode;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -44,6 +51,7 @@ use clap::Args;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use tonic::Code;
+use tracing::{Instrument as _, Span};
 
 use self::{
     call::{Event, StackService},
@@ -53,7 +61,15 @@ use self::{
     streaming::{Framing, stream_response},
     template::Captures,
 };
-use crate::{config::ConfigError, policy::PolicyTable};
+use crate::{
+    config::ConfigError,
+    context::RequestId,
+    error::ApiError,
+    metrics::{GatewayRefusal, Metrics},
+    policy::PolicyTable,
+    stack::observe::{self, CallSpan, REQUEST_ID_HEADER},
+    telemetry::CHILD_SPANS,
+};
 
 pub use self::routes::RouteError;
 
@@ -102,6 +118,8 @@ struct Inner {
     max_body_bytes: usize,
     openapi: Bytes,
     docs: Bytes,
+    /// Counts the requests the gateway refuses itself.
+    metrics: Metrics,
 }
 
 impl Gateway {
@@ -112,6 +130,7 @@ impl Gateway {
         stack: StackService,
         config: &RestConfig,
         max_body_bytes: usize,
+        metrics: Metrics,
     ) -> Gateway {
         let spec = openapi::document(&routes, policies);
         let docs = Bytes::from(docs::render(&spec));
@@ -125,6 +144,7 @@ impl Gateway {
                 max_body_bytes,
                 openapi,
                 docs,
+                metrics,
             }),
         }
     }
@@ -146,16 +166,72 @@ impl Gateway {
     }
 
     async fn dispatch(&self, request: Request) -> Response {
-        let (parts, body) = request.into_parts();
-        let path = parts.uri.path();
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
         if parts.method == Method::GET {
-            match path {
+            match path.as_str() {
                 "/openapi.json" => return document(&self.inner.openapi, "application/json"),
                 "/docs" => return document(&self.inner.docs, "text/html; charset=utf-8"),
                 _ => {}
             }
         }
-        let (route, captures) = match self.inner.routes.lookup(&parts.method, path) {
+        let started = Instant::now();
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(RequestId::generate);
+        // The stack reads the same id from the forwarded header.
+        let request_id_value = HeaderValue::from_str(request_id.as_str()).ok();
+        if let Some(value) = &request_id_value {
+            parts.headers.insert(REQUEST_ID_HEADER, value.clone());
+        }
+        let lookup = self.inner.routes.lookup(&parts.method, &path);
+        let route = match &lookup {
+            Lookup::Found(route, _) => Some(Arc::clone(route)),
+            _ => None,
+        };
+        let grpc_path = route.as_ref().map(|r| r.grpc_path.as_str());
+        let span = observe::server_span(&request_id, grpc_path, grpc_path.unwrap_or(&path));
+        span.record("http.request.method", parts.method.as_str());
+        match &route {
+            Some(route) => span.record("http.route", route.template.source.as_str()),
+            // No route: named after the HTTP method alone (HTTP conventions).
+            None => span.record("otel.name", parts.method.as_str()),
+        };
+        observe::set_parent(&span, &parts.headers);
+        let routed = self.routed(lookup, parts, body, &path, span.clone());
+        let (mut response, refusal) = routed.instrument(span.clone()).await;
+        let status = response.status();
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(refusal) = refusal {
+            self.inner.metrics.record_gateway_refusal(refusal);
+            let _entered = span.enter();
+            tracing::info!(
+                http_status = status.as_u16(),
+                reason = refusal.as_str(),
+                latency_ms = observe::latency_ms(started.elapsed()),
+                "request refused by the gateway"
+            );
+        }
+        if let Some(value) = request_id_value {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+
+    /// Answers a request once its route is looked up: the response, and
+    /// why the gateway refused it if it did so itself.
+    async fn routed(
+        &self,
+        lookup: Lookup<'_>,
+        parts: http::request::Parts,
+        body: Body,
+        path: &str,
+        span: Span,
+    ) -> (Response, Option<GatewayRefusal>) {
+        let (route, captures) = match lookup {
             Lookup::Found(route, captures) => (route.clone(), captures),
             Lookup::WrongMethod(allowed) => {
                 let mut response = gateway_error(
@@ -167,10 +243,11 @@ impl Gateway {
                 if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
                     response.headers_mut().insert(header::ALLOW, value);
                 }
-                return response;
+                return (response, Some(GatewayRefusal::MethodNotAllowed));
             }
             Lookup::NotFound => {
-                return gateway_error(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"));
+                let response = gateway_error(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"));
+                return (response, Some(GatewayRefusal::NoRoute));
             }
         };
         let mut pretty = false;
@@ -184,22 +261,23 @@ impl Gateway {
             .collect();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(body) => body,
-            Err(response) => return *response,
+            Err((response, refusal)) => return (*response, Some(refusal)),
         };
         let remote = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let request = Incoming { headers: &parts.headers, remote, query: &query, body: &body, pretty };
+        let request = Incoming { headers: &parts.headers, remote, query: &query, body: &body, pretty, span };
         self.call(&route, &captures, request).await
     }
 
     /// The body, within the size limit and in JSON.
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Box<Response>> {
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, (Box<Response>, GatewayRefusal)> {
         let limit = self.inner.max_body_bytes;
         let too_large = || {
-            Box::new(gateway_error(
+            let response = gateway_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::ResourceExhausted,
                 format!("the request body is larger than {limit} bytes"),
-            ))
+            );
+            (Box::new(response), GatewayRefusal::BodyTooLarge)
         };
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
@@ -209,36 +287,47 @@ impl Gateway {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(_) => {
-                return Err(Box::new(gateway_error(
-                    StatusCode::BAD_REQUEST,
-                    Code::InvalidArgument,
-                    "the request body could not be read",
-                )));
+                let response =
+                    gateway_error(StatusCode::BAD_REQUEST, Code::InvalidArgument, "the request body could not be read");
+                return Err((Box::new(response), GatewayRefusal::UnreadableBody));
             }
         };
         if !bytes.is_empty() && !is_json(headers) {
-            return Err(Box::new(gateway_error(
+            let response = gateway_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Code::InvalidArgument,
                 "request bodies must be JSON: send `content-type: application/json`",
-            )));
+            );
+            return Err((Box::new(response), GatewayRefusal::UnsupportedMediaType));
         }
         Ok(bytes)
     }
 
     /// Transcodes, calls the stack, and transcodes the answer.
-    async fn call(&self, route: &Route, captures: &Captures, request: Incoming<'_>) -> Response {
-        let Incoming { headers, remote, query, body, pretty } = request;
-        let message = match transcode::request_message(route, captures, query, body, self.inner.deny_unknown_fields) {
+    async fn call(
+        &self,
+        route: &Route,
+        captures: &Captures,
+        request: Incoming<'_>,
+    ) -> (Response, Option<GatewayRefusal>) {
+        let Incoming { headers, remote, query, body, pretty, span } = request;
+        let transcoding =
+            || tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_request", otel.kind = "internal");
+        let deny = self.inner.deny_unknown_fields;
+        let message = match transcoding().in_scope(|| transcode::request_message(route, captures, query, body, deny)) {
             Ok(message) => message,
-            Err(error) => return api_error_response(error, pretty),
+            Err(error) => {
+                let refusal = refusal_of(&error);
+                return (api_error_response(error, pretty), Some(refusal));
+            }
         };
         let encoded = Bytes::from(prost::Message::encode_to_vec(&message));
         let max = self.inner.max_body_bytes;
-        let reply = call::call(&self.inner.stack, &route.grpc_path, headers, remote, encoded, max).await;
+        let reply =
+            call::call(&self.inner.stack, &route.grpc_path, headers, remote, encoded, max, CallSpan(span)).await;
         let call::Reply { metadata, mut body } = reply;
         if route.rpc.is_server_streaming() {
-            return stream_response(metadata, body, route.rpc.output(), Framing::from_accept(headers)).await;
+            return (stream_response(metadata, body, route.rpc.output(), Framing::from_accept(headers)).await, None);
         }
         let (message, status, trailers) = match body.next().await {
             Event::Message(message) => match body.next().await {
@@ -249,19 +338,43 @@ impl Gateway {
         };
         let mut all = metadata;
         all.extend(trailers);
-        match (message, status.code()) {
-            (Some(message), Code::Ok) => match transcode::response_json(route.rpc.output(), &message, pretty) {
-                Ok(json) => {
-                    let mut response = Response::new(Body::from(json));
-                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    errors::copy_response_metadata(&all, response.headers_mut());
-                    response
+        let response = match (message, status.code()) {
+            (Some(message), Code::Ok) => {
+                let output = route.rpc.output();
+                let transcoding =
+                    tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_response", otel.kind = "internal");
+                match transcoding.in_scope(|| transcode::response_json(output, &message, pretty)) {
+                    Ok(json) => {
+                        let mut response = Response::new(Body::from(json));
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        errors::copy_response_metadata(&all, response.headers_mut());
+                        response
+                    }
+                    Err(error) => api_error_response(error, pretty),
                 }
-                Err(error) => api_error_response(error, pretty),
-            },
+            }
             (None, Code::Ok) => status_response(&tonic::Status::internal("the call answered no message"), &all, pretty),
             (_, _) => status_response(&status, &all, pretty),
+        };
+        (response, None)
+    }
+}
+
+/// Which refusal a transcoding error is (its messages are written in
+/// `transcode`): the JSON itself, a field the message lacks, or a value.
+fn refusal_of(error: &ApiError) -> GatewayRefusal {
+    match error {
+        ApiError::InvalidArgument { description, .. } if description.starts_with("invalid JSON") => {
+            GatewayRefusal::MalformedJson
         }
+        ApiError::InvalidArgument { description, .. }
+            if description.contains("unknown") || description.contains("unrecognized") =>
+        {
+            GatewayRefusal::UnknownField
+        }
+        _ => GatewayRefusal::InvalidParameter,
     }
 }
 
@@ -272,6 +385,8 @@ struct Incoming<'a> {
     query: &'a [(String, String)],
     body: &'a [u8],
     pretty: bool,
+    /// The call's server span, handed to the stack.
+    span: Span,
 }
 
 async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {

@@ -4,7 +4,8 @@
 //! Each hash costs about 19 MiB and tens of milliseconds of CPU, so hashing
 //! runs on the blocking pool, never on the async executor, and a semaphore
 //! bounds how many run at once: a burst of logins queues instead of
-//! exhausting memory.
+//! exhausting memory. Each hash or verification is an `argon2id` child
+//! span of the call (exported only), from its permit to its end.
 
 use std::sync::{Arc, OnceLock};
 
@@ -57,7 +58,7 @@ impl PasswordHasherPool {
     /// The PHC string of `password` with a fresh salt.
     pub async fn hash(&self, password: &str) -> Result<String, IdentityError> {
         let password = password.to_owned();
-        self.run(move || {
+        self.run("argon2id.hash", move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
         })
@@ -75,7 +76,7 @@ impl PasswordHasherPool {
         };
         let password = password.to_owned();
         let matches = self
-            .run(move || {
+            .run("argon2id.verify", move || {
                 let parsed = PasswordHash::new(&stored).map_err(|e| e.to_string())?;
                 Ok(argon2().verify_password(password.as_bytes(), &parsed).is_ok())
             })
@@ -93,10 +94,12 @@ impl PasswordHasherPool {
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         work: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, IdentityError> {
         let _permit = self.permits.acquire().await.map_err(|e| IdentityError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let span = tracing::info_span!(target: crate::telemetry::CHILD_SPANS, "argon2id", otel.name = operation);
+        tracing::Instrument::instrument(tokio::task::spawn_blocking(work), span)
             .await
             .map_err(|e| IdentityError::Internal(e.to_string()))?
             .map_err(IdentityError::Internal)

@@ -121,6 +121,9 @@ pub struct Job {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Who holds (or last held) it.
     pub worker_id: String,
+    /// The W3C `traceparent` of the call that enqueued it, if traced.
+    #[sqlx(default)]
+    pub traceparent: Option<String>,
 }
 
 impl Job {
@@ -190,12 +193,12 @@ impl From<JobError> for ApiError {
 /// The columns every query returns, in [`Job`]'s order.
 pub const JOB_COLUMNS: &str = "id, tenant_id, kind, queue, payload, priority, state, attempt, max_attempts, run_at, \
      created_at, started_at, finished_at, unique_key, result, errors, cancel_requested, timeout_ms, lease_ms, \
-     lease_expires_at, worker_id";
+     lease_expires_at, worker_id, traceparent";
 
 /// The same columns qualified by the alias `j`, for `UPDATE … FROM … RETURNING`.
 pub const JOB_COLUMNS_J: &str = "j.id, j.tenant_id, j.kind, j.queue, j.payload, j.priority, j.state, j.attempt, \
      j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, j.unique_key, j.result, j.errors, \
-     j.cancel_requested, j.timeout_ms, j.lease_ms, j.lease_expires_at, j.worker_id";
+     j.cancel_requested, j.timeout_ms, j.lease_ms, j.lease_expires_at, j.worker_id, j.traceparent";
 
 /// SQL for the state an attempt failure leads to, and the matching updates:
 /// cancelled when a cancel was requested, discarded when `$discard` is true

@@ -146,10 +146,10 @@ pub async fn enqueue(conn: &mut PgConnection, new: NewJob) -> Result<Enqueued, J
         "WITH ins AS (
             INSERT INTO platform.jobs
                 (id, tenant_id, kind, queue, payload, priority, state, max_attempts, run_at, unique_key,
-                 unique_until, timeout_ms)
+                 unique_until, timeout_ms, traceparent)
             VALUES ($1, $2, $3, $4, $5, $6,
                     CASE WHEN COALESCE($7, now()) > now() THEN 'scheduled' ELSE 'available' END,
-                    $8, COALESCE($7, now()), $9, now() + $10::bigint * interval '1 millisecond', $11)
+                    $8, COALESCE($7, now()), $9, now() + $10::bigint * interval '1 millisecond', $11, $12)
             RETURNING {JOB_COLUMNS})
          SELECT ins.* FROM ins
            LEFT JOIN LATERAL (SELECT pg_notify('{AVAILABLE_CHANNEL}', ins.queue) WHERE ins.state = 'available') n
@@ -166,6 +166,8 @@ pub async fn enqueue(conn: &mut PgConnection, new: NewJob) -> Result<Enqueued, J
     .bind(&new.unique_key)
     .bind(new.unique_window.map(|w| w.as_millis() as i64))
     .bind(new.timeout.as_millis() as i64)
+    // The enqueuing call's trace, which the job's execution span links to.
+    .bind(crate::telemetry::traceparent(&tracing::Span::current()))
     .fetch_one(&mut *conn)
     .await?;
     Ok(Enqueued { job, duplicate: false })

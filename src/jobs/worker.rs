@@ -126,6 +126,8 @@ pub struct Workers {
     config: WorkerConfig,
     events: JobEvents,
     worker_id: String,
+    /// Where attempts are counted by kind and outcome (none in benches).
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Workers {
@@ -134,7 +136,13 @@ impl Workers {
     pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig, events: JobEvents) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
         let worker_id = format!("{host}/pid-{}/{}", std::process::id(), crate::ids::random_token(6));
-        Workers { pool, registry, config, events, worker_id }
+        Workers { pool, registry, config, events, worker_id, metrics: None }
+    }
+
+    /// Counts attempts in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// This process's worker id, as recorded on the jobs it leases.
@@ -144,7 +152,7 @@ impl Workers {
 
     /// Runs until `shutdown`, then drains as described in the module docs.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Workers { pool, registry, config, events, worker_id } = self;
+        let Workers { pool, registry, config, events, worker_id, metrics } = self;
         let in_flight: InFlight = Arc::default();
         let slot_freed = Arc::new(Notify::new());
         let background = CancellationToken::new();
@@ -153,6 +161,7 @@ impl Workers {
         let completer =
             tokio::spawn(completer(pool.clone(), done_rx, in_flight.clone(), slot_freed.clone(), events.clone()));
         let heartbeats = tokio::spawn(heartbeats(pool.clone(), in_flight.clone(), config.lease, background.clone()));
+        let job_metrics = metrics;
         let scheduler = tokio::spawn(periodic::run(pool.clone(), config.periodic_jobs(), background.clone()));
 
         let kinds = registry.kinds();
@@ -198,6 +207,7 @@ impl Workers {
                     in_flight.clone(),
                     events.clone(),
                     slot_freed.clone(),
+                    job_metrics.clone(),
                 ));
             }
             if fetched < limit {
@@ -266,14 +276,17 @@ async fn run_job(
     in_flight: InFlight,
     events: JobEvents,
     slot_freed: Arc<Notify>,
+    metrics: Option<crate::metrics::Metrics>,
 ) {
     let (id, attempt, timeout) = (job.id.clone(), job.attempt, job.timeout());
+    let (kind, started) = (job.kind.clone(), std::time::Instant::now());
+    let span = crate::telemetry::job_span(&job.id, &job.kind, attempt, job.traceparent.as_deref());
     let outcome = match registry.get(&job.kind) {
         None => Err(HandlerError::discard(format!("no handler for kind {}", job.kind))),
         Some(handler) => {
             let context = JobContext { pool: pool.clone(), job, cancel: stop.clone() };
             // Its own task, so a panic becomes a failed attempt, not a lost worker.
-            let mut task = tokio::spawn(handler.run(context));
+            let mut task = tokio::spawn(tracing::Instrument::instrument(handler.run(context), span.clone()));
             // Aborted with this task too (timeout, or shutdown aborting it).
             let _abort = AbortOnDrop(task.abort_handle());
             match tokio::time::timeout(timeout, &mut task).await {
@@ -294,12 +307,21 @@ async fn run_job(
             if done.send((id.clone(), attempt, result)).is_err() {
                 lock(&in_flight).remove(&id);
             }
+            if let Some(metrics) = &metrics {
+                metrics.record_job_attempt(&kind, "completed", started.elapsed());
+            }
         }
         Err(error) => {
             let failure =
                 lease::Failure { message: error.message, retry_after: error.retry_after, discard: error.discard };
+            span.record("otel.status_code", "ERROR");
             match lease::fail(&pool, None, &id, attempt, &failure).await {
-                Ok(_) | Err(super::model::JobError::LeaseLost(_)) => {}
+                Ok(failed) => {
+                    if let Some(metrics) = &metrics {
+                        metrics.record_job_attempt(&kind, failed.stored_state.as_str(), started.elapsed());
+                    }
+                }
+                Err(super::model::JobError::LeaseLost(_)) => {}
                 Err(error) => {
                     tracing::warn!(%error, job = %id, "recording a failed attempt failed; the rescuer will retry it")
                 }

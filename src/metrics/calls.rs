@@ -57,10 +57,13 @@ pub enum GatewayRefusal {
     InvalidParameter,
     /// 413: the body is larger than the limit.
     BodyTooLarge,
+    /// 400: the body could not be read (the client broke off).
+    UnreadableBody,
 }
 
 impl GatewayRefusal {
-    fn as_str(self) -> &'static str {
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
         match self {
             GatewayRefusal::NoRoute => "no_route",
             GatewayRefusal::MethodNotAllowed => "method_not_allowed",
@@ -69,6 +72,7 @@ impl GatewayRefusal {
             GatewayRefusal::UnknownField => "unknown_field",
             GatewayRefusal::InvalidParameter => "invalid_parameter",
             GatewayRefusal::BodyTooLarge => "body_too_large",
+            GatewayRefusal::UnreadableBody => "unreadable_body",
         }
     }
 }

@@ -190,6 +190,19 @@ impl Metrics {
         jobs.attempts.get_or_create(&AttemptLabels { kind, outcome: outcome.as_str() }).inc();
     }
 
+    /// Records one finished attempt from the job's state after it: completed,
+    /// discarded and cancelled are themselves; any other (available,
+    /// scheduled) means it will run again.
+    pub fn record_job_attempt(&self, kind: &str, state_after: &str, duration: Duration) {
+        let outcome = match state_after {
+            "completed" => JobOutcome::Completed,
+            "discarded" => JobOutcome::Discarded,
+            "cancelled" => JobOutcome::Cancelled,
+            _ => JobOutcome::Retried,
+        };
+        self.record_job_finished(kind, outcome, duration);
+    }
+
     /// Records a running job of `kind` whose expired lease the rescuer took back.
     pub fn record_lease_rescued(&self, kind: &str) {
         let jobs = &self.inner.jobs;

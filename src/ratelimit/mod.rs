@@ -147,7 +147,12 @@ impl RateLimiter {
     }
 
     /// Also exports every decision to `metrics`.
+    /// Publishes the engine (`tenantry_rate_limit_engine`) at once.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics.set_rate_limit_engine(match &*self.engine {
+            Engine::Local(_) => crate::config::RateLimitEngine::Local,
+            Engine::Redis { .. } => crate::config::RateLimitEngine::Redis,
+        });
         self.metrics = Some(metrics);
         self
     }
@@ -167,7 +172,7 @@ impl RateLimiter {
         }
         let (engine, decision) = match &*self.engine {
             Engine::Local(local) => (RateLimitEngine::Local, local.check(tenant, limits, cost)),
-            Engine::Redis { redis, fallback, fail_mode } => match redis.check(tenant, limits, cost).await {
+            Engine::Redis { redis, fallback, fail_mode } => match self.redis_check(redis, tenant, limits, cost).await {
                 Ok(decision) => (RateLimitEngine::Redis, decision),
                 Err(()) => {
                     let sensitive = SENSITIVE_METHODS.contains(&method);
@@ -182,6 +187,35 @@ impl RateLimiter {
         self.export(engine, decision.allowed);
         self.last.insert(tenant.clone(), (Instant::now(), decision.headers));
         Some(decision)
+    }
+
+    /// One Redis decision as the call sees it (its batch's round trip
+    /// included): a `redis` child span of the call and
+    /// `tenantry_redis_call_duration_seconds{operation="rate_limit"}`.
+    async fn redis_check(
+        &self,
+        redis: &RedisLimiter,
+        tenant: &TenantId,
+        limits: &Limits,
+        cost: u32,
+    ) -> Result<Decision, ()> {
+        let span = tracing::info_span!(
+            target: crate::telemetry::CHILD_SPANS,
+            "EVALSHA",
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation.name = "EVALSHA",
+            otel.status_code = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let decided = tracing::Instrument::instrument(redis.check(tenant, limits, cost), span.clone()).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_redis_call("rate_limit", started.elapsed(), decided.is_ok());
+        }
+        if decided.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        decided
     }
 
     /// `tenant`'s rate state now, without taking tokens: its last decision

@@ -6,6 +6,10 @@
 //! code and latency and records the call's metrics. A call whose client
 //! went away is reported CANCELLED (logged at DEBUG: not a server error),
 //! whatever its handler answered to nobody.
+//!
+//! The span follows OpenTelemetry's RPC conventions ([`server_span`]:
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) and carries the
+//! `trace_id`/`span_id` every log line inside the call shows.
 
 use std::{
     convert::Infallible,
@@ -25,7 +29,7 @@ use http_body::Frame;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::protocol::FramedBody;
 use crate::{
@@ -92,22 +96,16 @@ where
             .unwrap_or_else(RequestId::generate);
         let path = request.uri().path().to_owned();
         let method = self.layer.policies.get(&path).cloned();
-        // Traces are named after the method; an unknown path is not echoed
-        // into span names (callers choose it).
-        let span_name = method.as_ref().map_or("unknown", |m| m.path.trim_start_matches('/'));
-        let span = tracing::info_span!(
-            "rpc",
-            request_id = %request_id,
-            method = %path,
-            tenant = Empty,
-            principal = Empty,
-            otel.name = span_name,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            otel.status_code = Empty,
-        );
-        // Without an OpenTelemetry layer (no OTLP endpoint) there is no parent to set.
-        drop(span.set_parent(crate::telemetry::parent_context(request.headers())));
+        // The REST gateway opened the call's span (with its `http.*`
+        // attributes) before transcoding; a gRPC call gets one here.
+        let span = match request.extensions_mut().remove::<CallSpan>() {
+            Some(CallSpan(span)) => span,
+            None => {
+                let span = server_span(&request_id, method.as_ref().map(|m| m.path.as_str()), &path);
+                set_parent(&span, request.headers());
+                span
+            }
+        };
         let client_gone = Arc::new(AtomicBool::new(false));
         let outcome = Outcome::new(span, started, method.clone(), self.layer.metrics.clone(), client_gone.clone());
         let Some(method) = method else {
@@ -127,6 +125,57 @@ where
             Ok(finish(response, &request_id, outcome))
         })
     }
+}
+
+/// The call's server span, opened by the REST gateway and handed to the
+/// stack in the request's extensions.
+#[derive(Clone)]
+pub struct CallSpan(pub Span);
+
+/// A call's server span, following OpenTelemetry's RPC conventions; the REST
+/// gateway records the `http.*` fields. `known_path` is the method's path
+/// when it is one of ours: an unknown path is never echoed into span names or
+/// `rpc.*` attributes (callers choose it), only into the `method` log field.
+/// With logs on, this is the one span a call always pays for; its trace
+/// fields are filled only when traces are exported (see [`set_parent`]).
+pub fn server_span(request_id: &RequestId, known_path: Option<&str>, path: &str) -> Span {
+    let name = known_path.map_or("unknown", |p| p.trim_start_matches('/'));
+    let (service, method) = name.split_once('/').unwrap_or(("unknown", "unknown"));
+    tracing::info_span!(
+        "rpc",
+        request_id = %request_id,
+        trace_id = Empty,
+        span_id = Empty,
+        method = %path,
+        tenant = Empty,
+        principal = Empty,
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        http.request.method = Empty,
+        http.route = Empty,
+        http.response.status_code = Empty,
+    )
+}
+
+/// Makes the caller's W3C trace context (if any) the parent of `span` and
+/// records the trace ids its log lines carry.
+pub fn set_parent(span: &Span, headers: &http::HeaderMap) {
+    if crate::telemetry::exporting() {
+        // Fails only when the span is disabled (no subscriber wants it).
+        drop(span.set_parent(crate::telemetry::parent_context(headers)));
+    }
+    crate::telemetry::record_trace_ids(span, headers);
+}
+
+/// A call's latency in milliseconds, rounded to the microsecond, so logs
+/// print `1.234` rather than `1.2340000000000002`.
+pub fn latency_ms(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
 }
 
 /// Adds the request id and arranges the call's log line and metrics.
@@ -184,7 +233,8 @@ impl Outcome {
         let code = if self.client_gone.load(Ordering::Acquire) { Code::Cancelled } else { code };
         let elapsed = self.started.elapsed();
         self.metrics.record_call(self.method.as_deref(), code, elapsed);
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let latency_ms = latency_ms(elapsed);
+        self.span.record("rpc.grpc.status_code", i32::from(code));
         if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable | Code::DeadlineExceeded)
         {
             // Server-side failures mark the trace (OpenTelemetry's gRPC server conventions).

@@ -11,6 +11,9 @@
 //! to the pool, off the call's path. Writes [`commit`](TenantTx::commit).
 //! All of it works behind a transaction-mode pooler: nothing outlives the
 //! transaction and the scoping statement is not a prepared one.
+//!
+//! Each transaction is a `db.transaction` span (exported only), the parent of
+//! its statements' spans (`telemetry::statements`).
 
 use std::{
     ops::{Deref, DerefMut},
@@ -33,12 +36,27 @@ pub const CONNECTION_WAIT: Duration = Duration::from_millis(500);
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
+    /// Open until the commit or the rollback (the drop) ends.
+    span: tracing::Span,
+}
+
+/// The transaction's span; the name is what `telemetry::statements` looks for.
+fn transaction_span() -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::CHILD_SPANS,
+        "db.transaction",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "transaction",
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 impl TenantTx {
     /// Begins a transaction in `tenant`'s schema; statements are cancelled
     /// once `deadline` passes.
     pub async fn begin(pool: &PgPool, tenant: &TenantId, deadline: Instant) -> Result<TenantTx, sqlx::Error> {
+        let span = transaction_span();
         let mut remaining = deadline.saturating_duration_since(Instant::now());
         // A full pool means waiting in line: bounded. Otherwise the pool opens
         // a connection, which its own timeout bounds.
@@ -55,7 +73,7 @@ impl TenantTx {
             timeout_ms(deadline)
         );
         let tx = Transaction::begin(connection, Some(statement.into())).await?;
-        Ok(TenantTx { tx, tenant: tenant.clone() })
+        Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 
     /// Scopes an already open transaction (provisioning, which creates the
@@ -65,8 +83,9 @@ impl TenantTx {
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<TenantTx, sqlx::Error> {
+        let span = transaction_span();
         scope(&mut tx, tenant, deadline).await?;
-        Ok(TenantTx { tx, tenant: tenant.clone() })
+        Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 
     /// The tenant this transaction is scoped to.
@@ -76,7 +95,12 @@ impl TenantTx {
 
     /// Commits; dropping without commit rolls back.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let TenantTx { tx, span, .. } = self;
+        let committed = tx.commit().await;
+        if committed.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        committed
     }
 
     /// Ends a transaction that only read: its rollback is sent when the

@@ -15,7 +15,7 @@ use tenantry::{
 use tonic::transport::Channel;
 
 use super::server_process::ServerProcess;
-use crate::harness::{TestDatabase, with_metadata};
+use crate::harness::{TestDatabase, http_client, with_metadata};
 
 const PASSWORD: &str = "correct-horse-battery-staple-9f3k";
 const REFRESH_TOKEN: &str = "rt_Zk3vQ9mW2xLp7sT1nB8cY4dR6fH0jA5e";
@@ -162,4 +162,59 @@ async fn serve_dev_logs_never_repeat_the_admin_key_it_prints() {
     let secret = key.rsplit('_').next().unwrap();
     assert!(logs.contains("call refused") || logs.contains("call finished"), "the calls were logged:\n{logs}");
     assert!(!logs.contains(&key) && !logs.contains(secret), "the admin key leaked into the logs:\n{logs}");
+}
+
+#[tokio::test]
+async fn gateway_refusals_are_logged_counted_and_answer_a_request_id() {
+    let database = TestDatabase::create().await;
+    let server = ServerProcess::start(&database, &HashMap::new()).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let http = server.http;
+    let send = |method: http::Method, path: &'static str, headers: Vec<(&'static str, &'static str)>, body| async move {
+        http_client::send(http, method, path, &headers, body).await
+    };
+    let no_route = send(
+        http::Method::GET,
+        "/v1/nothing-here",
+        vec![("x-request-id", "req-no-route"), ("traceparent", traceparent)],
+        None,
+    )
+    .await;
+    assert_eq!(no_route.status, 404);
+    assert_eq!(no_route.header("x-request-id"), Some("req-no-route"));
+    let wrong_method = send(http::Method::PUT, "/v1/tenants", vec![], None).await;
+    assert_eq!(wrong_method.status, 405);
+    let generated = wrong_method.header("x-request-id").expect("a generated request id").to_owned();
+    assert!(generated.starts_with("req_"), "{generated}");
+    let bad_json = send(http::Method::POST, "/v1/tenants", vec![], Some("{not json")).await;
+    assert_eq!(bad_json.status, 400);
+    let not_json = send(http::Method::POST, "/v1/tenants", vec![("content-type", "text/plain")], Some("hi")).await;
+    assert_eq!(not_json.status, 415);
+    let unknown = send(http::Method::POST, "/v1/tenants", vec![], Some(r#"{"nope": 1}"#)).await;
+    assert_eq!(unknown.status, 400);
+    let metrics = http_client::send(server.http, http::Method::GET, "/metrics", &[], None).await.text();
+    let captured = server.terminate().await;
+
+    for (reason, count) in [
+        ("no_route", 1),
+        ("method_not_allowed", 1),
+        ("malformed_json", 1),
+        ("unsupported_media_type", 1),
+        ("unknown_field", 1),
+    ] {
+        let line = format!("tenantry_gateway_refusals_total{{reason=\"{reason}\"}} {count}");
+        assert!(metrics.lines().any(|l| l == line), "missing {line}:\n{metrics}");
+    }
+    let lines = captured.json_lines();
+    let refused: Vec<_> = lines.iter().filter(|l| l["message"] == "request refused by the gateway").collect();
+    assert_eq!(refused.len(), 5, "one line per refusal:\n{}", captured.all());
+    let first = refused.iter().find(|l| l["span"]["request_id"] == "req-no-route").expect("the 404's line");
+    assert_eq!(first["reason"], "no_route", "{first}");
+    assert_eq!(first["http_status"], 404, "{first}");
+    // Without an exporter, the caller's trace id still joins the line to its trace.
+    assert_eq!(first["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{first}");
+    // Latency is a short number: at most three decimals.
+    let latency = first["latency_ms"].to_string();
+    assert!(latency.split('.').nth(1).is_none_or(|decimals| decimals.len() <= 3), "{latency}");
+    assert!(refused.iter().any(|l| l["span"]["request_id"] == generated.as_str()), "{refused:?}");
 }

@@ -22,6 +22,8 @@ pub struct ServerProcess {
     child: Child,
     /// The bound gRPC address.
     pub grpc: String,
+    /// The bound HTTP address (REST gateway, `/metrics`).
+    pub http: std::net::SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -53,7 +55,7 @@ impl Captured {
 fn collect(
     stream: impl AsyncRead + Unpin + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
-    mut on_serving: Option<oneshot::Sender<String>>,
+    mut on_serving: Option<oneshot::Sender<(String, String)>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
@@ -62,7 +64,8 @@ fn collect(
                 && json["message"] == "serving"
                 && let Some(sender) = on_serving.take()
             {
-                sender.send(json["grpc"].as_str().unwrap_or_default().to_owned()).ok();
+                let address = |name: &str| json[name].as_str().unwrap_or_default().to_owned();
+                sender.send((address("grpc"), address("http"))).ok();
             }
             into.lock().unwrap().push(line);
         }
@@ -81,6 +84,9 @@ impl ServerProcess {
             .env_remove("RUST_LOG")
             .env("DATABASE_URL", &database.url)
             .env("TENANTRY_LOG_FORMAT", "json")
+            // The first connection can take longer than the 250 ms default
+            // on a loaded test machine; the start is not what is tested.
+            .env("TENANTRY_DB_ACQUIRE_TIMEOUT", "5s")
             // `serve` needs a signing key for access tokens.
             .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
             .envs(env)
@@ -94,11 +100,12 @@ impl ServerProcess {
             collect(child.stderr.take().unwrap(), stderr.clone(), Some(serving)),
             collect(child.stdout.take().unwrap(), stdout.clone(), None),
         ];
-        let grpc = match tokio::time::timeout(Duration::from_secs(60), grpc).await {
-            Ok(Ok(addr)) => addr,
+        let (grpc, http) = match tokio::time::timeout(Duration::from_secs(60), grpc).await {
+            Ok(Ok(addrs)) => addrs,
             _ => panic!("the server did not start: {:?}", stderr.lock().unwrap()),
         };
-        ServerProcess { child, grpc, stderr, stdout, readers }
+        let http = http.parse().expect("the serving line names the HTTP address");
+        ServerProcess { child, grpc, http, stderr, stdout, readers }
     }
 
     /// Stops the server with SIGTERM, waits for a clean exit, and returns
