@@ -255,7 +255,9 @@ pub struct ServeConfig {
     /// Apply pending platform migrations at start instead of refusing to start.
     #[arg(help_heading = "Operations", long, env = "TENANTRY_MIGRATE")]
     pub migrate: bool,
-    /// Redis URL for distributed rate limits; optional.
+    /// Redis for rate limits shared by every node: redis://host:6379,
+    /// rediss://host:6380 (TLS) or redis-cluster://host1:6379,host2:6379
+    /// (Redis Cluster). Setting it selects the Redis engine.
     #[arg(help_heading = "Rate limits", long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// Do not run job workers in this process.
@@ -288,8 +290,13 @@ pub struct ServeConfig {
     #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Connections open at once per listener; past it new ones are closed at once.
-    #[arg(help_heading = "Connections", long, env = "TENANTRY_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    #[arg(
+        help_heading = "Connections",
+        long = "max-connections",
+        env = "TENANTRY_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub connection_cap: usize,
     /// How long an HTTP/1 client may take to send a request's headers.
     #[arg(help_heading = "Connections", long, env = "TENANTRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -308,10 +315,11 @@ pub struct ServeConfig {
     /// REST gateway settings.
     #[command(flatten)]
     pub rest: crate::gateway::RestConfig,
-    /// Where per-tenant rate limits are kept: in this process, or in Redis
-    /// (shared by every node; needs REDIS_URL).
-    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum, default_value = "local")]
-    pub rate_limit_engine: RateLimitEngine,
+    /// Where per-tenant rate limits are kept [default: redis when a Redis
+    /// URL is set, else local]. `local` with several nodes multiplies every
+    /// limit by the node count: opt out of Redis only on purpose.
+    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum)]
+    pub rate_limit_engine: Option<RateLimitEngine>,
     /// Nodes expected to share the limits; while Redis is unreachable each
     /// node limits locally at the plan's rate divided by this.
     #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_EXPECTED_NODES", default_value_t = 1)]
@@ -341,10 +349,20 @@ pub struct ServeConfig {
 pub const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 impl ServeConfig {
+    /// The rate-limit engine in effect: the one named, else Redis when a
+    /// Redis URL is set (limits are then global across nodes), else local.
+    pub fn effective_rate_limit_engine(&self) -> RateLimitEngine {
+        match (self.rate_limit_engine, &self.redis_url) {
+            (Some(engine), _) => engine,
+            (None, Some(_)) => RateLimitEngine::Redis,
+            (None, None) => RateLimitEngine::Local,
+        }
+    }
+
     /// The limits of each listener's connections.
     pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
         crate::server::ConnectionLimits {
-            max_connections: self.max_connections,
+            max_connections: self.connection_cap,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             keepalive_interval: self.http2_keepalive,
@@ -388,7 +406,7 @@ impl ServeConfig {
         if self.health_interval < Duration::from_millis(100) {
             return Err(invalid("--health-interval", "must be at least 100ms"));
         }
-        if self.max_connections == 0 {
+        if self.connection_cap == 0 {
             return Err(invalid("--max-connections", "must be at least 1"));
         }
         for (setting, value) in [
@@ -411,7 +429,7 @@ impl ServeConfig {
         {
             return Err(invalid("REDIS_URL", "must start with redis://, rediss:// or redis-cluster://"));
         }
-        if self.rate_limit_engine == RateLimitEngine::Redis && self.redis_url.is_none() {
+        if self.rate_limit_engine == Some(RateLimitEngine::Redis) && self.redis_url.is_none() {
             return Err(invalid("--rate-limit-engine", "redis needs REDIS_URL (or --redis-url)"));
         }
         if self.rate_limit_expected_nodes == 0 {
