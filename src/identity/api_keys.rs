@@ -273,10 +273,7 @@ impl LastUsed {
 /// names are derived from checked tenant ids and quoted; the values are
 /// bound. This is platform maintenance across schemas, so it names each
 /// table by schema instead of going through a tenant transaction.
-async fn write_last_used(
-    pool: &PgPool,
-    tenants: &[TenantKeys],
-) -> Result<(), sqlx::Error> {
+async fn write_last_used(pool: &PgPool, tenants: &[TenantKeys]) -> Result<(), sqlx::Error> {
     let mut sql =
         String::from("WITH v AS (SELECT * FROM unnest($1::int4[], $2::text[], $3::timestamptz[]) AS v(t, id, at))");
     let (mut index, mut ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
