@@ -162,7 +162,7 @@ async fn serve(fixture: &Fixture, variant: Variant) -> SocketAddr {
             serve.migrate = false;
             if let Variant::FullRedis = variant {
                 serve.redis_url = Some(fixture.redis_url.clone().into());
-                serve.rate_limit_engine = RateLimitEngine::Redis;
+                serve.rate_limit_engine = Some(RateLimitEngine::Redis);
             }
             let database = DatabaseConfig::from_options(fixture.options.clone());
             let config = AppConfig { role: Role::Api, serve, database, workers: tenantry::config::defaults() };

@@ -255,7 +255,9 @@ pub struct ServeConfig {
     /// Apply pending platform migrations at start instead of refusing to start.
     #[arg(help_heading = "Operations", long, env = "TENANTRY_MIGRATE")]
     pub migrate: bool,
-    /// Redis URL for distributed rate limits; optional.
+    /// Redis for rate limits shared by every node: redis://host:6379,
+    /// rediss://host:6380 (TLS) or redis-cluster://host1:6379,host2:6379
+    /// (Redis Cluster). Setting it selects the Redis engine.
     #[arg(help_heading = "Rate limits", long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// Do not run job workers in this process.
@@ -313,10 +315,11 @@ pub struct ServeConfig {
     /// REST gateway settings.
     #[command(flatten)]
     pub rest: crate::gateway::RestConfig,
-    /// Where per-tenant rate limits are kept: in this process, or in Redis
-    /// (shared by every node; needs REDIS_URL).
-    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum, default_value = "local")]
-    pub rate_limit_engine: RateLimitEngine,
+    /// Where per-tenant rate limits are kept [default: redis when a Redis
+    /// URL is set, else local]. `local` with several nodes multiplies every
+    /// limit by the node count: opt out of Redis only on purpose.
+    #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_ENGINE", value_enum)]
+    pub rate_limit_engine: Option<RateLimitEngine>,
     /// Nodes expected to share the limits; while Redis is unreachable each
     /// node limits locally at the plan's rate divided by this.
     #[arg(help_heading = "Rate limits", long, env = "TENANTRY_RATE_LIMIT_EXPECTED_NODES", default_value_t = 1)]
@@ -346,6 +349,16 @@ pub struct ServeConfig {
 pub const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 impl ServeConfig {
+    /// The rate-limit engine in effect: the one named, else Redis when a
+    /// Redis URL is set (limits are then global across nodes), else local.
+    pub fn effective_rate_limit_engine(&self) -> RateLimitEngine {
+        match (self.rate_limit_engine, &self.redis_url) {
+            (Some(engine), _) => engine,
+            (None, Some(_)) => RateLimitEngine::Redis,
+            (None, None) => RateLimitEngine::Local,
+        }
+    }
+
     /// The limits of each listener's connections.
     pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
         crate::server::ConnectionLimits {
@@ -416,7 +429,7 @@ impl ServeConfig {
         {
             return Err(invalid("REDIS_URL", "must start with redis://, rediss:// or redis-cluster://"));
         }
-        if self.rate_limit_engine == RateLimitEngine::Redis && self.redis_url.is_none() {
+        if self.rate_limit_engine == Some(RateLimitEngine::Redis) && self.redis_url.is_none() {
             return Err(invalid("--rate-limit-engine", "redis needs REDIS_URL (or --redis-url)"));
         }
         if self.rate_limit_expected_nodes == 0 {

@@ -206,6 +206,10 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
         let probe = probe.clone();
         async move { probe.run(stop).await }
     });
+    let (pool, node) = (state.pool.clone(), state.node.clone());
+    supervisor.spawn("fleet-watch", Stage::Observe, Restart::Always, move |stop| {
+        crate::ratelimit::fleet::watch(pool.clone(), node.clone(), stop)
+    });
     if config.role == Role::Api {
         let (meter, pool, every) = (state.meter.clone(), state.pool.clone(), config.serve.usage_flush_interval);
         supervisor.spawn("usage-flusher", Stage::Flush, Restart::Always, move |stop| {
@@ -231,7 +235,9 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
         let (pool, workers, events, metrics) =
             (state.pool.clone(), config.workers.clone(), state.jobs.clone(), state.metrics.clone());
         supervisor.spawn("job-workers", Stage::Work, Restart::Always, move |stop| {
-            let registry = jobs::handlers::Registry::builtin();
+            let mut registry = jobs::handlers::Registry::builtin();
+            let scaling = jobs::handlers::scaling::EvaluateScaling::new(workers.scaling_decision_retention);
+            registry.register(jobs::handlers::SCALING_EVALUATE, scaling);
             jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone())
                 .with_metrics(metrics.clone())
                 .run(stop)

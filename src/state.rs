@@ -20,7 +20,7 @@ use crate::{
     jobs::events::JobEvents,
     metrics::Metrics,
     policy::PolicyTable,
-    ratelimit::{PlanBook, QuotaBook, RateLimiter},
+    ratelimit::{PlanBook, QuotaBook, RateLimiter, fleet::NodeIdentity},
     stack::admission::{Admission, LimitBounds},
     startup::StartupError,
     tenancy::TenantDirectory,
@@ -59,6 +59,8 @@ pub struct AppState {
     pub meter: Meter,
     /// Per-tenant rate limits (in process or in Redis).
     pub limiter: RateLimiter,
+    /// This process as other nodes see it (`ratelimit::fleet`).
+    pub node: NodeIdentity,
     /// The Redis client, when `REDIS_URL` is set.
     pub redis: Option<fred::prelude::Client>,
     /// Job wake-ups and change signals.
@@ -82,7 +84,12 @@ impl AppState {
         // Before touching the network: a contract without policies never serves.
         let policies = Arc::new(PolicyTable::embedded()?);
         let pool = db::connect(&config.database).await?;
-        let listen_pool = db::listen_pool(&config.database)?;
+        // The session connections name the node, so peers can see it
+        // (`ratelimit::fleet`).
+        let node = NodeIdentity::new(config.role, config.serve.effective_rate_limit_engine());
+        let mut database = config.database.clone();
+        database.listen_options = Some(database.listen_options()?.application_name(&node.application_name()));
+        let listen_pool = db::listen_pool(&database)?;
         if config.serve.migrate {
             // On a direct session: the migration lock is session-level.
             db::migrate(&listen_pool).await?;
@@ -114,7 +121,9 @@ impl AppState {
 
         let quotas = QuotaBook::new(pool.clone());
         let meter = Meter::with_metrics(serve.usage_buffer_entries, quotas.clone(), metrics.clone());
-        let limiter = match (serve.rate_limit_engine, &redis) {
+        let engine = serve.effective_rate_limit_engine();
+        metrics.set_rate_limit_engine(engine);
+        let limiter = match (engine, &redis) {
             (RateLimitEngine::Redis, Some(client)) => {
                 RateLimiter::redis(client.clone(), serve.rate_limit_expected_nodes, serve.rate_limit_fail_mode)
             }
@@ -149,6 +158,7 @@ impl AppState {
             quotas,
             meter,
             limiter,
+            node,
             redis,
             jobs,
             readiness,

@@ -11,7 +11,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
@@ -19,12 +19,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{IdentityError, access};
-use crate::{
-    auth::api_key,
-    ids,
-    pagination::Cursor,
-    tenancy::{TenantId, TenantTx},
-};
+use crate::{auth::api_key, ids, pagination::Cursor, tenancy::TenantId};
 
 /// A verified key as the cache keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,49 +192,63 @@ pub async fn load(
 }
 
 /// When each (tenant, key id) was last seen since the last flush.
-type Seen = Mutex<HashMap<(TenantId, String), DateTime<Utc>>>;
+type Seen = HashMap<(TenantId, String), DateTime<Utc>>;
 
-/// Keys used since the last flush, written in one statement per tenant.
-#[derive(Clone, Default)]
+/// A tenant and its keys' last use, as one flush writes them.
+type TenantKeys = (TenantId, Vec<(String, DateTime<Utc>)>);
+
+/// Shards of [`LastUsed`] (a power of two): a call locks one, never all.
+const SHARDS: usize = 16;
+/// Keys noted per shard between flushes at most (memory bound).
+const MAX_PER_SHARD: usize = 65_536;
+/// Tenants written by one statement.
+const TENANTS_PER_STATEMENT: usize = 200;
+
+/// Keys used since the last flush, written in one statement across
+/// tenants (up to [`TENANTS_PER_STATEMENT`] per statement).
+#[derive(Clone)]
 pub struct LastUsed {
-    seen: Arc<Seen>,
+    seen: Arc<[Mutex<Seen>; SHARDS]>,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for LastUsed {
+    fn default() -> Self {
+        LastUsed { seen: Arc::new(std::array::from_fn(|_| Mutex::default())), hasher: Default::default() }
+    }
 }
 
 impl LastUsed {
     /// Notes that a key authenticated a call now.
     pub fn touch(&self, tenant: &TenantId, key_id: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() < 1_000_000 {
+        use std::hash::BuildHasher;
+        let shard = self.hasher.hash_one((tenant, key_id)) as usize & (SHARDS - 1);
+        let mut seen = self.seen[shard].lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < MAX_PER_SHARD {
             seen.insert((tenant.clone(), key_id.to_owned()), Utc::now());
         }
     }
 
     /// Writes what was collected; errors are logged (the data is a hint).
     pub async fn flush(&self, pool: &PgPool) {
-        let drained = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut by_tenant: HashMap<TenantId, (Vec<String>, Vec<DateTime<Utc>>)> = HashMap::new();
-        for ((tenant, key_id), at) in drained {
-            let entry = by_tenant.entry(tenant).or_default();
-            entry.0.push(key_id);
-            entry.1.push(at);
+        let mut by_tenant: HashMap<TenantId, Vec<(String, DateTime<Utc>)>> = HashMap::new();
+        for shard in self.seen.iter() {
+            let drained = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            for ((tenant, key_id), at) in drained {
+                by_tenant.entry(tenant).or_default().push((key_id, at));
+            }
         }
-        for (tenant, (keys, times)) in by_tenant {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let written = async {
-                let mut tx = TenantTx::begin(pool, &tenant, deadline).await?;
-                sqlx::query(
-                    "UPDATE api_keys k SET last_used_at = v.at
-                       FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at)
-                      WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
-                )
-                .bind(&keys)
-                .bind(&times)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            };
-            if let Err(error) = written.await {
-                tracing::warn!(%error, tenant = %tenant, "writing API keys' last use failed");
+        let tenants: Vec<TenantKeys> = by_tenant.into_iter().collect();
+        for chunk in tenants.chunks(TENANTS_PER_STATEMENT) {
+            if let Err(error) = write_last_used(pool, chunk).await {
+                // One tenant's schema may be gone (deleted meanwhile): write
+                // the others one by one rather than lose them all.
+                tracing::debug!(%error, tenants = chunk.len(), "batched last-use write failed; writing per tenant");
+                for one in chunk {
+                    if let Err(error) = write_last_used(pool, std::slice::from_ref(one)).await {
+                        tracing::warn!(%error, tenant = %one.0, "writing API keys' last use failed");
+                    }
+                }
             }
         }
     }
@@ -256,5 +265,35 @@ impl LastUsed {
             }
         }
         self.flush(&pool).await;
+    }
+}
+
+/// One statement for the keys of several tenants: a data-modifying CTE per
+/// tenant schema, each reading its rows from one shared `unnest`. Schema
+/// names are derived from checked tenant ids and quoted; the values are
+/// bound. This is platform maintenance across schemas, so it names each
+/// table by schema instead of going through a tenant transaction.
+async fn write_last_used(pool: &PgPool, tenants: &[TenantKeys]) -> Result<(), sqlx::Error> {
+    let mut sql =
+        String::from("WITH v AS (SELECT * FROM unnest($1::int4[], $2::text[], $3::timestamptz[]) AS v(t, id, at))");
+    let (mut index, mut ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (tenant, keys)) in tenants.iter().enumerate() {
+        sql.push_str(&format!(
+            ", u{i} AS (UPDATE \"{}\".api_keys k SET last_used_at = v.at FROM v
+                 WHERE v.t = {i} AND k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at))",
+            tenant.schema()
+        ));
+        for (key_id, at) in keys {
+            index.push(i as i32);
+            ids.push(key_id.as_str());
+            times.push(*at);
+        }
+    }
+    sql.push_str(" SELECT 1");
+    // Not prepared: the text differs per batch and would crowd the statement cache.
+    let statement = sqlx::query(&sql).persistent(false).bind(&index).bind(&ids).bind(&times).execute(pool);
+    match tokio::time::timeout(Duration::from_secs(10), statement).await {
+        Ok(result) => result.map(drop),
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
     }
 }

@@ -70,6 +70,10 @@ pub struct WorkerConfig {
     /// whose policy is due (0 disables autoscaling evaluation).
     #[arg(long = "scaling-interval", env = "TENANTRY_SCALING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub scaling_interval: Duration,
+    /// How long scaling decisions are kept (each tenant's newest always);
+    /// pruned by `tenantry.scaling.evaluate`.
+    #[arg(long = "scaling-decision-retention", env = "TENANTRY_SCALING_DECISION_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub scaling_decision_retention: Duration,
 }
 
 impl WorkerConfig {
@@ -87,6 +91,12 @@ impl WorkerConfig {
         }
         if self.rescue_interval < Duration::from_millis(100) {
             return Err(invalid("--worker-rescue-interval", "must be at least 100ms"));
+        }
+        if self.scaling_decision_retention < Duration::from_secs(3600) {
+            return Err(invalid(
+                "--scaling-decision-retention",
+                "must be at least 1h (the longest stabilization window)",
+            ));
         }
         for (setting, value) in
             [("--purge-interval", self.purge_interval), ("--scaling-interval", self.scaling_interval)]

@@ -13,9 +13,11 @@
 //! - this file: [`RateLimiter`], [`Limits`], [`Decision`], [`RateHeaders`].
 //! - [`local`]: the in-process engine.
 //! - [`redis`]: the Redis engine and its circuit breaker.
+//! - [`fleet`]: seeing other nodes, to warn when local limits multiply.
 //! - [`plans`]: the tenant → plan limits cache, invalidated by NOTIFY.
 //! - [`quota`]: monthly request counts kept in memory, fed by the meter.
 
+pub mod fleet;
 pub mod local;
 pub mod plans;
 pub mod quota;

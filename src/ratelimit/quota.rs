@@ -8,13 +8,20 @@
 //! from `unflushed` into `base` as it flushes them, so nothing is counted
 //! twice. Between reconciliations other nodes' calls are not seen, which is
 //! why a quota may be exceeded slightly (documented in GetQuota).
+//!
+//! The map is bounded and evicted (moka, no process-wide lock): a tenant
+//! unused here for ten minutes is forgotten, and so is the least recently
+//! used one past [`MAX_TENANTS`]. A forgotten tenant's count is read from
+//! the database again on its next call, which then includes everything
+//! flushed; reconciliation after each flush covers only the tenants kept.
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -40,11 +47,16 @@ impl Count {
     }
 }
 
+/// Tenants whose count one node keeps at most.
+pub const MAX_TENANTS: u64 = 100_000;
+/// A tenant unused this long is forgotten (and re-read on its next call).
+const IDLE: Duration = Duration::from_secs(600);
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct QuotaBook {
     pool: PgPool,
-    counts: Arc<RwLock<HashMap<TenantId, Arc<Count>>>>,
+    counts: moka::sync::Cache<TenantId, Arc<Count>>,
 }
 
 /// The first instant of `at`'s UTC month, and of the next one.
@@ -62,14 +74,18 @@ fn month_index(at: DateTime<Utc>) -> i64 {
 impl QuotaBook {
     /// An empty book over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        QuotaBook { pool, counts: Arc::default() }
+        let counts = moka::sync::Cache::builder().max_capacity(MAX_TENANTS).time_to_idle(IDLE).build();
+        QuotaBook { pool, counts }
     }
 
     fn count(&self, tenant: &TenantId) -> Arc<Count> {
-        if let Some(found) = self.counts.read().unwrap_or_else(|e| e.into_inner()).get(tenant) {
-            return found.clone();
-        }
-        self.counts.write().unwrap_or_else(|e| e.into_inner()).entry(tenant.clone()).or_default().clone()
+        self.counts.get_with_by_ref(tenant, Arc::default)
+    }
+
+    /// Tenants kept now (bounded by [`MAX_TENANTS`]).
+    pub fn tenants(&self) -> u64 {
+        self.counts.run_pending_tasks();
+        self.counts.entry_count()
     }
 
     /// Requests `tenant` made this UTC month, loading the stored count on
@@ -94,17 +110,21 @@ impl QuotaBook {
     }
 
     /// The meter wrote `n` calls of `tenant` in the minute starting `at`.
+    /// A forgotten tenant is not brought back: its next call re-reads the
+    /// database, which then holds these calls.
     pub fn flushed(&self, tenant: &TenantId, at: DateTime<Utc>, n: u64) {
-        let count = self.count(tenant);
+        let Some(count) = self.counts.get(tenant) else { return };
         if count.loaded.load(Ordering::Acquire) && count.month.load(Ordering::Acquire) == month_index(at) {
             count.base.fetch_add(n, Ordering::AcqRel);
         }
-        count.unflushed.fetch_sub(n as i64, Ordering::AcqRel);
+        unflush(&count, n);
     }
 
     /// The meter dropped `n` calls of `tenant` (buffer full).
     pub fn dropped(&self, tenant: &TenantId, n: u64) {
-        self.count(tenant).unflushed.fetch_sub(n as i64, Ordering::AcqRel);
+        if let Some(count) = self.counts.get(tenant) {
+            unflush(&count, n);
+        }
     }
 
     /// Re-reads the stored counts of every loaded tenant, picking up other
@@ -114,11 +134,9 @@ impl QuotaBook {
         let month = month_index(now);
         let loaded: Vec<(TenantId, Arc<Count>)> = self
             .counts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, c)| c.loaded.load(Ordering::Acquire))
-            .map(|(t, c)| (t.clone(), c.clone()))
+            .map(|(t, c)| ((*t).clone(), c))
             .collect();
         let (start, end) = month_bounds(now);
         for chunk in loaded.chunks(1000) {
@@ -131,6 +149,13 @@ impl QuotaBook {
         }
         Ok(())
     }
+}
+
+/// Takes `n` flushed or dropped calls off `count`'s unflushed ones, never
+/// below zero (a tenant forgotten and re-created in between started at 0).
+fn unflush(count: &Count, n: u64) {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let _ = count.unflushed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some((u - n).max(0)));
 }
 
 async fn load(

@@ -14,12 +14,19 @@
 //! call goes out at once, and a busy tenant costs one round trip per batch
 //! instead of one per call.
 //!
+//! The per-call path takes no process-wide lock: the queues are sharded by
+//! tenant (a call locks only its tenant's shard, for a map insert), and
+//! script calls of different tenants go out concurrently on the client,
+//! which pipelines them on its connection (one per Redis Cluster master)
+//! instead of waiting for each reply in turn.
+//!
 //! Commands time out after at most 250 ms. After a failure the engine stops
 //! asking Redis for a short cool-down and reports it unavailable at once, so
 //! an outage costs calls no latency; the caller falls back.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -42,6 +49,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 const COOL_DOWN: Duration = Duration::from_millis(500);
 /// Most calls decided by one script call.
 const MAX_BATCH: usize = 256;
+/// Shards of the queue map (a power of two).
+const SHARDS: usize = 64;
 
 /// KEYS[1]: the tenant's key. ARGV: microseconds per token, bucket size,
 /// then one cost per call, in arrival order. Returns four numbers per call:
@@ -98,8 +107,11 @@ struct Inner {
     epoch: Instant,
     /// Milliseconds since `epoch` before which Redis is not asked.
     unavailable_until: AtomicU64,
-    /// Tenants with a batch in flight, and the calls queued behind it.
-    queues: Mutex<HashMap<TenantId, Vec<Waiter>>>,
+    /// Tenants with a batch in flight, and the calls queued behind it,
+    /// sharded by tenant.
+    queues: [Mutex<HashMap<TenantId, Vec<Waiter>>>; SHARDS],
+    /// Picks a tenant's shard.
+    hasher: RandomState,
     /// Script calls made, for tests and benchmarks.
     round_trips: AtomicU64,
 }
@@ -113,7 +125,8 @@ impl RedisLimiter {
                 script: Script::from_lua(GCRA),
                 epoch: Instant::now(),
                 unavailable_until: AtomicU64::new(0),
-                queues: Mutex::default(),
+                queues: std::array::from_fn(|_| Mutex::default()),
+                hasher: RandomState::new(),
                 round_trips: AtomicU64::new(0),
             }),
         }
@@ -134,7 +147,7 @@ impl RedisLimiter {
         let (reply, decided) = oneshot::channel();
         let waiter = Waiter { cost: cost.clamp(1, limits.bucket()), limits: limits.clone(), reply };
         let start_batching = {
-            let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queues = inner.shard(tenant).lock().unwrap_or_else(|e| e.into_inner());
             match queues.get_mut(tenant) {
                 Some(queue) => {
                     queue.push(waiter);
@@ -156,6 +169,11 @@ impl RedisLimiter {
 }
 
 impl Inner {
+    /// The queue shard `tenant` belongs to.
+    fn shard(&self, tenant: &TenantId) -> &Mutex<HashMap<TenantId, Vec<Waiter>>> {
+        &self.queues[self.hasher.hash_one(tenant) as usize & (SHARDS - 1)]
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -165,7 +183,7 @@ impl Inner {
         let key = format!("tenantry:rl:{{{tenant}}}");
         loop {
             let batch: Vec<Waiter> = {
-                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                let mut queues = self.shard(&tenant).lock().unwrap_or_else(|e| e.into_inner());
                 let Some(queue) = queues.get_mut(&tenant) else { return };
                 if queue.is_empty() {
                     queues.remove(&tenant);
@@ -206,7 +224,9 @@ impl Inner {
                         allowed: r[0] == 1,
                         headers: RateHeaders {
                             limit: u64::from(bucket),
-                            remaining: r[1].clamp(0, i64::from(bucket)) as u64,
+                            // A refused call is told 0, as the local engine
+                            // tells it: what is left does not fit this call.
+                            remaining: if r[0] == 1 { r[1].clamp(0, i64::from(bucket)) as u64 } else { 0 },
                             reset: micros(r[3]),
                         },
                         retry_after: micros(r[2]),

@@ -2,7 +2,7 @@
 //! evaluation interval (at least a minute, so sparse traffic averages out):
 //!
 //! - request rate and compute time from metering (`platform.usage_counters`,
-//!   metrics `api.requests` and `api.compute_ms`), when the metering tables exist;
+//!   metrics `api.requests` and `api.compute_ms`);
 //! - job backlog: the tenant's jobs that are due and not yet leased.
 
 use std::time::Duration;
@@ -23,23 +23,21 @@ pub async fn measure(pool: &PgPool, tenant: &TenantId, interval: Duration) -> Re
     .fetch_one(pool)
     .await?;
     let mut values = vec![(Signal::JobBacklog, backlog as f64)];
-    let metered: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('platform.usage_counters')::text").fetch_one(pool).await?;
-    if metered.is_some() {
-        let (requests, compute_ms): (f64, f64) = sqlx::query_as(
-            "SELECT COALESCE(sum(value) FILTER (WHERE metric = 'api.requests'), 0)::float8,
-                    COALESCE(sum(value) FILTER (WHERE metric = 'api.compute_ms'), 0)::float8
-               FROM platform.usage_counters
-              WHERE tenant_id = $1 AND metric IN ('api.requests', 'api.compute_ms')
-                AND bucket_start >= now() - $2 * interval '1 millisecond'",
-        )
-        .bind(tenant.as_str())
-        .bind(window.as_millis() as i64)
-        .fetch_one(pool)
-        .await?;
-        let seconds = window.as_secs_f64();
-        values.push((Signal::RequestRate, requests / seconds));
-        values.push((Signal::ComputeTime, compute_ms / 1000.0 / seconds));
-    }
+    // The metering table is part of the platform migrations the server
+    // checks at start: no per-evaluation catalog lookup.
+    let (requests, compute_ms): (f64, f64) = sqlx::query_as(
+        "SELECT COALESCE(sum(value) FILTER (WHERE metric = 'api.requests'), 0)::float8,
+                COALESCE(sum(value) FILTER (WHERE metric = 'api.compute_ms'), 0)::float8
+           FROM platform.usage_counters
+          WHERE tenant_id = $1 AND metric IN ('api.requests', 'api.compute_ms')
+            AND bucket_start >= now() - $2 * interval '1 millisecond'",
+    )
+    .bind(tenant.as_str())
+    .bind(window.as_millis() as i64)
+    .fetch_one(pool)
+    .await?;
+    let seconds = window.as_secs_f64();
+    values.push((Signal::RequestRate, requests / seconds));
+    values.push((Signal::ComputeTime, compute_ms / 1000.0 / seconds));
     Ok(values)
 }

@@ -207,33 +207,83 @@ pub async fn last_decision(pool: &PgPool, tenant: &TenantId) -> Result<Option<St
     Ok(list_decisions(pool, tenant, &DecisionFilter::default(), 0, None).await?.into_iter().next())
 }
 
-/// What earlier decisions left for `decide`: the last hour (the longest
-/// stabilization window allowed) of recommendations and count changes.
-async fn history(conn: &mut PgConnection, tenant: &TenantId, now: DateTime<Utc>) -> Result<History, ScalingError> {
+/// How long after its last metered request a tenant without a policy is
+/// still evaluated: the measurement window (a minute at least) plus the
+/// minute buckets' granularity.
+const ACTIVITY_WINDOW_SECONDS: i64 = 120;
+
+/// What earlier decisions left for `decide`, and the newest stored raw
+/// recommendation.
+///
+/// Decisions are stored only when they change something (see [`evaluate`]),
+/// so a stored recommendation stands until the next stored one: each row is
+/// handed to `decide` as a recommendation made at the end of its span (the
+/// next row's time, or now for the newest), which puts it inside every
+/// stabilization window it overlapped. The newest row from before the last
+/// hour (the longest window) is read too, since it may still stand.
+async fn history(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    now: DateTime<Utc>,
+) -> Result<(History, Option<u32>), ScalingError> {
     let rows: Vec<(DateTime<Utc>, i32, i32, i32)> = sqlx::query_as(
-        "SELECT evaluated_at, raw_recommendation, current_replicas, desired_replicas
-           FROM platform.scaling_decisions
-          WHERE tenant_id = $1 AND evaluated_at > $2 ORDER BY evaluated_at",
+        "(SELECT evaluated_at, raw_recommendation, current_replicas, desired_replicas
+            FROM platform.scaling_decisions WHERE tenant_id = $1 AND evaluated_at > $2)
+         UNION ALL
+         (SELECT evaluated_at, raw_recommendation, current_replicas, desired_replicas
+            FROM platform.scaling_decisions WHERE tenant_id = $1 AND evaluated_at <= $2
+           ORDER BY evaluated_at DESC, id DESC LIMIT 1)
+         ORDER BY evaluated_at",
     )
     .bind(tenant.as_str())
     .bind(now - ChronoDuration::hours(1))
     .fetch_all(&mut *conn)
     .await?;
     let mut history = History::default();
-    for (at, raw, current, desired) in rows {
-        history.recommendations.push(Recommendation { at, replicas: raw.max(0) as u32 });
+    for (index, &(at, raw, current, desired)) in rows.iter().enumerate() {
+        let until = rows.get(index + 1).map_or(now, |next| next.0 - ChronoDuration::microseconds(1));
+        history.recommendations.push(Recommendation { at: until.max(at), replicas: raw.max(0) as u32 });
         if desired != current {
             history.events.push(ScaleEvent { at, change: i64::from(desired) - i64::from(current) });
         }
     }
-    Ok(history)
+    let last_raw = rows.last().map(|row| row.1.max(0) as u32);
+    Ok((history, last_raw))
+}
+
+/// What one [`evaluate`] did.
+#[derive(Debug, Clone)]
+pub enum Evaluation {
+    /// The tenant's last evaluation is more recent than its interval.
+    NotDue,
+    /// Evaluated; the decision changed neither the count nor the raw
+    /// recommendation, so only the state's evaluation time and metrics
+    /// were updated (the stored decision before it still stands).
+    Unchanged(Decision),
+    /// Evaluated and stored.
+    Stored(StoredDecision),
+}
+
+impl Evaluation {
+    /// The stored decision, if one was stored.
+    pub fn stored(self) -> Option<StoredDecision> {
+        match self {
+            Evaluation::Stored(stored) => Some(stored),
+            _ => None,
+        }
+    }
 }
 
 /// Evaluates the tenant's policy now, unless its last evaluation is more
 /// recent than its `evaluation_interval` (minus a little slack for timer
-/// jitter). Stores the decision and applies it to the simulated deployment;
+/// jitter), and applies the decision to the simulated deployment;
 /// concurrent evaluations of one tenant serialize on its state row.
-pub async fn evaluate(pool: &PgPool, tenant: &TenantId) -> Result<Option<StoredDecision>, ScalingError> {
+///
+/// The decision is stored when it changes the replica count or its raw
+/// recommendation differs from the last stored one: everything the
+/// stabilization windows and scale policies read is then still there
+/// (see [`history`]), and a steady tenant costs no new row per evaluation.
+pub async fn evaluate(pool: &PgPool, tenant: &TenantId) -> Result<Evaluation, ScalingError> {
     let (policy, _) = load_policy(pool, tenant).await?;
     let values = metrics::measure(pool, tenant, policy.evaluation_interval).await?;
     let mut tx = pool.begin().await?;
@@ -254,38 +304,43 @@ pub async fn evaluate(pool: &PgPool, tenant: &TenantId) -> Result<Option<StoredD
     let now = Utc::now();
     let slack = chrono::Duration::from_std(policy.evaluation_interval).unwrap_or_default() * 9 / 10;
     if last.is_some_and(|last| now - last < slack) {
-        return Ok(None);
+        return Ok(Evaluation::NotDue);
     }
-    let history = history(&mut tx, tenant, now).await?;
+    let (history, last_raw) = history(&mut tx, tenant, now).await?;
     let decision = decision::decide(&policy, now, current.max(0) as u32, &values, &history);
-    let id = ids::new_id("sdc");
-    let metrics_json: Vec<serde_json::Value> = decision
-        .metrics
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "signal": m.signal, "current_value": m.current_value, "target_value": m.target_value,
-                "proposed": m.proposed, "within_tolerance": m.within_tolerance,
+    let changed = decision.desired != decision.current || last_raw != Some(decision.raw);
+    let mut stored = None;
+    if changed {
+        let id = ids::new_id("sdc");
+        let metrics_json: Vec<serde_json::Value> = decision
+            .metrics
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "signal": m.signal, "current_value": m.current_value, "target_value": m.target_value,
+                    "proposed": m.proposed, "within_tolerance": m.within_tolerance,
+                })
             })
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO platform.scaling_decisions
-            (id, tenant_id, evaluated_at, current_replicas, desired_replicas, raw_recommendation, limiting_rule,
-             metrics, explanation)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&id)
-    .bind(tenant.as_str())
-    .bind(decision.at)
-    .bind(decision.current as i32)
-    .bind(decision.desired as i32)
-    .bind(decision.raw as i32)
-    .bind(decision.limiting_rule.as_str())
-    .bind(serde_json::Value::Array(metrics_json))
-    .bind(&decision.explanation)
-    .execute(&mut *tx)
-    .await?;
+            .collect();
+        sqlx::query(
+            "INSERT INTO platform.scaling_decisions
+                (id, tenant_id, evaluated_at, current_replicas, desired_replicas, raw_recommendation, limiting_rule,
+                 metrics, explanation)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(tenant.as_str())
+        .bind(decision.at)
+        .bind(decision.current as i32)
+        .bind(decision.desired as i32)
+        .bind(decision.raw as i32)
+        .bind(decision.limiting_rule.as_str())
+        .bind(serde_json::Value::Array(metrics_json))
+        .bind(&decision.explanation)
+        .execute(&mut *tx)
+        .await?;
+        stored = Some(id);
+    }
     let measured: Vec<serde_json::Value> =
         values.iter().map(|(signal, value)| serde_json::json!({"signal": signal, "value": value})).collect();
     sqlx::query(
@@ -302,23 +357,61 @@ pub async fn evaluate(pool: &PgPool, tenant: &TenantId) -> Result<Option<StoredD
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(StoredDecision { id, decision }))
+    Ok(match stored {
+        Some(id) => Evaluation::Stored(StoredDecision { id, decision }),
+        None => Evaluation::Unchanged(decision),
+    })
 }
 
-/// Active tenants whose policy is due for evaluation, oldest first.
+/// Active tenants whose evaluation is due, oldest first: only those with
+/// something to decide. That is a tenant with its own policy, with metered
+/// requests in the last two minutes, with due jobs waiting, or whose
+/// simulated deployment is off its plan's floor (it may need to scale
+/// down). An idle tenant on the plan's defaults at its minimum would be
+/// told to stay where it is, so it is not evaluated at all: idle tenants
+/// cost nothing but this query.
 pub async fn tenants_due(pool: &PgPool, limit: i64) -> Result<Vec<TenantId>, ScalingError> {
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT t.id FROM platform.tenants t
+           JOIN platform.plans pl ON pl.id = t.plan_id
            LEFT JOIN platform.scaling_state s ON s.tenant_id = t.id
            LEFT JOIN platform.scaling_policies p ON p.tenant_id = t.id
           WHERE t.state = 'active'
             AND (s.last_evaluated_at IS NULL OR s.last_evaluated_at + COALESCE(
                     (p.policy ->> 'evaluation_interval')::bigint, 15000) * interval '1 millisecond' * 0.9 <= now())
+            AND (p.tenant_id IS NOT NULL
+                 OR s.current_replicas <> pl.min_replicas
+                 OR EXISTS (SELECT 1 FROM platform.usage_counters u
+                             WHERE u.tenant_id = t.id AND u.metric = 'api.requests'
+                               AND u.bucket_start >= now() - $2 * interval '1 second')
+                 OR EXISTS (SELECT 1 FROM platform.jobs j
+                             WHERE j.tenant_id = t.id AND j.state IN ('available', 'scheduled', 'retryable')
+                               AND j.run_at <= now()))
           ORDER BY s.last_evaluated_at NULLS FIRST
           LIMIT $1",
     )
     .bind(limit)
+    .bind(ACTIVITY_WINDOW_SECONDS)
     .fetch_all(pool)
     .await?;
     Ok(ids.iter().filter_map(|id| TenantId::parse(id)).collect())
+}
+
+/// Deletes decisions older than `retention`, at most `batch` of them,
+/// always keeping each tenant's newest (it still stands, see [`history`]).
+/// Returns how many were deleted.
+pub async fn prune_decisions(pool: &PgPool, retention: std::time::Duration, batch: i64) -> Result<u64, ScalingError> {
+    let deleted = sqlx::query(
+        "DELETE FROM platform.scaling_decisions WHERE id IN (
+            SELECT d.id FROM platform.scaling_decisions d
+             WHERE d.evaluated_at < now() - $1 * interval '1 millisecond'
+               AND EXISTS (SELECT 1 FROM platform.scaling_decisions n
+                            WHERE n.tenant_id = d.tenant_id AND n.evaluated_at > d.evaluated_at)
+             LIMIT $2)",
+    )
+    .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
 }

@@ -41,3 +41,21 @@ async fn the_server_stops_cleanly_with_a_connected_client() {
     app.stop().await;
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "drain is bounded");
 }
+
+/// docs/tenancy.md's PgBouncer block is what the PgBouncer tests run: the
+/// harness builds its configuration from it, replacing only addresses, auth
+/// and paths, so every pooling setting reaches the real PgBouncer verbatim.
+#[test]
+fn the_documented_pgbouncer_configuration_is_the_one_the_tests_run() {
+    use crate::harness::pgbouncer::{documented_block, documented_config};
+    let documented = documented_block();
+    for line in ["pool_mode = transaction", "ignore_startup_parameters = extra_float_digits,options"] {
+        assert!(documented.lines().any(|l| l.trim() == line), "docs/tenancy.md lacks `{line}`");
+    }
+    let run = documented_config("* = host=127.0.0.1 port=5432", &[("listen_port", "6999".to_owned())]);
+    for line in documented.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let replaced = line.starts_with("listen_port") || line.starts_with("tenantry =");
+        assert_eq!(run.lines().any(|l| l == line), !replaced, "`{line}` in the configuration run:\n{run}");
+    }
+    assert!(run.contains("listen_port = 6999\n") && run.contains("* = host=127.0.0.1 port=5432\n"), "{run}");
+}

@@ -155,7 +155,7 @@ async fn the_redis_engine_limits_on_a_three_master_cluster() {
     let app = TestApp::builder()
         .configure(|config| {
             config.redis_url = Some(url.into());
-            config.rate_limit_engine = RateLimitEngine::Redis;
+            config.rate_limit_engine = Some(RateLimitEngine::Redis);
         })
         .spawn()
         .await;
@@ -180,7 +180,7 @@ async fn losing_redis_falls_back_to_local_limits_without_errors_and_recovers() {
     let app = TestApp::builder()
         .configure(|config| {
             config.redis_url = Some(url.into());
-            config.rate_limit_engine = RateLimitEngine::Redis;
+            config.rate_limit_engine = Some(RateLimitEngine::Redis);
             config.rate_limit_expected_nodes = 2;
             config.rate_limit_fail_mode = RateLimitFailMode::Local;
         })
@@ -236,10 +236,14 @@ async fn serve_process(database_url: &str, redis_url: &str) -> ServerProcess {
     let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (grpc, http) = (port(()), port(()));
     let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--migrate", "--rate-limit-engine", "redis", "--rate-limit-expected-nodes", "3"])
+        // Only the Redis URL: the Redis engine is the default then.
+        .args(["serve", "--migrate"])
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", redis_url)
+        // Not a rate-limit setting: three processes starting at once on a
+        // busy machine may take longer than the default 250 ms to connect.
+        .env("TENANTRY_DB_ACQUIRE_TIMEOUT", "5s")
         .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
         .env("TENANTRY_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
@@ -261,7 +265,7 @@ async fn serve_process(database_url: &str, redis_url: &str) -> ServerProcess {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst() {
+async fn three_server_processes_with_only_a_redis_url_admit_at_most_the_plan() {
     const RPS: u32 = 50;
     const BURST: u32 = 20;
     const WINDOW: Duration = Duration::from_secs(10);
@@ -299,6 +303,11 @@ async fn three_server_processes_sharing_redis_admit_at_most_the_limit_plus_burst
     let elapsed = started.elapsed().as_secs_f64();
     let admitted = admitted.load(Ordering::Relaxed) as f64;
     let bound = f64::from(RPS) * elapsed * 1.01 + f64::from(BURST);
+    let plan = f64::from(RPS) * elapsed + f64::from(BURST);
+    println!(
+        "3 nodes, only REDIS_URL set: admitted {admitted} in {elapsed:.2}s, plan allows {plan:.0}: {:.3}x",
+        admitted / plan
+    );
     assert!(refused.load(Ordering::Relaxed) > 0, "the clients pushed past the limit");
     assert!(admitted <= bound, "admitted {admitted} in {elapsed:.2}s; bound {bound:.0}");
     assert!(admitted >= f64::from(RPS) * WINDOW.as_secs_f64() * 0.9, "admitted {admitted}: the limit was reachable");
@@ -355,4 +364,52 @@ async fn coalesced_redis_decisions_are_exact() {
     assert!(limiter.check(&other, &limits, 3).await.unwrap().allowed);
     assert!(!limiter.check(&other, &limits, 3).await.unwrap().allowed);
     assert!(limiter.check(&other, &limits, 2).await.unwrap().allowed, "the refused call took nothing");
+}
+
+/// A Redis URL alone selects the Redis engine; `local` must be asked for.
+#[tokio::test]
+async fn a_redis_url_selects_the_redis_engine_and_local_is_an_explicit_opt_out() {
+    let app = TestApp::builder().spawn().await; // the harness sets only the Redis URL
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(metrics.contains("tenantry_rate_limit_engine{engine=\"redis\"} 1"), "{metrics}");
+    upsert_plan(&app.channel, &app.admin_key, "tiny", 1, 3, 0).await;
+    let tenant = app.create_tenant_on("by-default", "tiny").await;
+    for _ in 0..3 {
+        call(&app.channel, &tenant).await.expect("within the burst");
+    }
+    let refused = call(&app.channel, &tenant).await.unwrap_err();
+    assert_rate_limited(&refused, &tenant);
+    let local = app.second_node().configure(|c| c.rate_limit_engine = Some(RateLimitEngine::Local)).spawn().await;
+    let (_, metrics) = local.http_get("/metrics").await;
+    assert!(metrics.contains("tenantry_rate_limit_engine{engine=\"local\"} 1"), "{metrics}");
+    local.stop().await;
+    app.stop().await;
+}
+
+/// Nodes name themselves on their database sessions; a node limiting
+/// locally sees its API peers, which is what its start-up warning reports.
+#[tokio::test]
+async fn a_node_limiting_locally_sees_the_other_api_nodes() {
+    use tenantry::{
+        config::Role,
+        ratelimit::fleet::{self, NodeIdentity},
+    };
+    let local = |c: &mut tenantry::config::ServeConfig| c.rate_limit_engine = Some(RateLimitEngine::Local);
+    let app = TestApp::builder().configure(local).spawn().await;
+    let second = app.second_node().configure(local).spawn().await;
+    let third = app.second_node().spawn().await; // Redis by default
+    let me = NodeIdentity::new(Role::Api, RateLimitEngine::Local);
+    let all_seen = eventually(Duration::from_secs(10), || async {
+        let seen = fleet::peers(&app.pool, &me).await.expect("pg_stat_activity is readable");
+        seen.iter().filter(|p| p.role == "api").count() >= 3
+    })
+    .await;
+    let seen = fleet::peers(&app.pool, &me).await.unwrap();
+    assert!(all_seen, "three API nodes are visible: {seen:?}");
+    assert_eq!(seen.iter().filter(|p| p.engine == "local").count(), 2, "{seen:?}");
+    let warning = fleet::verdict(&me, &seen).expect("a local node among peers is warned");
+    assert!(warning.contains("up to 4x its plan"), "{warning}");
+    for node in [third, second, app] {
+        node.stop().await;
+    }
 }

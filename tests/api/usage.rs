@@ -272,3 +272,91 @@ async fn get_usage_validates_its_range() {
     let status = client.get_usage(tenant.as_admin(too_many)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+/// `tenantry serve` as a child process on `database` with an hour-long
+/// usage flush interval: nothing is written before it stops. The caller
+/// stops and waits for the child.
+#[allow(clippy::zombie_processes)]
+async fn serve_child(database: &crate::harness::TestDatabase) -> (std::process::Child, Channel) {
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (grpc, http) = (port(), port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--migrate", "--usage-flush-interval", "1h"])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
+        .env_remove("REDIS_URL")
+        .env("DATABASE_URL", &database.url)
+        .env("TENANTRY_DB_ACQUIRE_TIMEOUT", "5s")
+        .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tenantry serve");
+    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{grpc}")).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            return (child, channel);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("tenantry serve did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Metered GetQuota calls of `tenant` in the table.
+async fn metered_get_quota(pool: &sqlx::PgPool, tenant: &str) -> f64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(value), 0)::float8 FROM platform.usage_counters
+          WHERE tenant_id = $1 AND metric = 'api.requests' AND method LIKE '%/GetQuota'",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The documented loss bound on real processes: SIGTERM writes every
+/// metered call before exit; SIGKILL loses what was metered since the last
+/// flush and nothing else (here the interval is an hour, so all of it).
+#[tokio::test]
+async fn sigterm_loses_no_metered_call_and_sigkill_loses_at_most_one_flush_interval() {
+    const CALLS: usize = 25;
+    let database = crate::harness::TestDatabase::create().await;
+    let (mut first, channel) = serve_child(&database).await;
+    let pool = sqlx::PgPool::connect_with(database.options.clone()).await.unwrap();
+    let (_, admin_key) = tenantry::auth::api_key::AdminKeys::new(pool.clone()).create("test").await.unwrap();
+    let tenant = crate::harness::tenants::create_tenant_via(&channel, &admin_key, "crashy", "enterprise").await;
+    let calls = |channel: Channel| {
+        let tenant = tenant.clone();
+        async move {
+            for _ in 0..CALLS {
+                UsageServiceClient::new(channel.clone())
+                    .get_quota(tenant.as_admin(GetQuotaRequest::default()))
+                    .await
+                    .ok();
+            }
+        }
+    };
+    calls(channel).await;
+    let status = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
+    assert!(exited.success(), "a clean exit on SIGTERM: {exited}");
+    assert_eq!(metered_get_quota(&pool, &tenant.id).await, CALLS as f64, "SIGTERM lost nothing");
+
+    let (mut second, channel) = serve_child(&database).await;
+    calls(channel).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        metered_get_quota(&pool, &tenant.id).await,
+        CALLS as f64,
+        "SIGKILL lost exactly the unflushed calls (an hour's interval: all of the second node's)"
+    );
+    pool.close().await;
+}

@@ -105,7 +105,7 @@ impl Registry {
         let mut registry = Registry::default();
         registry.register(NOOP, noop::Noop);
         registry.register(TENANT_PURGE, purge::TenantPurge);
-        registry.register(SCALING_EVALUATE, scaling::EvaluateScaling);
+        registry.register(SCALING_EVALUATE, scaling::EvaluateScaling::default());
         registry.register(USAGE_ROLLUP, usage::UsageRollup);
         registry.register(USAGE_EXPORT, usage::UsageExport);
         registry

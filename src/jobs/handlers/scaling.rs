@@ -1,11 +1,18 @@
 //! `tenantry.scaling.evaluate` (platform-level, periodic): evaluates the
 //! scaling policy of every active tenant that is due (its last evaluation is
-//! older than its `evaluation_interval`), a few tenants at a time, storing
-//! each decision. The jobs are platform-level so they never show up in, or
-//! count against, a tenant's own jobs; each tenant's evaluation locks its
-//! state row, so overlapping runs never evaluate a tenant twice.
+//! older than its `evaluation_interval`) and has something to decide (a
+//! policy, recent activity, or replicas above its floor; see
+//! `scaling::store::tenants_due`), a few tenants at a time, storing the
+//! decisions that change something. At most every ten minutes a run also
+//! prunes decisions older than `--scaling-decision-retention`. The jobs are
+//! platform-level so they never show up in, or count against, a tenant's own
+//! jobs; each tenant's evaluation locks its state row, so overlapping runs
+//! never evaluate a tenant twice.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use tokio::{sync::Semaphore, task::JoinSet};
 
@@ -17,12 +24,54 @@ const MAX_TENANTS: i64 = 10_000;
 /// Evaluations running at once.
 const CONCURRENCY: usize = 8;
 
+/// How often decisions are pruned (by whichever run comes first).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Decisions deleted per statement; the next prune continues.
+const PRUNE_BATCH: i64 = 10_000;
+
 /// See the module docs.
-pub struct EvaluateScaling;
+pub struct EvaluateScaling {
+    /// How long decisions are kept.
+    retention: Duration,
+    /// When this process last pruned.
+    pruned: Mutex<Option<Instant>>,
+}
+
+impl EvaluateScaling {
+    /// Keeps decisions for `retention` (each tenant's newest always).
+    pub fn new(retention: Duration) -> Self {
+        EvaluateScaling { retention, pruned: Mutex::new(None) }
+    }
+
+    /// Whether this run should prune (and notes that it does).
+    fn prune_now(&self) -> bool {
+        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return false;
+        }
+        *pruned = Some(Instant::now());
+        true
+    }
+}
+
+impl Default for EvaluateScaling {
+    /// Seven days, the `--scaling-decision-retention` default.
+    fn default() -> Self {
+        EvaluateScaling::new(Duration::from_secs(7 * 24 * 3600))
+    }
+}
 
 impl Handler for EvaluateScaling {
     fn run(&self, job: JobContext) -> HandlerFuture {
+        let prune = self.prune_now().then_some(self.retention);
         Box::pin(async move {
+            let mut pruned = 0;
+            if let Some(retention) = prune {
+                match store::prune_decisions(&job.pool, retention, PRUNE_BATCH).await {
+                    Ok(deleted) => pruned = deleted,
+                    Err(error) => tracing::warn!(%error, "pruning scaling decisions failed"),
+                }
+            }
             let due = store::tenants_due(&job.pool, MAX_TENANTS)
                 .await
                 .map_err(|error| HandlerError::retry(format!("listing tenants due failed: {error}")))?;
@@ -38,7 +87,7 @@ impl Handler for EvaluateScaling {
                 evaluations.spawn(async move {
                     let _permit = permit;
                     match store::evaluate(&pool, &tenant).await {
-                        Ok(decision) => decision.is_some(),
+                        Ok(evaluation) => !matches!(evaluation, store::Evaluation::NotDue),
                         Err(error) => {
                             tracing::warn!(%error, tenant = %tenant, "scaling evaluation failed");
                             false
@@ -50,7 +99,7 @@ impl Handler for EvaluateScaling {
             while let Some(outcome) = evaluations.join_next().await {
                 evaluated += usize::from(outcome.unwrap_or(false));
             }
-            Ok(serde_json::json!({ "due": count, "evaluated": evaluated }))
+            Ok(serde_json::json!({ "due": count, "evaluated": evaluated, "pruned": pruned }))
         })
     }
 }

@@ -119,6 +119,55 @@ fn postgres_user() -> Option<(u32, u32)> {
     Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
 }
 
+/// The `pgbouncer.ini` block of docs/tenancy.md.
+pub fn documented_block() -> &'static str {
+    const DOC: &str = include_str!("../../../docs/tenancy.md");
+    let marker = DOC.find("<!-- pgbouncer.ini:").expect("docs/tenancy.md has the pgbouncer.ini block");
+    let start = DOC[marker..].find("```ini\n").expect("an ini fence") + marker + "```ini\n".len();
+    let end = DOC[start..].find("```").expect("the fence closes") + start;
+    &DOC[start..end]
+}
+
+/// The documented configuration with `[databases]` replaced by `database`
+/// and each of `settings` replaced (or added) in `[pgbouncer]`; every other
+/// line stays as documented.
+pub fn documented_config(database: &str, settings: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    let mut done: Vec<&str> = Vec::new();
+    for line in documented_block().lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = if trimmed == "[databases]" { "databases" } else { "pgbouncer" };
+            out.push_str(trimmed);
+            out.push('\n');
+            if section == "databases" {
+                out.push_str(database);
+                out.push('\n');
+            }
+            continue;
+        }
+        if section == "databases" || trimmed.is_empty() || trimmed.starts_with(';') {
+            continue;
+        }
+        let key = trimmed.split('=').next().unwrap_or_default().trim();
+        match settings.iter().find(|(k, _)| *k == key) {
+            Some((k, value)) => {
+                out.push_str(&format!("{k} = {value}\n"));
+                done.push(k);
+            }
+            None => {
+                out.push_str(trimmed);
+                out.push('\n');
+            }
+        }
+    }
+    for (key, value) in settings.iter().filter(|(k, _)| !done.contains(k)) {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
 async fn start() -> Bouncer {
     let binary = checked_binary();
     let upstream: PgConnectOptions = postgres::admin_options().await;
@@ -137,19 +186,23 @@ async fn start() -> Bouncer {
         None => upstream.get_host().to_owned(),
     };
     let user = upstream.get_username().to_owned();
-    // server_round_robin: a client's consecutive transactions land on
-    // different server connections, so anything that relies on session state
-    // (a lock, a setting, a LISTEN) breaks here instead of working by luck.
-    let config = format!(
-        "[databases]\n* = host={host} port={upstream_port} user={user}\n\
-         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-         auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
-         max_prepared_statements = 200\nserver_round_robin = 1\n\
-         max_client_conn = 1000\ndefault_pool_size = 10\n\
-         ignore_startup_parameters = extra_float_digits,options\n\
-         logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
-        upstream_port = upstream.get_port(),
-        dir = dir.display(),
+    // The documented configuration (docs/tenancy.md), with only this
+    // instance's addresses, auth and paths put in. server_round_robin: a
+    // client's consecutive transactions land on different server
+    // connections, so anything that relies on session state (a lock, a
+    // setting, a LISTEN) breaks here instead of working by luck.
+    let config = documented_config(
+        &format!("* = host={host} port={upstream_port} user={user}", upstream_port = upstream.get_port()),
+        &[
+            ("listen_addr", "127.0.0.1".to_owned()),
+            ("listen_port", port.to_string()),
+            ("unix_socket_dir", String::new()),
+            ("auth_type", "trust".to_owned()),
+            ("auth_file", format!("{}/users.txt", dir.display())),
+            ("server_round_robin", "1".to_owned()),
+            ("logfile", format!("{}/pgbouncer.log", dir.display())),
+            ("pidfile", format!("{}/pgbouncer.pid", dir.display())),
+        ],
     );
     std::fs::write(dir.join("pgbouncer.ini"), config).unwrap();
     // Clients are trusted; the password (if any) is what PgBouncer logs in
