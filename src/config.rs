@@ -288,8 +288,13 @@ pub struct ServeConfig {
     #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Connections open at once per listener; past it new ones are closed at once.
-    #[arg(help_heading = "Connections", long, env = "TENANTRY_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    #[arg(
+        help_heading = "Connections",
+        long = "max-connections",
+        env = "TENANTRY_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub connection_cap: usize,
     /// How long an HTTP/1 client may take to send a request's headers.
     #[arg(help_heading = "Connections", long, env = "TENANTRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -344,7 +349,7 @@ impl ServeConfig {
     /// The limits of each listener's connections.
     pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
         crate::server::ConnectionLimits {
-            max_connections: self.max_connections,
+            max_connections: self.connection_cap,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             keepalive_interval: self.http2_keepalive,
@@ -388,7 +393,7 @@ impl ServeConfig {
         if self.health_interval < Duration::from_millis(100) {
             return Err(invalid("--health-interval", "must be at least 100ms"));
         }
-        if self.max_connections == 0 {
+        if self.connection_cap == 0 {
             return Err(invalid("--max-connections", "must be at least 1"));
         }
         for (setting, value) in [

@@ -58,6 +58,8 @@ const TOLERANCE: f64 = 2.0;
 const BURST: usize = 2;
 /// While PostgreSQL is down, one gated call this often tries it anyway.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// `last_probe` before the first probe.
+const NEVER: u64 = u64::MAX;
 /// How long a shed client should wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
 /// How long a client should wait while PostgreSQL is down.
@@ -131,7 +133,7 @@ impl Admission {
             bounds,
             limit: AtomicUsize::new(bounds.initial),
             in_flight: AtomicUsize::new(0),
-            last_probe: AtomicU64::new(0),
+            last_probe: AtomicU64::new(NEVER),
             epoch: Instant::now(),
             state: Mutex::new(Window {
                 started: Instant::now(),
@@ -251,7 +253,7 @@ impl Limit {
     fn may_probe(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         let last = self.last_probe.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64
+        (last == NEVER || now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64)
             && self.last_probe.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
@@ -294,7 +296,7 @@ mod tests {
             bounds: LimitBounds { min: 4, initial, max: 1000 },
             limit: AtomicUsize::new(initial),
             in_flight: AtomicUsize::new(0),
-            last_probe: AtomicU64::new(0),
+            last_probe: AtomicU64::new(NEVER),
             epoch: Instant::now(),
             state: Mutex::new(Window {
                 started: Instant::now() - WINDOW,
