@@ -51,7 +51,9 @@ async fn postgres_restarted_under_writes_loses_no_acknowledged_write_and_answers
     let calls = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let writers: Vec<_> = (0..WRITERS)
-        .map(|writer| tokio::spawn(write_until(app.channel.clone(), tenant.clone(), writer, calls.clone(), stop.clone())))
+        .map(|writer| {
+            tokio::spawn(write_until(app.channel.clone(), tenant.clone(), writer, calls.clone(), stop.clone()))
+        })
         .collect();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -81,7 +83,10 @@ async fn postgres_restarted_under_writes_loses_no_acknowledged_write_and_answers
         let first = calls.iter().filter(|c| c.code == Code::Ok && c.ended >= *back).map(|c| c.ended).min();
         let first = first.expect("writes succeed again").duration_since(*back);
         let refused = calls.iter().filter(|c| c.ended > *down && c.ended < *back && c.code != Code::Ok).count();
-        eprintln!("-m {mode}: {refused} refused while down; first success {} ms after PostgreSQL was back", first.as_millis());
+        eprintln!(
+            "-m {mode}: {refused} refused while down; first success {} ms after PostgreSQL was back",
+            first.as_millis()
+        );
         assert!(first <= Duration::from_secs(1), "-m {mode}: first success {first:?} after return");
     }
 

@@ -61,5 +61,9 @@ async fn a_node_without_workers_rescues_an_expired_external_lease_and_fences_the
     let status = jobs.fail_job(tenant.as_admin(fail)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "stale failure: {status:?}");
     let unchanged = get().await;
-    assert_eq!((unchanged.state(), unchanged.attempt), (after.state(), after.attempt), "the stale attempt changed nothing");
+    assert_eq!(
+        (unchanged.state(), unchanged.attempt),
+        (after.state(), after.attempt),
+        "the stale attempt changed nothing"
+    );
 }

@@ -193,31 +193,145 @@ async fn envelope_and_protobuf_faults(app: &TestApp, tenant: &TenantHandle) -> u
     let just_under = "h".repeat(20 * 1024);
     let mut cases = vec![
         case("a valid message", GET_TENANT, &plain, frame(0, &valid), Expect::Grpc(Code::Ok)),
-        case("a length prefix longer than the body", GET_TENANT, &plain, longer.into(), Expect::Grpc(Code::InvalidArgument)),
-        case("a compressed flag without grpc-encoding", GET_TENANT, &plain, frame(1, &valid), Expect::Grpc(Code::InvalidArgument)),
+        case(
+            "a length prefix longer than the body",
+            GET_TENANT,
+            &plain,
+            longer.into(),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "a compressed flag without grpc-encoding",
+            GET_TENANT,
+            &plain,
+            frame(1, &valid),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
         case("a compressed flag of 2", GET_TENANT, &plain, frame(2, &valid), Expect::Grpc(Code::InvalidArgument)),
         case("an empty body", GET_TENANT, &plain, Bytes::new(), Expect::Grpc(Code::InvalidArgument)),
-        case("a body shorter than a prefix", GET_TENANT, &plain, Bytes::from_static(&[0, 0]), Expect::Grpc(Code::InvalidArgument)),
-        case("a 5 MiB message", GET_TENANT, &plain, frame(0, &vec![0x0a; 5 << 20]), Expect::Grpc(Code::ResourceExhausted)),
-        case("a length prefix of 4 GiB", GET_TENANT, &plain, Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff, 1]), Expect::Grpc(Code::ResourceExhausted)),
+        case(
+            "a body shorter than a prefix",
+            GET_TENANT,
+            &plain,
+            Bytes::from_static(&[0, 0]),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "a 5 MiB message",
+            GET_TENANT,
+            &plain,
+            frame(0, &vec![0x0a; 5 << 20]),
+            Expect::Grpc(Code::ResourceExhausted),
+        ),
+        case(
+            "a length prefix of 4 GiB",
+            GET_TENANT,
+            &plain,
+            Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff, 1]),
+            Expect::Grpc(Code::ResourceExhausted),
+        ),
         case("invalid wire bytes", GET_TENANT, &plain, frame(0, &[0xff; 11]), Expect::Grpc(Code::InvalidArgument)),
-        case("a length past the message's end", GET_TENANT, &plain, frame(0, &[0x0a, 0x05, b'a']), Expect::Grpc(Code::InvalidArgument)),
-        case("invalid UTF-8 in a string", GET_TENANT, &plain, frame(0, &[0x0a, 0x02, 0xc3, 0x28]), Expect::Grpc(Code::InvalidArgument)),
-        case("a varint where a string belongs", GET_TENANT, &plain, frame(0, &[0x08, 0x01]), Expect::Grpc(Code::InvalidArgument)),
+        case(
+            "a length past the message's end",
+            GET_TENANT,
+            &plain,
+            frame(0, &[0x0a, 0x05, b'a']),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "invalid UTF-8 in a string",
+            GET_TENANT,
+            &plain,
+            frame(0, &[0x0a, 0x02, 0xc3, 0x28]),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "a varint where a string belongs",
+            GET_TENANT,
+            &plain,
+            frame(0, &[0x08, 0x01]),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
         case("a group wire type", GET_TENANT, &plain, frame(0, &[0x0b]), Expect::Grpc(Code::InvalidArgument)),
         case("wire type 7", GET_TENANT, &plain, frame(0, &[0x0f, 0x00]), Expect::Grpc(Code::InvalidArgument)),
         case("a truncated varint", GET_TENANT, &plain, frame(0, &[0x10, 0xff]), Expect::Grpc(Code::InvalidArgument)),
-        case("a NUL in the path's id", GET_TENANT, &plain, frame(0, &GetTenantRequest { tenant_id: "ten_\0".into() }.encode_to_vec()), Expect::Grpc(Code::InvalidArgument)),
-        case("a struct nested 60 deep", ENQUEUE, &in_tenant, frame(0, &nested_payload(60)), Expect::Grpc(Code::InvalidArgument)),
-        case("a NUL deep in a struct", ENQUEUE, &in_tenant, frame(0, &nul_in_payload()), Expect::Grpc(Code::InvalidArgument)),
-        case("an unknown method", "/tenantry.v1.TenantService/NoSuchMethod", &plain, frame(0, &valid), Expect::Grpc(Code::Unimplemented)),
-        case("an unknown service", "/tenantry.v1.NoSuchService/GetTenant", &plain, frame(0, &valid), Expect::Grpc(Code::Unimplemented)),
-        case("an unsupported grpc-encoding", GET_TENANT, &grpc(&[("grpc-encoding", "br")]), frame(1, &valid), Expect::Grpc(Code::Unimplemented)),
-        case("gzip, which this server does not accept", GET_TENANT, &grpc(&[("grpc-encoding", "gzip")]), frame(1, &valid), Expect::Grpc(Code::Unimplemented)),
-        case("a 60 KB header", GET_TENANT, &grpc(&[("x-padding", &huge_header)]), frame(0, &valid), Expect::Grpc(Code::ResourceExhausted)),
-        case("a 20 KB header", GET_TENANT, &grpc(&[("x-padding", &just_under)]), frame(0, &valid), Expect::Grpc(Code::Ok)),
-        case("a malformed grpc-timeout", GET_TENANT, &grpc(&[("grpc-timeout", "soon")]), frame(0, &valid), Expect::Grpc(Code::InvalidArgument)),
-        case("no credential", GET_TENANT, &vec![("content-type", "application/grpc".to_owned())], frame(0, &valid), Expect::Grpc(Code::Unauthenticated)),
+        case(
+            "a NUL in the path's id",
+            GET_TENANT,
+            &plain,
+            frame(0, &GetTenantRequest { tenant_id: "ten_\0".into() }.encode_to_vec()),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "a struct nested 60 deep",
+            ENQUEUE,
+            &in_tenant,
+            frame(0, &nested_payload(60)),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "a NUL deep in a struct",
+            ENQUEUE,
+            &in_tenant,
+            frame(0, &nul_in_payload()),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "an unknown method",
+            "/tenantry.v1.TenantService/NoSuchMethod",
+            &plain,
+            frame(0, &valid),
+            Expect::Grpc(Code::Unimplemented),
+        ),
+        case(
+            "an unknown service",
+            "/tenantry.v1.NoSuchService/GetTenant",
+            &plain,
+            frame(0, &valid),
+            Expect::Grpc(Code::Unimplemented),
+        ),
+        case(
+            "an unsupported grpc-encoding",
+            GET_TENANT,
+            &grpc(&[("grpc-encoding", "br")]),
+            frame(1, &valid),
+            Expect::Grpc(Code::Unimplemented),
+        ),
+        case(
+            "gzip, which this server does not accept",
+            GET_TENANT,
+            &grpc(&[("grpc-encoding", "gzip")]),
+            frame(1, &valid),
+            Expect::Grpc(Code::Unimplemented),
+        ),
+        case(
+            "a 60 KB header",
+            GET_TENANT,
+            &grpc(&[("x-padding", &huge_header)]),
+            frame(0, &valid),
+            Expect::Grpc(Code::ResourceExhausted),
+        ),
+        case(
+            "a 20 KB header",
+            GET_TENANT,
+            &grpc(&[("x-padding", &just_under)]),
+            frame(0, &valid),
+            Expect::Grpc(Code::Ok),
+        ),
+        case(
+            "a malformed grpc-timeout",
+            GET_TENANT,
+            &grpc(&[("grpc-timeout", "soon")]),
+            frame(0, &valid),
+            Expect::Grpc(Code::InvalidArgument),
+        ),
+        case(
+            "no credential",
+            GET_TENANT,
+            &vec![("content-type", "application/grpc".to_owned())],
+            frame(0, &valid),
+            Expect::Grpc(Code::Unauthenticated),
+        ),
     ];
     for (name, method) in [("GET", Method::GET), ("PUT", Method::PUT), ("DELETE", Method::DELETE)] {
         cases.push(RawCase { method, ..case(name, GET_TENANT, &plain, Bytes::new(), Expect::Http(405)) });
@@ -323,8 +437,10 @@ async fn rest_faults(app: &TestApp, tenant: &TenantHandle) -> usize {
         assert_rest(&response, expected, &format!("{method} {path} {body:?}"));
     }
     assert!(wrong.is_empty(), "REST answers other than expected: {wrong:#?}");
-    let text_plain = [("authorization", bearer.as_str()), ("x-tenant-id", tenant.id.as_str()), ("content-type", "text/plain")];
-    let response = http_client::send(app.http_addr, Method::POST, "/v1/jobs", &text_plain, Some(r#"{"kind":"k"}"#)).await;
+    let text_plain =
+        [("authorization", bearer.as_str()), ("x-tenant-id", tenant.id.as_str()), ("content-type", "text/plain")];
+    let response =
+        http_client::send(app.http_addr, Method::POST, "/v1/jobs", &text_plain, Some(r#"{"kind":"k"}"#)).await;
     assert_rest(&response, 415, "POST /v1/jobs as text/plain");
     // Invalid UTF-8 in a JSON body, on a raw connection.
     let raw = raw_http(app, b"POST /v1/auth:login HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 14\r\nconnection: close\r\n\r\n{\"tenant\":\"\xc3\x28\"}").await;
@@ -344,7 +460,8 @@ async fn raw_http(app: &TestApp, request: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(app.http_addr).await.expect("connect");
     stream.write_all(request).await.expect("write");
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer));
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer));
     read.await.expect("the server answers and closes").ok();
     String::from_utf8_lossy(&answer).into_owned()
 }
@@ -356,13 +473,14 @@ async fn disconnects(app: &TestApp, tenant: &TenantHandle) -> usize {
     let before = server_count(app, "CANCELLED").await;
     // A body that promises 100 bytes, sends 10, then stalls; the client gives up.
     let partial = tokio_stream::StreamExt::chain(
-        tokio_stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3, 4, 5])))]),
+        tokio_stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&[
+            0, 0, 0, 0, 100, 1, 2, 3, 4, 5,
+        ])))]),
         tokio_stream::pending(),
     );
     let body = tonic::body::Body::new(http_body_util::StreamBody::new(partial));
     let bearer = format!("Bearer {}", app.admin_key);
-    let headers =
-        [("content-type", "application/grpc"), ("te", "trailers"), ("authorization", bearer.as_str())];
+    let headers = [("content-type", "application/grpc"), ("te", "trailers"), ("authorization", bearer.as_str())];
     let call = wire::send_body(&app.channel, Method::POST, "/tenantry.v1.TenantService/GetTenant", &headers, body);
     let abandoned: Result<Answer, _> = tokio::time::timeout(Duration::from_millis(300), call).await;
     assert!(abandoned.is_err(), "the server waits for the rest of the body: {abandoned:?}");
@@ -380,7 +498,8 @@ async fn disconnects(app: &TestApp, tenant: &TenantHandle) -> usize {
 
     // A unary call abandoned while it runs.
     let mut users = app.auth();
-    let quick = tokio::time::timeout(Duration::from_micros(50), users.list_users(tenant.as_admin(ListUsersRequest::default())));
+    let quick =
+        tokio::time::timeout(Duration::from_micros(50), users.list_users(tenant.as_admin(ListUsersRequest::default())));
     quick.await.ok();
 
     // REST: headers cut off, then a body cut off.

@@ -1,17 +1,22 @@
 //! Overload, sized from the capacity measured first (a debug build on a
 //! small shared machine has no fixed capacity): closed-loop clients at
-//! rising concurrency find the best goodput just below saturation; then a
-//! flood of many times that concurrency must keep goodput at 90 % of it,
+//! rising concurrency find where goodput stops growing (saturation); then
+//! slices at that concurrency (the baseline) alternate with slices of a
+//! flood offering about five times the capacity, so both see the same
+//! background load, and the flood must keep goodput at 90 % of the baseline,
 //! with refusals as UNAVAILABLE or RESOURCE_EXHAUSTED and never INTERNAL or
 //! UNKNOWN; and a second tenant's calls during one tenant's flood must
 //! succeed at least 95 % of the time.
 //!
-//! The clients behave as the SDKs do: a refused call is retried after the
-//! RetryInfo delay the server sent.
+//! The clients behave as the SDKs do (`tenantry::client::retry`): a refused
+//! call is retried after the RetryInfo delay the server sent, plus jitter.
 
 use std::time::{Duration, Instant};
 
-use tenantry::proto::tenantry::v1::{ListUsersRequest, auth_service_client::AuthServiceClient};
+use tenantry::{
+    client::retry::RetryPolicy,
+    proto::tenantry::v1::{ListUsersRequest, auth_service_client::AuthServiceClient},
+};
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -22,9 +27,16 @@ use crate::harness::{
 };
 
 /// How long each calibration level runs.
-const LEVEL: Duration = Duration::from_millis(1500);
-/// How long the flood runs.
+const LEVEL: Duration = Duration::from_secs(1);
+/// The baseline and the flood alternate in slices this long, so both see
+/// the same background load on a shared machine.
+const SLICE: Duration = Duration::from_millis(500);
+/// Baseline and flood slices, each.
+const ROUNDS: usize = 5;
+/// How long the fairness phase runs.
 const FLOOD: Duration = Duration::from_secs(3);
+/// The RetryInfo delay the server sends with a shed call.
+const SHED_RETRY: Duration = Duration::from_millis(200);
 
 /// What a set of clients got in one phase.
 #[derive(Default)]
@@ -49,6 +61,13 @@ impl Phase {
         self.ok_latencies.get(at).copied().unwrap_or_default()
     }
 
+    /// Adds a later slice of the same phase.
+    fn extend(&mut self, other: Phase) {
+        self.tally.merge(&other.tally);
+        self.ok_latencies.extend(other.ok_latencies);
+        self.elapsed += other.elapsed;
+    }
+
     fn absorb(&mut self, other: Phase) {
         self.tally.merge(&other.tally);
         self.ok_latencies.extend(other.ok_latencies);
@@ -70,7 +89,11 @@ async fn a_flood_keeps_goodput_sheds_cleanly_and_leaves_another_tenant_its_share
     for workers in [1, 2, 4, 8, 16, 32] {
         let mut phase = run(&app.channel, &flooder, workers, LEVEL).await;
         let goodput = phase.goodput();
-        eprintln!("calibration: {workers} clients: {goodput:.0} OK/s, p99 {} ms, {:?}", phase.p99().as_millis(), phase.tally);
+        eprintln!(
+            "calibration: {workers} clients: {goodput:.0} OK/s, p99 {} ms, {:?}",
+            phase.p99().as_millis(),
+            phase.tally
+        );
         assert_clean(&phase.tally, "calibration");
         if goodput > best.0 {
             best = (goodput, workers);
@@ -80,25 +103,39 @@ async fn a_flood_keeps_goodput_sheds_cleanly_and_leaves_another_tenant_its_share
         }
         previous = goodput;
     }
-    let (best_goodput, saturation) = best;
-    let flood_clients = (8 * saturation).max(64);
+    let (_, saturation) = best;
+    // Offered load relative to capacity: the clients that saturate it, plus
+    // enough clients retrying after each refusal's delay to offer about four
+    // times the best goodput again.
+    let flood_clients = saturation + (4.0 * best.0 * SHED_RETRY.as_secs_f64()).ceil() as usize;
 
-    let mut flood = run(&app.channel, &flooder, flood_clients, FLOOD).await;
-    let goodput = flood.goodput();
+    let (mut baseline, mut flood) = (Phase::default(), Phase::default());
+    for _ in 0..ROUNDS {
+        baseline.extend(run(&app.channel, &flooder, saturation, SLICE).await);
+        flood.extend(run(&app.channel, &flooder, flood_clients, SLICE).await);
+    }
+    let (best_goodput, goodput) = (baseline.goodput(), flood.goodput());
     eprintln!(
-        "flood: {flood_clients} clients: {goodput:.0} OK/s ({:.0} % of the best {best_goodput:.0}), p99 {} ms, {:?}",
+        "baseline: {saturation} clients: {best_goodput:.0} OK/s, p99 {} ms, {:?}",
+        baseline.p99().as_millis(),
+        baseline.tally
+    );
+    eprintln!(
+        "flood: {flood_clients} clients: {goodput:.0} OK/s ({:.0} % of the baseline), p99 {} ms, {:?}",
         100.0 * goodput / best_goodput,
         flood.p99().as_millis(),
         flood.tally
     );
+    assert_clean(&baseline.tally, "baseline");
     assert_clean(&flood.tally, "flood");
-    assert!(flood.tally.count(Code::Unavailable) + flood.tally.count(Code::ResourceExhausted) > 0, "the flood was shed");
+    assert!(
+        flood.tally.count(Code::Unavailable) + flood.tally.count(Code::ResourceExhausted) > 0,
+        "the flood was shed"
+    );
     assert!(goodput >= 0.9 * best_goodput, "goodput under the flood {goodput:.0}/s < 90 % of {best_goodput:.0}/s");
 
-    let (flood, mut quiet) = tokio::join!(
-        run(&app.channel, &flooder, flood_clients, FLOOD),
-        run(&app.channel, &bystander, 2, FLOOD)
-    );
+    let (flood, mut quiet) =
+        tokio::join!(run(&app.channel, &flooder, flood_clients, FLOOD), run(&app.channel, &bystander, 2, FLOOD));
     let quiet_p99 = quiet.p99();
     eprintln!(
         "fairness: flooder {:?}; bystander {:?} ({:.1} % OK, p99 {} ms)",
@@ -133,6 +170,8 @@ async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: D
             let (channel, tenant) = (channel.clone(), tenant.clone());
             tokio::spawn(async move {
                 let mut client = AuthServiceClient::new(channel);
+                let policy = RetryPolicy::default();
+                let mut attempt = 0;
                 let mut phase = Phase::default();
                 while Instant::now() < until {
                     let mut request = tenant.as_admin(ListUsersRequest { page_size: 5, ..Default::default() });
@@ -140,13 +179,15 @@ async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: D
                     let call = Instant::now();
                     match client.list_users(request).await {
                         Ok(_) => {
+                            attempt = 0;
                             phase.ok_latencies.push(call.elapsed());
                             phase.tally.add(Code::Ok);
                         }
                         Err(status) => {
                             phase.tally.add(status.code());
-                            let delay = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
-                            let delay = delay.unwrap_or(Duration::from_millis(100)).min(Duration::from_secs(1));
+                            attempt += 1;
+                            let asked = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+                            let delay = policy.delay(status.code(), asked, attempt).unwrap_or(SHED_RETRY);
                             tokio::time::sleep(delay.min(until.saturating_duration_since(Instant::now()))).await;
                         }
                     }

@@ -36,17 +36,25 @@ async fn redis_killed_under_the_redis_engine_costs_clients_nothing() {
         .await;
     upsert_plan(&app.channel, &app.admin_key, "faults-roomy", 100_000, 100_000, 0).await;
     let tenant = app.create_tenant_on("redisless", "faults-roomy").await;
-    let decided_in_redis = || async { redis_decisions(&app).await > 0.0 };
+    let mut usage = UsageServiceClient::new(app.channel.clone());
+    let served = &app;
+    let decided_in_redis = || {
+        let (mut usage, request) = (usage.clone(), tenant.as_admin(GetQuotaRequest::default()));
+        async move { usage.get_quota(request).await.is_ok() && decisions(served, "redis").await > 0.0 }
+    };
     assert!(eventually(Duration::from_secs(10), decided_in_redis).await, "limits are decided in Redis");
+    usage.get_quota(tenant.as_admin(GetQuotaRequest::default())).await.expect("a call before the kill");
 
     let stop = CancellationToken::new();
-    let callers: Vec<_> = (0..4).map(|n| tokio::spawn(call_until(app.channel.clone(), tenant.clone(), n, stop.clone()))).collect();
+    let callers: Vec<_> =
+        (0..4).map(|n| tokio::spawn(call_until(app.channel.clone(), tenant.clone(), n, stop.clone()))).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let fallback = decisions(&app, "fallback").await;
     redis.restart().await;
-    let decided_before = redis_decisions(&app).await;
-    let back = eventually(Duration::from_secs(15), || async { redis_decisions(&app).await > decided_before }).await;
+    let decided_before = decisions(&app, "redis").await;
+    let back = eventually(Duration::from_secs(15), || async { decisions(&app, "redis").await > decided_before }).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.cancel();
     let mut tally = Tally::default();
@@ -59,28 +67,31 @@ async fn redis_killed_under_the_redis_engine_costs_clients_nothing() {
     eprintln!("calls through the Redis kill: {tally:?}, slowest {} ms", slowest.as_millis());
     assert!(tally.total() > 100, "{tally:?}");
     assert_eq!(tally.count(Code::Ok), tally.total(), "no errors while Redis was gone: {tally:?}");
+    assert!(fallback > 0.0, "the node decided locally while Redis was gone");
     assert!(back, "limits are decided in Redis again once it is back");
     let errors = server_errors(&app).await;
     assert!(errors.is_empty(), "{errors:#?}");
 }
 
-/// Rate-limit calls Redis answered, by the server's metrics (its round
-/// trips less its failures).
-async fn redis_decisions(app: &TestApp) -> f64 {
+/// Rate-limit decisions made by `engine` (`redis`, `fallback`), by the
+/// server's metrics.
+async fn decisions(app: &TestApp, engine: &str) -> f64 {
     let (_, metrics) = app.http_get("/metrics").await;
-    let value = |prefix: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    value("tenantry_redis_duration_seconds_count{operation=\"rate_limit\"}")
-        - value("tenantry_redis_errors_total{operation=\"rate_limit\"}")
+    let label = format!("engine=\"{engine}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tenantry_rate_limit_decisions_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<f64>().ok()))
+        .sum()
 }
 
 /// Alternates a memory-only call and a database call until `stop`.
-async fn call_until(channel: tonic::transport::Channel, tenant: TenantHandle, n: usize, stop: CancellationToken) -> (Tally, Duration) {
+async fn call_until(
+    channel: tonic::transport::Channel,
+    tenant: TenantHandle,
+    n: usize,
+    stop: CancellationToken,
+) -> (Tally, Duration) {
     let mut usage = UsageServiceClient::new(channel.clone());
     let mut jobs = JobsServiceClient::new(channel);
     let mut tally = Tally::default();
