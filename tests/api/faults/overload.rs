@@ -132,7 +132,8 @@ async fn a_flood_keeps_goodput_sheds_cleanly_and_leaves_another_tenant_its_share
         flood.tally.count(Code::Unavailable) + flood.tally.count(Code::ResourceExhausted) > 0,
         "the flood was shed"
     );
-    assert!(goodput >= 0.9 * best_goodput, "goodput under the flood {goodput:.0}/s < 90 % of {best_goodput:.0}/s");
+    // Checked at the end, so the fairness phase runs (and reports) either way.
+    let kept_goodput = goodput >= 0.9 * best_goodput;
 
     let (flood, mut quiet) =
         tokio::join!(run(&app.channel, &flooder, flood_clients, FLOOD), run(&app.channel, &bystander, 2, FLOOD));
@@ -151,6 +152,7 @@ async fn a_flood_keeps_goodput_sheds_cleanly_and_leaves_another_tenant_its_share
 
     let errors = server_errors(&app).await;
     assert!(errors.is_empty(), "{errors:#?}");
+    assert!(kept_goodput, "goodput under the flood {goodput:.0}/s < 90 % of {best_goodput:.0}/s");
 }
 
 /// Refusals are UNAVAILABLE or RESOURCE_EXHAUSTED; nothing else fails.
