@@ -172,7 +172,7 @@ async fn envelope_and_protobuf_faults(app: &TestApp, tenant: &TenantHandle) -> u
     let valid = GetTenantRequest { tenant_id: tenant.id.clone() }.encode_to_vec();
     let mut longer = frame(0, &valid).to_vec();
     longer[4] += 10;
-    let auth = vec![("authorization", format!("Bearer {}", app.admin_key))];
+    let auth = [("authorization", format!("Bearer {}", app.admin_key))];
     let grpc = |extra: &[(&'static str, &str)]| {
         let mut headers = vec![("content-type", "application/grpc".to_owned()), ("te", "trailers".to_owned())];
         headers.extend(auth.iter().cloned());
@@ -389,6 +389,9 @@ fn nul_in_payload() -> Vec<u8> {
     EnqueueJobRequest { kind: "faults.nul".into(), payload: Some(payload), ..Default::default() }.encode_to_vec()
 }
 
+/// One REST request: method, path, headers, body, and the expected HTTP status.
+type RestCase<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>, u16);
+
 /// REST: NULs and broken escapes in path ids and queries, bodies that are
 /// not JSON or not the message. Returns the number of cases.
 async fn rest_faults(app: &TestApp, tenant: &TenantHandle) -> usize {
@@ -396,7 +399,7 @@ async fn rest_faults(app: &TestApp, tenant: &TenantHandle) -> usize {
     let admin = [("authorization", bearer.as_str())];
     let scoped = [("authorization", bearer.as_str()), ("x-tenant-id", tenant.id.as_str())];
     #[rustfmt::skip]
-    let cases: Vec<(Method, &str, &[(&str, &str)], Option<&str>, u16)> = vec![
+    let cases: Vec<RestCase> = vec![
         (Method::GET, "/v1/tenants/%00", &admin, None, 400),
         (Method::GET, "/v1/tenants/ten_%00abc", &admin, None, 400),
         (Method::POST, "/v1/tenants/ten_%00:suspend", &admin, Some("{}"), 400),

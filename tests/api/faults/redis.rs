@@ -100,7 +100,7 @@ async fn call_until(
     while !stop.is_cancelled() {
         i += 1;
         let started = Instant::now();
-        let code = if i % 2 == 0 {
+        let code = if i.is_multiple_of(2) {
             usage.get_quota(tenant.as_admin(GetQuotaRequest::default())).await.map(drop)
         } else {
             jobs.list_jobs(tenant.as_admin(ListJobsRequest { page_size: 1, ..Default::default() })).await.map(drop)
