@@ -55,6 +55,7 @@ codes() {
 
 for run in $(seq "$RUNS"); do
     codes >"$WORK/before"
+    rm -f "$WORK/requests"
     h2load -c "$CLIENTS" -m "$STREAMS" -D "$SECONDS_PER_RUN" -d "$WORK/empty" --log-file="$WORK/requests" \
         -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $KEY" \
         "http://$GRPC/tenantry.v1.TenantService/ListTenants" >"$WORK/h2load" 2>&1 || true
