@@ -209,7 +209,10 @@ impl http_body::Body for FramedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        // A body that ends where it may not (an empty one, above all) must
+        // still be polled, so its fault is reported; otherwise tonic sees the
+        // end first and answers INTERNAL "Missing request message".
+        self.failed || (self.inner.is_end_stream() && self.at_end().is_ok())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

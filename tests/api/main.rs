@@ -17,6 +17,7 @@ mod cli;
 mod contract;
 mod credentials;
 mod dev_mode;
+mod faults;
 mod health;
 mod isolation;
 mod isolation_matrix;

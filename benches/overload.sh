@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Overload runs against a release build (docs/reliability.md, "Figures"):
+# h2load floods ListTenants; the gRPC code counts come from the server's own
+# tenantry_rpc_calls_total (h2load sees only HTTP 200), goodput is OK calls
+# per second, p99 is over every response in h2load's per-request log, and the
+# server's RSS is read after each run.
+#
+#   cargo build --release
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres benches/overload.sh
+#
+# Settings: BIN (target/release/tenantry), RUNS (3), SECONDS_PER_RUN (15),
+# CLIENTS (200), STREAMS (100: streams per client), GRPC_PORT, HTTP_PORT.
+set -euo pipefail
+
+BIN=${BIN:-target/release/tenantry}
+BASE=${DATABASE_URL:?set DATABASE_URL to a server where a database may be created}
+RUNS=${RUNS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+CLIENTS=${CLIENTS:-200}
+STREAMS=${STREAMS:-100}
+GRPC=127.0.0.1:${GRPC_PORT:-50071}
+HTTP=127.0.0.1:${HTTP_PORT:-8091}
+DB=tenantry_overload_$$
+WORK=$(mktemp -d)
+QUERY=""
+[[ "$BASE" == *\?* ]] && QUERY="?${BASE#*\?}"
+URL="${BASE%%\?*}"
+URL="${URL%/*}/$DB$QUERY"
+
+psql -q "$BASE" -c "CREATE DATABASE $DB"
+cleanup() {
+    [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    psql -q "$BASE" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" keys generate --out-dir "$WORK/keys" >/dev/null 2>&1
+export TENANTRY_JWT_PRIVATE_KEY_FILE="$WORK/keys/jwt-signing-key.pem"
+DATABASE_URL=$URL RUST_LOG=warn "$BIN" serve --migrate --no-workers --grpc-addr "$GRPC" --http-addr "$HTTP" \
+    --log-format json >"$WORK/server.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do curl -fs "http://$HTTP/readyz" >/dev/null && break; sleep 0.2; done
+echo "server up, RSS $(ps -o rss= -p "$SERVER") KiB"
+KEY=$(DATABASE_URL=$URL "$BIN" bootstrap)
+curl -fs -X POST "http://$HTTP/v1/tenants" -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+    -d '{"slug":"loadtest","display_name":"Load test","plan_id":"free"}' >/dev/null
+printf '\0\0\0\0\0' >"$WORK/empty" # one empty ListTenantsRequest, framed
+
+codes() {
+    curl -fs "http://$HTTP/metrics" |
+        { grep '^tenantry_rpc_calls_total{service="tenantry.v1.TenantService",method="ListTenants"' || true; } |
+        sed -E 's/.*code="([A-Z_]+)"} ([0-9.e+]+)/\1 \2/'
+}
+
+for run in $(seq "$RUNS"); do
+    codes >"$WORK/before"
+    rm -f "$WORK/requests"
+    h2load -c "$CLIENTS" -m "$STREAMS" -D "$SECONDS_PER_RUN" -d "$WORK/empty" --log-file="$WORK/requests" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $KEY" \
+        "http://$GRPC/tenantry.v1.TenantService/ListTenants" >"$WORK/h2load" 2>&1 || true
+    codes >"$WORK/after"
+    echo "run $run: $(grep -E '^requests:' "$WORK/h2load")"
+    awk -v secs="$SECONDS_PER_RUN" '
+        FILENAME == ARGV[1] { before[$1] = $2; next }
+        { n = $2 - before[$1]; printf "  %s %d\n", $1, n; if ($1 == "OK") ok = n }
+        END { printf "  goodput %.0f OK/s\n", ok / secs }' "$WORK/before" "$WORK/after"
+    sort -n -k3 "$WORK/requests" | awk '{ d[NR] = $3 } END { if (NR) printf "  p50 %.1f ms, p99 %.1f ms over %d responses\n", d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR }'
+    echo "  RSS after run $run: $(ps -o rss= -p "$SERVER") KiB"
+done

@@ -1,0 +1,207 @@
+//! Overload, sized from the capacity measured first (a debug build on a
+//! small shared machine has no fixed capacity): closed-loop clients at
+//! rising concurrency find where goodput stops growing (saturation); then
+//! slices at that concurrency (the baseline) alternate with slices of a
+//! flood offering about five times the capacity, so both see the same
+//! background load, and the flood must keep goodput at 90 % of the baseline,
+//! with refusals as UNAVAILABLE or RESOURCE_EXHAUSTED and never INTERNAL or
+//! UNKNOWN; and a second tenant's calls during one tenant's flood must
+//! succeed at least 95 % of the time.
+//!
+//! The clients behave as the SDKs do (`tenantry::client::retry`): a refused
+//! call is retried after the RetryInfo delay the server sent, plus jitter.
+
+use std::time::{Duration, Instant};
+
+use tenantry::{
+    client::retry::RetryPolicy,
+    proto::tenantry::v1::{ListUsersRequest, auth_service_client::AuthServiceClient},
+};
+use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt;
+
+use super::{Tally, server_errors};
+use crate::harness::{
+    TestApp,
+    tenants::{TenantHandle, upsert_plan},
+};
+
+/// How long each calibration level runs.
+const LEVEL: Duration = Duration::from_secs(1);
+/// The baseline and the flood alternate in slices this long, so both see
+/// the same background load on a shared machine.
+const SLICE: Duration = Duration::from_millis(500);
+/// Baseline and flood slices, each.
+const ROUNDS: usize = 5;
+/// How long the fairness phase runs.
+const FLOOD: Duration = Duration::from_secs(3);
+/// The RetryInfo delay the server sends with a shed call.
+const SHED_RETRY: Duration = Duration::from_millis(200);
+
+/// What a set of clients got in one phase.
+#[derive(Default)]
+struct Phase {
+    tally: Tally,
+    ok_latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn goodput(&self) -> f64 {
+        self.tally.count(Code::Ok) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ok_ratio(&self) -> f64 {
+        self.tally.count(Code::Ok) as f64 / self.tally.total().max(1) as f64
+    }
+
+    fn p99(&mut self) -> Duration {
+        self.ok_latencies.sort();
+        let at = (self.ok_latencies.len() * 99 / 100).min(self.ok_latencies.len().saturating_sub(1));
+        self.ok_latencies.get(at).copied().unwrap_or_default()
+    }
+
+    /// Adds a later slice of the same phase.
+    fn extend(&mut self, other: Phase) {
+        self.tally.merge(&other.tally);
+        self.ok_latencies.extend(other.ok_latencies);
+        self.elapsed += other.elapsed;
+    }
+
+    fn absorb(&mut self, other: Phase) {
+        self.tally.merge(&other.tally);
+        self.ok_latencies.extend(other.ok_latencies);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_keeps_goodput_sheds_cleanly_and_leaves_another_tenant_its_share() {
+    let app = TestApp::builder().configure(|c| c.no_workers = true).spawn().await;
+    upsert_plan(&app.channel, &app.admin_key, "faults-roomy", 1_000_000, 1_000_000, 0).await;
+    let flooder = app.create_tenant_on("flooder", "faults-roomy").await;
+    let bystander = app.create_tenant_on("bystander", "faults-roomy").await;
+    // Warm up: connections, caches, the method's latency estimate.
+    run(&app.channel, &flooder, 4, Duration::from_millis(500)).await;
+
+    let mut best = (0.0_f64, 1_usize);
+    let mut previous = 0.0;
+    for workers in [1, 2, 4, 8, 16, 32] {
+        let mut phase = run(&app.channel, &flooder, workers, LEVEL).await;
+        let goodput = phase.goodput();
+        eprintln!(
+            "calibration: {workers} clients: {goodput:.0} OK/s, p99 {} ms, {:?}",
+            phase.p99().as_millis(),
+            phase.tally
+        );
+        assert_clean(&phase.tally, "calibration");
+        if goodput > best.0 {
+            best = (goodput, workers);
+        }
+        if goodput < previous * 1.05 {
+            break; // saturated: more clients no longer add goodput
+        }
+        previous = goodput;
+    }
+    let (_, saturation) = best;
+    // Offered load relative to capacity: the clients that saturate it, plus
+    // enough clients retrying after each refusal's delay to offer about four
+    // times the best goodput again.
+    let flood_clients = saturation + (4.0 * best.0 * SHED_RETRY.as_secs_f64()).ceil() as usize;
+
+    let (mut baseline, mut flood) = (Phase::default(), Phase::default());
+    for _ in 0..ROUNDS {
+        baseline.extend(run(&app.channel, &flooder, saturation, SLICE).await);
+        flood.extend(run(&app.channel, &flooder, flood_clients, SLICE).await);
+    }
+    let (best_goodput, goodput) = (baseline.goodput(), flood.goodput());
+    eprintln!(
+        "baseline: {saturation} clients: {best_goodput:.0} OK/s, p99 {} ms, {:?}",
+        baseline.p99().as_millis(),
+        baseline.tally
+    );
+    eprintln!(
+        "flood: {flood_clients} clients: {goodput:.0} OK/s ({:.0} % of the baseline), p99 {} ms, {:?}",
+        100.0 * goodput / best_goodput,
+        flood.p99().as_millis(),
+        flood.tally
+    );
+    assert_clean(&baseline.tally, "baseline");
+    assert_clean(&flood.tally, "flood");
+    assert!(
+        flood.tally.count(Code::Unavailable) + flood.tally.count(Code::ResourceExhausted) > 0,
+        "the flood was shed"
+    );
+    // Checked at the end, so the fairness phase runs (and reports) either way.
+    let kept_goodput = goodput >= 0.9 * best_goodput;
+
+    let (flood, mut quiet) =
+        tokio::join!(run(&app.channel, &flooder, flood_clients, FLOOD), run(&app.channel, &bystander, 2, FLOOD));
+    let quiet_p99 = quiet.p99();
+    eprintln!(
+        "fairness: flooder {:?}; bystander {:?} ({:.1} % OK, p99 {} ms)",
+        flood.tally,
+        quiet.tally,
+        100.0 * quiet.ok_ratio(),
+        quiet_p99.as_millis()
+    );
+    assert_clean(&flood.tally, "flood beside a bystander");
+    assert_clean(&quiet.tally, "bystander");
+    assert!(quiet.tally.total() >= 20, "the bystander made calls: {:?}", quiet.tally);
+    assert!(quiet.ok_ratio() >= 0.95, "the bystander's calls during another's flood: {:?}", quiet.tally);
+
+    let errors = server_errors(&app).await;
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(kept_goodput, "goodput under the flood {goodput:.0}/s < 90 % of {best_goodput:.0}/s");
+}
+
+/// Refusals are UNAVAILABLE or RESOURCE_EXHAUSTED; nothing else fails.
+fn assert_clean(tally: &Tally, phase: &str) {
+    assert_eq!(tally.count(Code::Internal), 0, "{phase}: {tally:?}");
+    assert_eq!(tally.count(Code::Unknown), 0, "{phase}: {tally:?}");
+    let expected = tally.count(Code::Ok) + tally.count(Code::Unavailable) + tally.count(Code::ResourceExhausted);
+    assert_eq!(expected, tally.total(), "{phase}: only OK and shed answers: {tally:?}");
+}
+
+/// `workers` closed-loop clients calling ListUsers in `tenant` for `length`.
+async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: Duration) -> Phase {
+    let until = Instant::now() + length;
+    let started = Instant::now();
+    let clients: Vec<_> = (0..workers)
+        .map(|_| {
+            let (channel, tenant) = (channel.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let mut client = AuthServiceClient::new(channel);
+                let policy = RetryPolicy::default();
+                let mut attempt = 0;
+                let mut phase = Phase::default();
+                while Instant::now() < until {
+                    let mut request = tenant.as_admin(ListUsersRequest { page_size: 5, ..Default::default() });
+                    request.set_timeout(Duration::from_secs(5));
+                    let call = Instant::now();
+                    match client.list_users(request).await {
+                        Ok(_) => {
+                            attempt = 0;
+                            phase.ok_latencies.push(call.elapsed());
+                            phase.tally.add(Code::Ok);
+                        }
+                        Err(status) => {
+                            phase.tally.add(status.code());
+                            attempt += 1;
+                            let asked = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+                            let delay = policy.delay(status.code(), asked, attempt).unwrap_or(SHED_RETRY);
+                            tokio::time::sleep(delay.min(until.saturating_duration_since(Instant::now()))).await;
+                        }
+                    }
+                }
+                phase
+            })
+        })
+        .collect();
+    let mut phase = Phase::default();
+    for client in clients {
+        phase.absorb(client.await.expect("client"));
+    }
+    phase.elapsed = started.elapsed();
+    phase
+}
