@@ -111,6 +111,15 @@ pub struct DatabaseConfig {
     /// calls that need a connection near what the pool can serve.
     #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// A pooled connection is closed and replaced once this old. Each
+    /// PostgreSQL backend caches the catalog entries of every tenant schema it
+    /// touched and never gives them back, so the age bounds its memory
+    /// (docs/tenancy.md, "Pool sizing with many schemas").
+    #[arg(long = "db-max-lifetime", env = "TENANTRY_DB_MAX_LIFETIME", default_value = "5m", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+    /// A pooled connection idle this long is closed.
+    #[arg(long = "db-idle-timeout", env = "TENANTRY_DB_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Prepared statements cached per connection (at least 1). Behind a
     /// transaction-mode pooler it must carry prepared statements: PgBouncer
     /// >= 1.21 with max_prepared_statements, or RDS Proxy.
@@ -145,6 +154,9 @@ impl DatabaseConfig {
         }
         if self.max_connections == 0 {
             return Err(invalid("--db-max-connections", "must be at least 1"));
+        }
+        if self.max_lifetime < Duration::from_secs(1) || self.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("--db-max-lifetime/--db-idle-timeout", "must be at least 1s"));
         }
         // sqlx still prepares a named statement for every query when its cache
         // is off, and never closes it: one more per execution on the server
