@@ -111,15 +111,14 @@ async fn main() {
     println!("migrate --status over {total} schemas (ledger), all at the latest version: {took:.1?}");
 
     // One migration over every schema: revert the latest, then apply it again.
-    let previous = schema::TENANT_MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v < schema::latest_version())
-        .max()
-        .unwrap_or(0);
+    let previous =
+        schema::TENANT_MIGRATOR.iter().map(|m| m.version).filter(|v| *v < schema::latest_version()).max().unwrap_or(0);
     let down = run_all(&pool, concurrency, Direction::DownTo(previous), false).await.unwrap();
     assert!(down.failed.is_empty() && down.upgraded == total, "{down:?}");
-    println!("migrate down --tenant --to {previous}: {} schemas, one migration each: {:.1?}", down.upgraded, down.elapsed);
+    println!(
+        "migrate down --tenant --to {previous}: {} schemas, one migration each: {:.1?}",
+        down.upgraded, down.elapsed
+    );
 
     let (took, lagging) = status(&pool).await;
     assert_eq!(lagging.lagging.len(), total);
@@ -149,7 +148,9 @@ async fn main() {
         .unwrap();
     }
     let touched = backend_mib(&mut conn).await;
-    println!("one backend's memory contexts: {fresh:.1} MiB fresh, {touched:.1} MiB after reading 3 tables in each of 1,000 schemas");
+    println!(
+        "one backend's memory contexts: {fresh:.1} MiB fresh, {touched:.1} MiB after reading 3 tables in each of 1,000 schemas"
+    );
     conn.close().await.unwrap();
     match scratch {
         Some(scratch) if std::env::var("TENANTRY_BENCH_KEEP").is_ok() => {

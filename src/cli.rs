@@ -219,12 +219,19 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}\n{}", up.display(), down.display());
             Ok(())
         }
-        Command::Migrate { action: Some(MigrateCommand::Down { to, tenant, database, concurrency, all_schemas }), .. } => {
+        Command::Migrate {
+            action: Some(MigrateCommand::Down { to, tenant, database, concurrency, all_schemas }),
+            ..
+        } => {
             if concurrency == 0 {
                 anyhow::bail!("--concurrency: must be at least 1");
             }
             let database = migrations::patient(database);
-            if tenant { migrations::tenant_down(&database, to, concurrency, all_schemas).await } else { migrations::platform_down(&database, to).await }
+            if tenant {
+                migrations::tenant_down(&database, to, concurrency, all_schemas).await
+            } else {
+                migrations::platform_down(&database, to).await
+            }
         }
         Command::Migrate { database, status: true, .. } => {
             let database = migrations::patient(database);
@@ -242,7 +249,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 println!("  {tenant} at {version}");
             }
             if status.unrecorded > 0 {
-                println!("not yet in the ledger (read from the schema; `tenantry migrate` records them): {}", status.unrecorded);
+                println!(
+                    "not yet in the ledger (read from the schema; `tenantry migrate` records them): {}",
+                    status.unrecorded
+                );
             }
             println!("read in {elapsed:.2?}");
             Ok(())

@@ -92,8 +92,9 @@ pub async fn platform_down(database: &DatabaseConfig, to: i64) -> anyhow::Result
         println!("platform schema: nothing to revert (at or below {to})");
         return Ok(());
     }
-    let tenants: Option<i64> =
-        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_ten\\_%'").fetch_optional(&session).await?;
+    let tenants: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_ten\\_%'")
+        .fetch_optional(&session)
+        .await?;
     if tenants.unwrap_or(0) > 0 {
         eprintln!(
             "note: {} tenant schema(s) exist; they are not changed (`tenantry migrate down --tenant` reverts them)",
@@ -108,7 +109,10 @@ pub async fn platform_down(database: &DatabaseConfig, to: i64) -> anyhow::Result
         eprintln!("platform schema: reverted {version} ({}/{total})", done + 1);
     }
     session.close().await;
-    println!("platform schema: {total} migration(s) reverted, now at {}", if to == 0 { "nothing".into() } else { to.to_string() });
+    println!(
+        "platform schema: {total} migration(s) reverted, now at {}",
+        if to == 0 { "nothing".into() } else { to.to_string() }
+    );
     Ok(())
 }
 

@@ -84,7 +84,12 @@ async fn schema_dump(url: &str) -> Option<String> {
     assert!(output.status.success(), "pg_dump: {}", String::from_utf8_lossy(&output.stderr));
     let dump = String::from_utf8(output.stdout).unwrap();
     // pg_dump >= 15.14 wraps the dump in \restrict/\unrestrict with a random key.
-    Some(dump.lines().filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict")).collect::<Vec<_>>().join("\n"))
+    Some(
+        dump.lines()
+            .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// A direct URL to the app's database (pg_dump cannot go through PgBouncer).
@@ -176,7 +181,10 @@ async fn migrate_upgrades_every_tenant_and_reports_a_broken_one_without_stopping
         .unwrap();
     let (_, status, _) = tenantry(&app, &["migrate", "--status"]).await;
     assert!(status.contains("lagging tenants: 6"), "{status}");
-    assert!(status.contains("not yet in the ledger (read from the schema; `tenantry migrate` records them): 1"), "{status}");
+    assert!(
+        status.contains("not yet in the ledger (read from the schema; `tenantry migrate` records them): 1"),
+        "{status}"
+    );
 
     let (ok, stdout, stderr) = tenantry(&app, &["migrate", "--concurrency", "3"]).await;
     assert!(!ok, "a failed schema makes the run fail");
@@ -244,7 +252,11 @@ async fn purge_command_drops_only_tenants_past_their_grace_period(backend: Backe
 
 async fn tenant_schemas_go_down_and_up_again_to_an_identical_schema(backend: Backend) {
     let app = TestApp::builder().backend(backend).spawn().await;
-    let ids = [app.create_tenant("down-a").await.id, app.create_tenant("down-b").await.id, app.create_tenant("down-c").await.id];
+    let ids = [
+        app.create_tenant("down-a").await.id,
+        app.create_tenant("down-b").await.id,
+        app.create_tenant("down-c").await.id,
+    ];
     let before = schema_dump(&direct_url(app.cli_env())).await;
     let all_tables = tables_in(&app, &ids[0]).await;
     assert!(all_tables.contains(&"usage_events".to_owned()) && all_tables.contains(&"users".to_owned()));
@@ -314,8 +326,14 @@ async fn the_platform_schema_goes_down_and_up_again_to_an_identical_schema(backe
         tenantry::db::MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
     let (ok, stdout, stderr) = tenantry_with(&env, &["migrate", "down", "--to", &versions[1].to_string()]).await;
     assert!(ok, "{stderr}");
-    assert!(stdout.contains(&format!("{} migration(s) reverted, now at {}", versions.len() - 2, versions[1])), "{stdout}");
-    assert!(stderr.contains(&format!("reverted {} (1/{})", versions[versions.len() - 1], versions.len() - 2)), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{} migration(s) reverted, now at {}", versions.len() - 2, versions[1])),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("reverted {} (1/{})", versions[versions.len() - 1], versions.len() - 2)),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = tenantry_with(&env, &["migrate", "down", "--to", "0"]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("2 migration(s) reverted, now at nothing"), "{stdout}");
