@@ -104,6 +104,8 @@ enum Command {
     },
 }
 
+// Parsed once at start-up, as `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum MigrateCommand {
     /// Write a new timestamped migration: `<version>_<name>.up.sql` and its

@@ -104,7 +104,12 @@ pub struct DatabaseConfig {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: Option<Secret>,
     /// Largest number of pooled connections per process.
-    #[arg(long = "db-max-connections", env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(
+        id = "db_max_connections",
+        long = "db-max-connections",
+        env = "TENANTRY_DB_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
     pub max_connections: u32,
     /// How long a call waits for a pooled connection before UNAVAILABLE
     /// (a call's shorter deadline wins). Short: admission control keeps the
@@ -115,10 +120,10 @@ pub struct DatabaseConfig {
     /// PostgreSQL backend caches the catalog entries of every tenant schema it
     /// touched and never gives them back, so the age bounds its memory
     /// (docs/tenancy.md, "Pool sizing with many schemas").
-    #[arg(long = "db-max-lifetime", env = "TENANTRY_DB_MAX_LIFETIME", default_value = "5m", value_parser = parse_duration)]
+    #[arg(id = "db_max_lifetime", long = "db-max-lifetime", env = "TENANTRY_DB_MAX_LIFETIME", default_value = "5m", value_parser = parse_duration)]
     pub max_lifetime: Duration,
     /// A pooled connection idle this long is closed.
-    #[arg(long = "db-idle-timeout", env = "TENANTRY_DB_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    #[arg(id = "db_idle_timeout", long = "db-idle-timeout", env = "TENANTRY_DB_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Prepared statements cached per connection (at least 1). Behind a
     /// transaction-mode pooler it must carry prepared statements: PgBouncer
