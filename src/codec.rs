@@ -74,27 +74,17 @@ impl<U: Message + Default + prost::Name> TonicDecoder for Decoder<U> {
             copy = buf.copy_to_bytes(length);
             &copy[..]
         };
-        let decoded = checked_decode::<U>(bytes);
-        // The whole message is consumed, whatever the outcome: what is left
-        // in `buf` would be read as the next message's frame.
-        if buf.remaining() == length {
-            buf.advance(length);
+        if let Some(descriptor) = descriptor::<U>() {
+            check(&descriptor, bytes, 0).map_err(|fault| Status::from(fault.into_error(U::NAME)))?;
         }
-        decoded.map(Some)
+        U::decode(bytes)
+            .map(Some)
+            .map_err(|error| Status::from(ApiError::invalid("request", format!("is not a valid {}: {error}", U::NAME))))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
         BufferSettings::default()
     }
-}
-
-/// `bytes` as a `U`, after the edge checks.
-fn checked_decode<U: Message + Default + prost::Name>(bytes: &[u8]) -> Result<U, Status> {
-    if let Some(descriptor) = descriptor::<U>() {
-        check(&descriptor, bytes, 0).map_err(|fault| Status::from(fault.into_error(U::NAME)))?;
-    }
-    U::decode(bytes)
-        .map_err(|error| Status::from(ApiError::invalid("request", format!("is not a valid {}: {error}", U::NAME))))
 }
 
 /// The descriptor of `U`, from the embedded descriptor set (looked up by
