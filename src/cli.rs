@@ -15,8 +15,10 @@ use crate::{
     jobs::worker::WorkerConfig,
     startup::App,
     telemetry,
-    tenancy::{migrate, purge},
+    tenancy::{migrate, purge, schema::Direction},
 };
+
+mod migrations;
 
 /// Tenantry: tenants, identity, usage, rate limits and jobs over gRPC and REST.
 #[derive(Debug, Parser)]
@@ -55,7 +57,12 @@ enum Command {
         workers: WorkerConfig,
     },
     /// Apply pending platform migrations, then upgrade every tenant schema.
+    ///
+    /// `migrate new` writes a new migration; `migrate down` reverts.
+    #[command(args_conflicts_with_subcommands = true)]
     Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateCommand>,
         #[command(flatten)]
         database: DatabaseConfig,
         /// Tenant schemas upgraded at once.
@@ -64,6 +71,10 @@ enum Command {
         /// Only report: schemas per version and the lagging tenants.
         #[arg(long)]
         status: bool,
+        /// Visit every tenant schema, not only those the ledger shows behind
+        /// (rechecks what each one applied).
+        #[arg(long)]
+        all_schemas: bool,
     },
     /// Tenant maintenance.
     Tenant {
@@ -90,6 +101,44 @@ enum Command {
         /// A label for the key, kept with it for audit.
         #[arg(long, default_value = "bootstrap")]
         name: String,
+    },
+}
+
+// Parsed once at start-up, as `Command`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Write a new timestamped migration: `<version>_<name>.up.sql` and its
+    /// `.down.sql`, under migrations/platform (or migrations/tenant).
+    New {
+        /// What the migration does, in snake_case (e.g. add_invoices).
+        name: String,
+        /// A tenant migration (applied inside every tenant schema).
+        #[arg(long)]
+        tenant: bool,
+        /// The migrations directory (holding platform/ and tenant/).
+        #[arg(long, default_value = "migrations")]
+        dir: std::path::PathBuf,
+    },
+    /// Revert migrations newer than --to, newest first: the platform
+    /// schema's, or with --tenant every tenant schema's (in parallel; run
+    /// again to resume).
+    Down {
+        /// The version to go down to (it stays applied); 0 reverts all.
+        #[arg(long)]
+        to: i64,
+        /// Every tenant schema instead of the platform schema.
+        #[arg(long)]
+        tenant: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Tenant schemas reverted at once.
+        #[arg(long, env = "TENANTRY_MIGRATE_CONCURRENCY", default_value_t = 8)]
+        concurrency: usize,
+        /// With --tenant: visit every tenant schema, not only those the
+        /// ledger shows above --to.
+        #[arg(long)]
+        all_schemas: bool,
     },
 }
 
@@ -167,10 +216,32 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_on_signals()).await?;
             Ok(())
         }
+        Command::Migrate { action: Some(MigrateCommand::New { name, tenant, dir }), .. } => {
+            let (up, down) = migrations::write_new(&dir, &name, tenant, chrono::Utc::now())?;
+            println!("{}\n{}", up.display(), down.display());
+            Ok(())
+        }
+        Command::Migrate {
+            action: Some(MigrateCommand::Down { to, tenant, database, concurrency, all_schemas }),
+            ..
+        } => {
+            if concurrency == 0 {
+                anyhow::bail!("--concurrency: must be at least 1");
+            }
+            let database = migrations::patient(database);
+            if tenant {
+                migrations::tenant_down(&database, to, concurrency, all_schemas).await
+            } else {
+                migrations::platform_down(&database, to).await
+            }
+        }
         Command::Migrate { database, status: true, .. } => {
+            let database = migrations::patient(database);
             let pool = db::connect(&database).await?;
             db::check_migrations(&pool).await?;
+            let started = std::time::Instant::now();
             let status = migrate::status(&pool).await?;
+            let elapsed = started.elapsed();
             println!("latest tenant schema version: {}", status.latest);
             for (version, count) in &status.per_version {
                 println!("  version {version}: {count} schema(s)");
@@ -179,12 +250,20 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             for (tenant, version) in status.lagging.iter().take(100) {
                 println!("  {tenant} at {version}");
             }
+            if status.unrecorded > 0 {
+                println!(
+                    "not yet in the ledger (read from the schema; `tenantry migrate` records them): {}",
+                    status.unrecorded
+                );
+            }
+            println!("read in {elapsed:.2?}");
             Ok(())
         }
-        Command::Migrate { database, concurrency, .. } => {
+        Command::Migrate { database, concurrency, all_schemas, .. } => {
             if concurrency == 0 {
                 anyhow::bail!("--concurrency: must be at least 1");
             }
+            let database = migrations::patient(database);
             let pool = db::connect(&database).await?;
             // Platform migrations on a direct session (their lock is
             // session-level); tenant schemas through the pool, each in one
@@ -194,14 +273,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             session.close().await;
             let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
             tracing::info!(version = latest, "platform schema is up to date");
-            let report = migrate::migrate_all(&pool, concurrency).await?;
+            let report = migrate::run_all(&pool, concurrency, Direction::Up, all_schemas).await?;
             println!(
-                "tenant schemas: {} checked, {} upgraded ({} migrations), {} failed in {:.2?}",
+                "tenant schemas: {} checked, {} upgraded ({} migrations), {} failed in {:.2?} ({} visited, the rest current by the ledger)",
                 report.schemas,
                 report.upgraded,
                 report.applied,
                 report.failed.len(),
-                report.elapsed
+                report.elapsed,
+                report.visited
             );
             if !report.failed.is_empty() {
                 anyhow::bail!("{} tenant schema(s) failed to migrate; fix them and run again", report.failed.len());

@@ -104,13 +104,27 @@ pub struct DatabaseConfig {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: Option<Secret>,
     /// Largest number of pooled connections per process.
-    #[arg(long = "db-max-connections", env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(
+        id = "db_max_connections",
+        long = "db-max-connections",
+        env = "TENANTRY_DB_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
     pub max_connections: u32,
     /// How long taking a pooled connection may take, opening a new one
     /// included, before UNAVAILABLE. A tenant transaction waits less: at
     /// most 500 ms of a full pool, or its call's deadline (see tenancy::tx).
     #[arg(long = "db-acquire-timeout", env = "TENANTRY_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// A pooled connection is closed and replaced once this old. Each
+    /// PostgreSQL backend caches the catalog entries of every tenant schema it
+    /// touched and never gives them back, so the age bounds its memory
+    /// (docs/tenancy.md, "Pool sizing with many schemas").
+    #[arg(id = "db_max_lifetime", long = "db-max-lifetime", env = "TENANTRY_DB_MAX_LIFETIME", default_value = "5m", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+    /// A pooled connection idle this long is closed.
+    #[arg(id = "db_idle_timeout", long = "db-idle-timeout", env = "TENANTRY_DB_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Prepared statements cached per connection (at least 1). Behind a
     /// transaction-mode pooler it must carry prepared statements: PgBouncer
     /// >= 1.21 with max_prepared_statements, or RDS Proxy.
@@ -145,6 +159,9 @@ impl DatabaseConfig {
         }
         if self.max_connections == 0 {
             return Err(invalid("--db-max-connections", "must be at least 1"));
+        }
+        if self.max_lifetime < Duration::from_secs(1) || self.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("--db-max-lifetime/--db-idle-timeout", "must be at least 1s"));
         }
         // sqlx still prepares a named statement for every query when its cache
         // is off, and never closes it: one more per execution on the server

@@ -37,6 +37,12 @@ impl Scratch {
         Scratch { pool, name, admin, cluster, _dir: dir }
     }
 
+    /// The scratch database's name.
+    #[allow(dead_code)] // only the migrations benchmark keeps its database
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Drops the database and stops the private server, if one was started.
     pub async fn finish(mut self) {
         self.pool.close().await;

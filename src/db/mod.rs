@@ -50,7 +50,8 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
-        .idle_timeout(Some(Duration::from_secs(300)))
+        .max_lifetime(Some(config.max_lifetime))
+        .idle_timeout(Some(config.idle_timeout))
         .connect_with(options)
         .await
         .map_err(DbError::Unreachable)
@@ -66,6 +67,24 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// Reverts applied platform migrations newer than `target`, newest first,
+/// each with its down migration in its own transaction (0: all of them).
+/// Pass a pool of direct sessions, as for [`migrate`].
+pub async fn migrate_down(pool: &PgPool, target: i64) -> Result<(), DbError> {
+    MIGRATOR.undo(pool, target).await?;
+    Ok(())
+}
+
+/// The platform migrations applied to the database, newest last.
+pub async fn applied_platform_versions(pool: &PgPool) -> Result<Vec<i64>, DbError> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text").fetch_one(pool).await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(pool).await?)
 }
 
 #[derive(sqlx::FromRow)]
@@ -94,7 +113,8 @@ pub async fn check_migrations(pool: &PgPool) -> Result<(), DbError> {
     if let Some(first) = pending.next() {
         return Err(DbError::Behind { pending: 1 + pending.count(), first: first.version });
     }
-    for migration in MIGRATOR.iter() {
+    // A reversible migration's down half shares its version: compare the up half only.
+    for migration in MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()) {
         if let Some(row) = applied.get(&migration.version) {
             if !row.success {
                 return Err(DbError::Dirty { version: row.version });

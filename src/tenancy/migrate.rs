@@ -1,7 +1,9 @@
-//! `tenantry migrate` for tenant schemas: upgrades every tenant schema with
-//! bounded concurrency, reports progress (a bar on a terminal, plain lines
-//! otherwise) and per-schema failures without stopping the rest. Each schema
-//! upgrades in its own transaction, so the run is resumable and idempotent.
+//! `tenantry migrate` and `tenantry migrate down --tenant` over tenant
+//! schemas: moves every tenant schema up (or down to a version) with bounded
+//! concurrency, reports progress (a bar on a terminal, plain lines otherwise)
+//! and per-schema failures without stopping the rest. Each schema moves in
+//! its own transaction, so a run is resumable and idempotent. `--status`
+//! reads the ledger (`platform.tenant_schema_versions`), not every schema.
 
 use std::{
     collections::BTreeMap,
@@ -13,16 +15,21 @@ use std::{
 use sqlx::PgPool;
 use tokio::{sync::Semaphore, task::JoinSet};
 
-use super::{TenancyError, TenantId, schema};
+use super::{
+    TenancyError, TenantId,
+    schema::{self, Direction},
+};
 
 /// The outcome of a run over every tenant schema.
 #[derive(Debug, Default)]
 pub struct MigrationReport {
-    /// Schemas looked at.
+    /// Tenant schemas in all.
     pub schemas: usize,
-    /// Schemas that had pending migrations and applied them.
+    /// Schemas visited (the others were already there, by the ledger).
+    pub visited: usize,
+    /// Schemas that had migrations to apply (or revert) and did.
     pub upgraded: usize,
-    /// Migrations applied in total.
+    /// Migrations applied (or reverted) in total.
     pub applied: usize,
     /// Schemas that failed, with the reason (the rest carried on).
     pub failed: Vec<(TenantId, String)>,
@@ -42,32 +49,79 @@ pub async fn tenants_with_schema(pool: &PgPool) -> Result<Vec<TenantId>, Tenancy
     ids.iter().map(|id| TenantId::parse(id).ok_or_else(|| TenancyError::CorruptState(id.clone()))).collect()
 }
 
-/// Upgrades every tenant schema, at most `concurrency` at once.
+/// The tenants whose schema the ledger shows not yet where `direction`
+/// leads (or does not know), and how many schemas there are in all.
+async fn tenants_to_visit(pool: &PgPool, direction: Direction) -> Result<(Vec<TenantId>, usize), TenancyError> {
+    let rows: Vec<(String, Option<i64>, Option<i32>)> = sqlx::query_as(
+        "SELECT t.id, l.version, l.migrations FROM platform.tenants t
+         JOIN pg_namespace n ON n.nspname = 't_' || t.id
+         LEFT JOIN platform.tenant_schema_versions l ON l.tenant_id = t.id
+         ORDER BY t.created_at, t.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = rows.len();
+    let (latest, count) = (schema::latest_version(), schema::migration_count());
+    let mut visit = Vec::new();
+    for (id, version, migrations) in rows {
+        let done = match (direction, version, migrations) {
+            (Direction::Up, Some(version), Some(migrations)) => version == latest && i64::from(migrations) == count,
+            (Direction::DownTo(target), Some(version), Some(_)) => version <= target,
+            _ => false,
+        };
+        if !done {
+            visit.push(TenantId::parse(&id).ok_or(TenancyError::CorruptState(id))?);
+        }
+    }
+    Ok((visit, total))
+}
+
+/// Upgrades every tenant schema the ledger shows behind, at most
+/// `concurrency` at once.
 pub async fn migrate_all(pool: &PgPool, concurrency: usize) -> Result<MigrationReport, TenancyError> {
+    run_all(pool, concurrency, Direction::Up, false).await
+}
+
+/// Moves tenant schemas in `direction`, at most `concurrency` at once: the
+/// ones the ledger shows not there yet, or with `every_schema` all of them
+/// (which also rechecks the checksums of what each one applied).
+pub async fn run_all(
+    pool: &PgPool,
+    concurrency: usize,
+    direction: Direction,
+    every_schema: bool,
+) -> Result<MigrationReport, TenancyError> {
     let started = Instant::now();
-    let tenants = tenants_with_schema(pool).await?;
-    let mut report = MigrationReport { schemas: tenants.len(), ..MigrationReport::default() };
+    let (tenants, total) = if every_schema {
+        let all = tenants_with_schema(pool).await?;
+        let total = all.len();
+        (all, total)
+    } else {
+        tenants_to_visit(pool, direction).await?
+    };
+    let mut report = MigrationReport { schemas: total, visited: tenants.len(), ..MigrationReport::default() };
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for tenant in tenants {
         let (pool, permits) = (pool.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let result = schema::migrate_tenant(&pool, &tenant).await;
+            let result = schema::migrate_tenant(&pool, &tenant, direction).await;
             (tenant, result)
         });
     }
-    let mut progress = Progress::new(report.schemas);
+    let mut progress = Progress::new(report.visited);
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((_, Ok(0))) => {}
-            Ok((_, Ok(applied))) => {
+            Ok((_, Ok(changed))) => {
                 report.upgraded += 1;
-                report.applied += applied;
+                report.applied += changed;
             }
             Ok((tenant, Err(error))) => {
-                progress.failure(&tenant, &error);
-                report.failed.push((tenant, error.to_string()));
+                let reason = with_causes(&error);
+                progress.failure(&tenant, &reason);
+                report.failed.push((tenant, reason));
             }
             Err(join_error) => {
                 return Err(TenancyError::CorruptState(format!("migration task failed: {join_error}")));
@@ -80,6 +134,19 @@ pub async fn migrate_all(pool: &PgPool, concurrency: usize) -> Result<MigrationR
     Ok(report)
 }
 
+/// An error with its sources, so an operator sees the SQL error behind
+/// "tenant store unavailable".
+fn with_causes(error: &TenancyError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// How many tenant schemas are at each version, and which lag behind.
 #[derive(Debug, Default)]
 pub struct MigrationStatus {
@@ -89,14 +156,49 @@ pub struct MigrationStatus {
     pub per_version: BTreeMap<i64, usize>,
     /// Tenants below the latest version.
     pub lagging: Vec<(TenantId, i64)>,
+    /// Schemas with no ledger row yet (made before the ledger, or by an older
+    /// build), whose version was read from the schema itself.
+    pub unrecorded: usize,
 }
 
-/// Reads every tenant schema's version (in batches of union queries).
+/// Every tenant schema's version, from the ledger; schemas missing from it
+/// are read directly.
 pub async fn status(pool: &PgPool) -> Result<MigrationStatus, TenancyError> {
-    let tenants = tenants_with_schema(pool).await?;
     let latest = schema::latest_version();
     let mut status = MigrationStatus { latest, ..MigrationStatus::default() };
-    for chunk in tenants.chunks(500) {
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT t.id, l.version FROM platform.tenants t
+         JOIN pg_namespace n ON n.nspname = 't_' || t.id
+         LEFT JOIN platform.tenant_schema_versions l ON l.tenant_id = t.id
+         ORDER BY t.created_at, t.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut unrecorded = Vec::new();
+    let mut versions = Vec::with_capacity(rows.len());
+    for (id, version) in rows {
+        let tenant = TenantId::parse(&id).ok_or(TenancyError::CorruptState(id))?;
+        match version {
+            Some(version) => versions.push((tenant, version)),
+            None => unrecorded.push(tenant),
+        }
+    }
+    status.unrecorded = unrecorded.len();
+    versions.extend(read_schemas(pool, unrecorded).await?);
+    for (tenant, version) in versions {
+        *status.per_version.entry(version).or_default() += 1;
+        if version < latest {
+            status.lagging.push((tenant, version));
+        }
+    }
+    Ok(status)
+}
+
+/// Reads the versions of schemas the ledger lacks, in batches of union
+/// queries (the only way before the ledger; now only for the few stragglers).
+async fn read_schemas(pool: &PgPool, tenants: Vec<TenantId>) -> Result<Vec<(TenantId, i64)>, TenancyError> {
+    let mut versions = Vec::with_capacity(tenants.len());
+    for chunk in tenants.chunks(200) {
         // Schema names come from checked ids and are quoted.
         let union = chunk
             .iter()
@@ -109,17 +211,12 @@ pub async fn status(pool: &PgPool) -> Result<MigrationStatus, TenancyError> {
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        let rows: Vec<(String, i64)> = sqlx::query_as(&union).fetch_all(pool).await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(&union).persistent(false).fetch_all(pool).await?;
         for (id, version) in rows {
-            *status.per_version.entry(version).or_default() += 1;
-            if version < latest
-                && let Some(tenant) = TenantId::parse(&id)
-            {
-                status.lagging.push((tenant, version));
-            }
+            versions.push((TenantId::parse(&id).ok_or(TenancyError::CorruptState(id))?, version));
         }
     }
-    Ok(status)
+    Ok(versions)
 }
 
 /// Progress on stderr: a redrawn bar on a terminal, a line per 10% otherwise.
@@ -152,7 +249,7 @@ impl Progress {
         }
     }
 
-    fn failure(&self, tenant: &TenantId, error: &TenancyError) {
+    fn failure(&self, tenant: &TenantId, error: &str) {
         let prefix = if self.terminal { "\n" } else { "" };
         drop(writeln!(std::io::stderr(), "{prefix}tenant {tenant}: migration failed: {error}"));
     }

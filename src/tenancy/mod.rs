@@ -146,6 +146,8 @@ pub enum TenancyError {
     CorruptState(String),
     #[error("tenant migration {0} was changed after it was applied")]
     MigrationChanged(i64),
+    #[error("tenant migration {0} has no down migration in this build; it cannot be reverted")]
+    MigrationIrreversible(i64),
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
     #[error("a live tenant already has this slug")]

@@ -41,7 +41,7 @@ pub async fn purge_tenant(pool: &PgPool, tenant: &TenantId) -> Result<bool, Tena
     // What the platform schema holds for the tenant goes in the same
     // transaction: its jobs (never leased again once it was deleted) and its
     // scaling data. Nothing can be left behind by a crash in between.
-    for table in ["jobs", "scaling_decisions", "scaling_state", "scaling_policies"] {
+    for table in ["jobs", "scaling_decisions", "scaling_state", "scaling_policies", "tenant_schema_versions"] {
         sqlx::query(&format!("DELETE FROM platform.{table} WHERE tenant_id = $1"))
             .bind(tenant.as_str())
             .execute(&mut *tx)

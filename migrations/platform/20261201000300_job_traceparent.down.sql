@@ -1,0 +1,1 @@
+ALTER TABLE platform.jobs DROP COLUMN traceparent;
