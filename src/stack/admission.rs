@@ -18,7 +18,11 @@
 //! database or the machine.
 //!
 //! **Who waits.** A gated call over the limit is shed at once (UNAVAILABLE
-//! with RetryInfo): a queue only adds latency. Under saturation a tenant
+//! with RetryInfo): a queue only adds latency. The RetryInfo delay grows
+//! with the pressure (calls shed per call served in the last window,
+//! cubed, from [`SHED_RETRY_AFTER`] up to [`MAX_PUSHBACK`]), so
+//! clients that honour it (the SDKs do) back off as far as the overload
+//! needs and refusals do not crowd out the calls being served. Under saturation a tenant
 //! below its fair share (the limit divided by the tenants with calls in
 //! flight) is still admitted, up to [`BURST`] times the limit, so one
 //! tenant's flood cannot starve another's calls.
@@ -62,6 +66,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 const NEVER: u64 = u64::MAX;
 /// How long a shed client should wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
+/// The longest retry delay a shed call is given.
+const MAX_PUSHBACK: Duration = Duration::from_secs(5);
 /// How long a client should wait while PostgreSQL is down.
 const DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -109,6 +115,10 @@ struct Limit {
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last call let through while PostgreSQL is down.
     last_probe: AtomicU64,
+    /// Calls shed in the current window.
+    shed: AtomicUsize,
+    /// The retry delay told to shed calls, in milliseconds (see [`Limit::sample`]).
+    pushback_ms: AtomicU64,
     epoch: Instant,
     state: Mutex<Window>,
 }
@@ -134,6 +144,8 @@ impl Admission {
             limit: AtomicUsize::new(bounds.initial),
             in_flight: AtomicUsize::new(0),
             last_probe: AtomicU64::new(NEVER),
+            shed: AtomicUsize::new(0),
+            pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
             epoch: Instant::now(),
             state: Mutex::new(Window {
                 started: Instant::now(),
@@ -150,7 +162,11 @@ impl Admission {
         self.metrics.record_shed(Some(method), reason);
         let (message, retry_after) = match reason {
             ShedReason::DbDown => ("the database is unavailable; retry with backoff", DOWN_RETRY_AFTER),
-            _ => ("the server is saturated; retry with backoff", SHED_RETRY_AFTER),
+            _ => {
+                self.limit.shed.fetch_add(1, Ordering::Relaxed);
+                let pushback = Duration::from_millis(self.limit.pushback_ms.load(Ordering::Relaxed));
+                ("the server is saturated; retry with backoff", pushback)
+            }
         };
         ApiError::Unavailable { message: message.into(), retry_after: Some(retry_after) }
     }
@@ -272,6 +288,13 @@ impl Limit {
             return None;
         }
         let average = window.total / window.samples.max(1);
+        // Pushback: the more calls are shed per call served, the longer shed
+        // clients are told to wait (cubed), so clients that honour
+        // RetryInfo offer less and refusals stop eating the CPU that serves.
+        let shed = self.shed.swap(0, Ordering::Relaxed) as f64;
+        let pressure = 1.0 + shed / f64::from(window.samples.max(1));
+        let pushback = SHED_RETRY_AFTER.mul_f64(pressure.powi(3)).min(MAX_PUSHBACK);
+        self.pushback_ms.store(pushback.as_millis() as u64, Ordering::Relaxed);
         let (min, _) = window.min?;
         window.started = now;
         window.samples = 0;
@@ -297,6 +320,8 @@ mod tests {
             limit: AtomicUsize::new(initial),
             in_flight: AtomicUsize::new(0),
             last_probe: AtomicU64::new(NEVER),
+            shed: AtomicUsize::new(0),
+            pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
             epoch: Instant::now(),
             state: Mutex::new(Window {
                 started: Instant::now() - WINDOW,

@@ -28,7 +28,7 @@ async fn redis_killed_under_the_redis_engine_costs_clients_nothing() {
     let app = TestApp::builder()
         .configure(|config| {
             config.redis_url = Some(url.into());
-            config.rate_limit_engine = RateLimitEngine::Redis;
+            config.rate_limit_engine = Some(RateLimitEngine::Redis);
             config.rate_limit_fail_mode = RateLimitFailMode::Local;
             config.no_workers = true;
         })
