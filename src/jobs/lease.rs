@@ -74,9 +74,10 @@ pub struct FetchRequest<'a> {
 
 /// Moves up to a batch of jobs whose time has come (SCHEDULED, or RETRYABLE
 /// after their backoff) to AVAILABLE, and wakes the workers of their queues
-/// when this commits; returns how many. Runs on its own, before the fetch's
-/// transaction, so the rows it locks are released at once.
-pub async fn stage_due(pool: &PgPool) -> Result<u64, JobError> {
+/// when this commits; returns how many. It runs first in the fetch's own
+/// transaction: one transaction per poll when idle, and what it stages is
+/// leased by the same fetch.
+pub async fn stage_due(conn: &mut sqlx::PgConnection) -> Result<u64, JobError> {
     let staged: i64 = sqlx::query_scalar(&format!(
         "WITH staged AS (
             UPDATE platform.jobs j SET state = 'available'
@@ -89,7 +90,7 @@ pub async fn stage_due(pool: &PgPool) -> Result<u64, JobError> {
          SELECT COALESCE(sum(n), 0)::bigint FROM (SELECT n, pg_notify('{AVAILABLE_CHANNEL}', queue) FROM per_queue) woken"
     ))
     .bind(STAGE_BATCH)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(staged as u64)
 }
@@ -99,8 +100,8 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
     if request.limit == 0 {
         return Ok(Vec::new());
     }
-    stage_due(pool).await?;
     let mut tx = pool.begin().await?;
+    stage_due(&mut tx).await?;
     // `None` stands for the platform-level jobs (no tenant).
     let tenants: Vec<Option<String>> = match request.tenant {
         Some(tenant) => {

@@ -21,6 +21,7 @@ use std::{
 };
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tracing::Instrument;
 
 use super::TenantId;
 
@@ -72,7 +73,16 @@ impl TenantTx {
             tenant.schema(),
             timeout_ms(deadline)
         );
-        let tx = Transaction::begin(connection, Some(statement.into())).await?;
+        // sqlx reports no statement event for BEGIN: its span is made here.
+        let begin = tracing::info_span!(
+            target: crate::telemetry::CHILD_SPANS,
+            parent: &span,
+            "BEGIN",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation.name = "BEGIN",
+        );
+        let tx = Transaction::begin(connection, Some(statement.into())).instrument(begin).await?;
         Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 

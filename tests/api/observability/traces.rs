@@ -239,7 +239,10 @@ async fn a_rest_call_exports_its_server_span_with_transaction_statement_and_tran
         .unwrap_or_else(|| panic!("no transaction under the server span: {printed}"));
     assert_eq!(string_attribute(transaction, "db.system"), Some("postgresql"));
     let statements = children_of(transaction);
-    assert!(statements.len() >= 3, "the scoping, the SELECT and the COMMIT at least: {printed}");
+    // A read is two round trips (docs/tenancy.md): BEGIN with the scoping,
+    // then the statement; its rollback goes after the call, with the
+    // connection's return to the pool.
+    assert!(statements.len() >= 2, "the BEGIN with the scoping and the SELECT at least: {printed}");
     for statement in &statements {
         assert_eq!(statement.kind(), SpanKind::Client, "{printed}");
         assert_eq!(string_attribute(statement, "db.system"), Some("postgresql"), "{printed}");
@@ -249,7 +252,7 @@ async fn a_rest_call_exports_its_server_span_with_transaction_statement_and_tran
     }
     let operations: HashSet<&str> =
         statements.iter().filter_map(|s| string_attribute(s, "db.operation.name")).collect();
-    assert!(operations.contains("SELECT") && operations.contains("COMMIT"), "{operations:?} in {printed}");
+    assert!(operations.contains("BEGIN") && operations.contains("SELECT"), "{operations:?} in {printed}");
     for name in ["gateway.transcode_request", "gateway.transcode_response"] {
         assert!(direct.iter().any(|s| s.name == name), "no {name} span: {printed}");
     }
