@@ -43,7 +43,7 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
         &state.policies,
     );
     let usage = UsageApi::new(state.pool.clone(), state.plans.clone(), state.quotas.clone(), state.limiter.clone());
-    let jobs = JobsApi::new(state.pool.clone(), state.jobs.clone(), state.stopping.clone());
+    let jobs = JobsApi::new(state.pool.clone(), state.jobs.clone(), state.stopping.clone(), state.metrics.clone());
     let mut routes = Routes::builder();
     routes
         .add_service(health)

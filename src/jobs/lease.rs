@@ -72,17 +72,18 @@ pub struct FetchRequest<'a> {
     pub worker_id: &'a str,
 }
 
-/// Moves up to a batch of jobs whose time has come (SCHEDULED, or RETRYABLE
-/// after their backoff) to AVAILABLE, and wakes the workers of their queues
+/// Moves up to a batch of `queue`'s jobs whose time has come (SCHEDULED, or
+/// RETRYABLE after their backoff) to AVAILABLE, and wakes the queue's workers
 /// when this commits; returns how many. It runs first in the fetch's own
-/// transaction: one transaction per poll when idle, and what it stages is
-/// leased by the same fetch.
-pub async fn stage_due(conn: &mut sqlx::PgConnection) -> Result<u64, JobError> {
+/// transaction, so an idle poll is one transaction (rolled back: it wrote
+/// nothing) and what it stages is leased by the same fetch. Only the
+/// fetch's own queue: a fetcher never holds another queue's due rows.
+pub async fn stage_due(conn: &mut sqlx::PgConnection, queue: &str) -> Result<u64, JobError> {
     let staged: i64 = sqlx::query_scalar(&format!(
         "WITH staged AS (
             UPDATE platform.jobs j SET state = 'available'
               FROM (SELECT id FROM platform.jobs
-                     WHERE state IN ('scheduled', 'retryable') AND run_at <= now()
+                     WHERE state IN ('scheduled', 'retryable') AND run_at <= now() AND queue = $2
                      ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
              WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
              RETURNING j.queue),
@@ -90,6 +91,7 @@ pub async fn stage_due(conn: &mut sqlx::PgConnection) -> Result<u64, JobError> {
          SELECT COALESCE(sum(n), 0)::bigint FROM (SELECT n, pg_notify('{AVAILABLE_CHANNEL}', queue) FROM per_queue) woken"
     ))
     .bind(STAGE_BATCH)
+    .bind(queue)
     .fetch_one(conn)
     .await?;
     Ok(staged as u64)
@@ -101,7 +103,7 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
         return Ok(Vec::new());
     }
     let mut tx = pool.begin().await?;
-    stage_due(&mut tx).await?;
+    let staged = stage_due(&mut tx, request.queue).await?;
     // `None` stands for the platform-level jobs (no tenant).
     let tenants: Vec<Option<String>> = match request.tenant {
         Some(tenant) => {
@@ -171,7 +173,12 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
         }
     };
     if tenants.is_empty() {
-        tx.rollback().await?;
+        // What was staged stays staged (its tenants may be busy or at their cap).
+        if staged > 0 {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         return Ok(Vec::new());
     }
     let jobs: Vec<Job> = sqlx::query_as(&format!(

@@ -26,6 +26,7 @@ use super::{
 use crate::{
     context,
     error::ApiError,
+    metrics::Metrics,
     pagination::{self, Cursor},
     proto::{
         tenantry::v1::{self as pb, jobs_service_server::JobsService},
@@ -43,13 +44,22 @@ pub struct JobsApi {
     /// streams end at once with UNAVAILABLE, long-polling LeaseJobs calls
     /// answer with what they have, so neither holds up the drain.
     stopping: CancellationToken,
+    /// Jobs enqueued, and external workers' attempts, by kind.
+    metrics: Metrics,
 }
 
 impl JobsApi {
     /// Handlers over `pool`, woken through `events` (fed by the process's
-    /// change feed), ending long-lived calls when `stopping` is cancelled.
-    pub fn new(pool: PgPool, events: JobEvents, stopping: CancellationToken) -> Self {
-        JobsApi { pool, events, stopping }
+    /// change feed), ending long-lived calls when `stopping` is cancelled,
+    /// counting in `metrics`.
+    pub fn new(pool: PgPool, events: JobEvents, stopping: CancellationToken, metrics: Metrics) -> Self {
+        JobsApi { pool, events, stopping, metrics }
+    }
+
+    /// Counts an external worker's finished attempt, timed from its lease.
+    fn record_attempt(&self, job: &Job) {
+        let ran = job.started_at.and_then(|at| (chrono::Utc::now() - at).to_std().ok()).unwrap_or_default();
+        self.metrics.record_job_attempt(&job.kind, job.stored_state.as_str(), ran);
     }
 }
 
@@ -214,6 +224,9 @@ impl JobsService for JobsApi {
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let enqueued = queue::enqueue(&mut tx, new).await.map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
+        if !enqueued.duplicate {
+            self.metrics.record_job_enqueued(&enqueued.job.kind);
+        }
         Ok(Response::new(pb::EnqueueJobResponse { job: Some(job_to_pb(&enqueued.job)), duplicate: enqueued.duplicate }))
     }
 
@@ -424,6 +437,7 @@ impl JobsService for JobsApi {
         let result = json_field("result", request.result.as_ref())?;
         let job =
             lease::complete(&self.pool, tenant.as_ref(), id, request.attempt, &result).await.map_err(ApiError::from)?;
+        self.record_attempt(&job);
         self.events.job_changed(&job.id);
         Ok(Response::new(pb::CompleteJobResponse { job: Some(job_to_pb(&job)) }))
     }
@@ -445,6 +459,7 @@ impl JobsService for JobsApi {
         let failure = lease::Failure { message: request.error_message, retry_after, discard: request.discard };
         let job =
             lease::fail(&self.pool, tenant.as_ref(), id, request.attempt, &failure).await.map_err(ApiError::from)?;
+        self.record_attempt(&job);
         self.events.job_changed(&job.id);
         Ok(Response::new(pb::FailJobResponse { job: Some(job_to_pb(&job)) }))
     }
