@@ -5,9 +5,9 @@
 //!
 //! Jobs that are not due are never in the fetch's way. A job waiting for its
 //! time (SCHEDULED, or RETRYABLE while backing off) is moved to AVAILABLE once
-//! its `run_at` has come, by [`stage_due`], which every fetch runs first (an
-//! index probe on `jobs_due` when nothing is due) and which wakes the
-//! workers of the queues it staged. So AVAILABLE means due, and the tenant scan
+//! its `run_at` has come, by [`stage_due`], which every fetch runs first in
+//! its own transaction, for its own queue (an index probe on `jobs_due` when
+//! nothing is due) and which wakes the queue's workers when it staged some. So AVAILABLE means due, and the tenant scan
 //! below reads only the `jobs_available` index: 10,000 tenants holding
 //! nothing but future jobs cost the fetch nothing.
 //!
