@@ -139,22 +139,7 @@ impl Admission {
     pub fn new(policies: &PolicyTable, bounds: LimitBounds, readiness: Arc<Readiness>, metrics: Metrics) -> Self {
         let methods = policies.iter().map(|p| (p.path.clone(), Arc::default())).collect();
         metrics.set_concurrency_limit(bounds.initial);
-        let limit = Limit {
-            bounds,
-            limit: AtomicUsize::new(bounds.initial),
-            in_flight: AtomicUsize::new(0),
-            last_probe: AtomicU64::new(NEVER),
-            shed: AtomicUsize::new(0),
-            pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
-            epoch: Instant::now(),
-            state: Mutex::new(Window {
-                started: Instant::now(),
-                samples: 0,
-                total: Duration::ZERO,
-                min: None,
-                tenants: HashMap::new(),
-            }),
-        };
+        let limit = Limit::new(bounds);
         Admission { methods, limit: Arc::new(limit), readiness, metrics }
     }
 
@@ -265,6 +250,26 @@ impl Drop for Gated {
 }
 
 impl Limit {
+    /// A limit starting at `bounds.initial`, nothing in flight.
+    fn new(bounds: LimitBounds) -> Self {
+        Limit {
+            bounds,
+            limit: AtomicUsize::new(bounds.initial),
+            in_flight: AtomicUsize::new(0),
+            last_probe: AtomicU64::new(NEVER),
+            shed: AtomicUsize::new(0),
+            pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
+            epoch: Instant::now(),
+            state: Mutex::new(Window {
+                started: Instant::now(),
+                samples: 0,
+                total: Duration::ZERO,
+                min: None,
+                tenants: HashMap::new(),
+            }),
+        }
+    }
+
     /// Whether this call may try PostgreSQL while it is reported down.
     fn may_probe(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
@@ -315,22 +320,9 @@ mod tests {
     use super::*;
 
     fn limit(initial: usize) -> Limit {
-        Limit {
-            bounds: LimitBounds { min: 4, initial, max: 1000 },
-            limit: AtomicUsize::new(initial),
-            in_flight: AtomicUsize::new(0),
-            last_probe: AtomicU64::new(NEVER),
-            shed: AtomicUsize::new(0),
-            pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
-            epoch: Instant::now(),
-            state: Mutex::new(Window {
-                started: Instant::now() - WINDOW,
-                samples: 0,
-                total: Duration::ZERO,
-                min: None,
-                tenants: HashMap::new(),
-            }),
-        }
+        let limit = Limit::new(LimitBounds { min: 4, initial, max: 1000 });
+        limit.state.lock().unwrap().started = Instant::now() - WINDOW;
+        limit
     }
 
     #[test]
