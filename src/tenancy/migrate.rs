@@ -211,8 +211,12 @@ async fn read_schemas(pool: &PgPool, tenants: Vec<TenantId>) -> Result<Vec<(Tena
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        let rows: Vec<(String, i64)> = sqlx::query_as(&union).persistent(false).fetch_all(pool).await?;
-        for (id, version) in rows {
+        // One simple-protocol message: no prepared statement to lose between
+        // round trips behind a transaction-mode pooler.
+        let rows = sqlx::raw_sql(&union).fetch_all(pool).await?;
+        for row in rows {
+            use sqlx::Row;
+            let (id, version): (String, i64) = (row.try_get("id")?, row.try_get("version")?);
             versions.push((TenantId::parse(&id).ok_or(TenancyError::CorruptState(id))?, version));
         }
     }
