@@ -10,50 +10,13 @@
 
 mod support;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tenantry::tenancy::{
-    TenantId,
     migrate::{self, run_all},
-    model::{NewTenant, Slug},
     schema::{self, Direction},
-    store,
 };
-use tokio::sync::Semaphore;
-
-async fn provision(pool: &PgPool, slug: String) -> TenantId {
-    let new = NewTenant {
-        slug: Slug::parse(&slug).unwrap(),
-        display_name: slug.clone(),
-        plan_id: "free".into(),
-        labels: Default::default(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (tenant, tx) = store::provision(pool.begin().await.unwrap(), &new, deadline).await.unwrap();
-    tx.commit().await.unwrap();
-    tenant.id
-}
-
-async fn provision_many(pool: &PgPool, count: usize, concurrency: usize) -> Vec<TenantId> {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = Vec::new();
-    for i in 0..count {
-        let (pool, permits) = (pool.clone(), permits.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await.unwrap();
-            provision(&pool, format!("schemas-{i}")).await
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        ids.push(task.await.unwrap());
-    }
-    ids
-}
 
 /// The fastest of three `migrate --status` reads, and the status itself.
 async fn status(pool: &PgPool) -> (Duration, migrate::MigrationStatus) {
@@ -99,7 +62,7 @@ async fn main() {
             let scratch = support::Scratch::create().await;
             let pool = scratch.pool.clone();
             let started = Instant::now();
-            let ids = provision_many(&pool, total, concurrency).await;
+            let ids = support::provision_many(&pool, 0..total, "schemas", concurrency).await;
             println!("provisioned {} tenant schemas in {:.1?} ({concurrency} at a time)", ids.len(), started.elapsed());
             (Some(scratch), pool, ids)
         }

@@ -7,53 +7,14 @@
 
 mod support;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tenantry::tenancy::{
-    TenantDirectory, TenantId,
-    migrate::run_all,
-    model::{NewTenant, Slug},
-    schema, store,
-};
-use tokio::sync::Semaphore;
+use tenantry::tenancy::{TenantDirectory, TenantId, migrate::run_all, schema, store};
 use tokio_util::sync::CancellationToken;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-async fn provision(pool: &PgPool, slug: String) -> TenantId {
-    let new = NewTenant {
-        slug: Slug::parse(&slug).unwrap(),
-        display_name: slug.clone(),
-        plan_id: "free".into(),
-        labels: Default::default(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (tenant, tx) = store::provision(pool.begin().await.unwrap(), &new, deadline).await.unwrap();
-    tx.commit().await.unwrap();
-    tenant.id
-}
-
-async fn provision_many(pool: &PgPool, from: usize, to: usize) -> Vec<TenantId> {
-    let permits = Arc::new(Semaphore::new(8));
-    let mut tasks = Vec::new();
-    for i in from..to {
-        let (pool, permits) = (pool.clone(), permits.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await.unwrap();
-            provision(&pool, format!("bench-{i}")).await
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        ids.push(task.await.unwrap());
-    }
-    ids
 }
 
 /// Mean per-call latency of resolving random tenants, `rounds` calls.
@@ -98,7 +59,7 @@ async fn main() {
     let mut latencies = Vec::new();
     for i in 0..100 {
         let started = Instant::now();
-        provision(&pool, format!("latency-{i}")).await;
+        support::provision_many(&pool, i..i + 1, "latency", 1).await;
         latencies.push(started.elapsed());
     }
     latencies.sort();
@@ -110,7 +71,7 @@ async fn main() {
     );
 
     // 2. 1,000 schemas: one new migration, then a no-op run.
-    let mut ids = provision_many(&pool, 0, 900).await;
+    let mut ids = support::provision_many(&pool, 0..900, "bench", 8).await;
     ids.extend(
         store::list(&pool, &Default::default(), 1000, None).await.unwrap().0.into_iter().map(|t| t.id).take(100),
     );
@@ -142,7 +103,7 @@ async fn main() {
 
     // 4. Grow to `total` tenants; page through all of them.
     let started = Instant::now();
-    let grown = provision_many(&pool, 900, total.saturating_sub(100).max(900)).await;
+    let grown = support::provision_many(&pool, 900..total.saturating_sub(100).max(900), "bench", 8).await;
     println!("provisioned {} more tenants in {:.2?} (8 at a time)", grown.len(), started.elapsed());
     let started = Instant::now();
     let (mut pages, mut seen, mut token) = (0, 0, None);

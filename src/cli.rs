@@ -274,19 +274,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
             tracing::info!(version = latest, "platform schema is up to date");
             let report = migrate::run_all(&pool, concurrency, Direction::Up, all_schemas).await?;
-            println!(
-                "tenant schemas: {} checked, {} upgraded ({} migrations), {} failed in {:.2?} ({} visited, the rest current by the ledger)",
-                report.schemas,
-                report.upgraded,
-                report.applied,
-                report.failed.len(),
-                report.elapsed,
-                report.visited
-            );
-            if !report.failed.is_empty() {
-                anyhow::bail!("{} tenant schema(s) failed to migrate; fix them and run again", report.failed.len());
-            }
-            Ok(())
+            migrations::print_report(&report, "upgraded", "current", "migrate")
         }
         Command::Tenant { command: TenantCommand::Purge { database } } => {
             let pool = db::connect(&database).await?;

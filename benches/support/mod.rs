@@ -2,10 +2,53 @@
 //! server, or on a private PostgreSQL started here, migrated, and dropped
 //! (with the private server stopped) by [`Scratch::finish`].
 
-use std::str::FromStr;
+use std::{
+    ops::Range,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
-use tenantry::db::embedded::EmbeddedPostgres;
+use tenantry::{
+    db::embedded::EmbeddedPostgres,
+    tenancy::{
+        TenantId,
+        model::{NewTenant, Slug},
+        store,
+    },
+};
+use tokio::sync::Semaphore;
+
+/// Provisions tenants `<prefix>-<i>` for every `i` in `range` (schemas
+/// included, as CreateTenant does), `concurrency` at a time.
+#[allow(dead_code)] // not every benchmark that includes this module provisions
+pub async fn provision_many(pool: &PgPool, range: Range<usize>, prefix: &str, concurrency: usize) -> Vec<TenantId> {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tasks: Vec<_> = range
+        .map(|i| {
+            let (pool, permits, slug) = (pool.clone(), permits.clone(), format!("{prefix}-{i}"));
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.unwrap();
+                let new = NewTenant {
+                    slug: Slug::parse(&slug).unwrap(),
+                    display_name: slug.clone(),
+                    plan_id: "free".into(),
+                    labels: Default::default(),
+                };
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let (tenant, tx) = store::provision(pool.begin().await.unwrap(), &new, deadline).await.unwrap();
+                tx.commit().await.unwrap();
+                tenant.id
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    ids
+}
 
 /// A migrated database of its own for one benchmark run.
 pub struct Scratch {

@@ -130,8 +130,18 @@ pub async fn tenant_down(
     // The ledger and the tenant rows are this build's platform schema.
     db::check_migrations(&pool).await?;
     let report = migrate::run_all(&pool, concurrency, Direction::DownTo(to), every_schema).await?;
+    print_report(&report, "reverted", &format!("at or below {to}"), "revert")
+}
+
+/// Prints a tenant-schema run's summary line; fails when a schema did.
+pub(super) fn print_report(
+    report: &migrate::MigrationReport,
+    done: &str,
+    rest: &str,
+    verb: &str,
+) -> anyhow::Result<()> {
     println!(
-        "tenant schemas: {} checked, {} reverted ({} migrations), {} failed in {:.2?} ({} visited, the rest at or below {to} by the ledger)",
+        "tenant schemas: {} checked, {} {done} ({} migrations), {} failed in {:.2?} ({} visited, the rest {rest} by the ledger)",
         report.schemas,
         report.upgraded,
         report.applied,
@@ -140,7 +150,7 @@ pub async fn tenant_down(
         report.visited
     );
     if !report.failed.is_empty() {
-        bail!("{} tenant schema(s) failed to revert; fix them and run again", report.failed.len());
+        bail!("{} tenant schema(s) failed to {verb}; fix them and run again", report.failed.len());
     }
     Ok(())
 }
