@@ -108,6 +108,9 @@ pub(super) struct JobMetrics {
     task_failures: Family<TaskLabels, Counter>,
 }
 
+/// The states the queue gauges report (`jobs::rescuer::queue_stats`).
+pub const QUEUE_STATES: [&str; 3] = ["ready", "scheduled", "running"];
+
 impl JobMetrics {
     pub(super) fn register(registry: &mut Registry) -> Self {
         let metrics = JobMetrics {
@@ -121,6 +124,13 @@ impl JobMetrics {
             scaling: Family::default(),
             task_failures: Family::default(),
         };
+        // The queue gauges exist (at 0) from the first scrape, not from the
+        // first housekeeping tick: a series that appears later looks like a
+        // gap to alerts, and two scrapes a moment apart would differ.
+        for state in QUEUE_STATES {
+            metrics.depth.get_or_create(&StateLabels { state }).set(0);
+            metrics.oldest.get_or_create(&StateLabels { state }).set(0.0);
+        }
         registry.register("jobs_enqueued", "Jobs enqueued, by kind", metrics.enqueued.clone());
         registry.register("jobs_attempts", "Finished job attempts by kind and outcome", metrics.attempts.clone());
         registry.register_with_unit(
