@@ -112,6 +112,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let pretty_layer =
         (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_filter(filter(&[(CHILD_SPANS, "off")])));
     let installed = tracing_subscriber::registry().with(otel).with(json_layer).with(pretty_layer).try_init().is_ok();
+    if installed {
+        JSON_LOGS.store(json, Ordering::Relaxed);
+    }
     if installed && let Some(slot) = installed_dispatch {
         tracing::dispatcher::get_default(|dispatch| drop(slot.set(dispatch.downgrade())));
         EXPORTING.store(true, Ordering::Relaxed);
@@ -131,6 +134,15 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// Whether this process exports traces (an OTLP endpoint is configured).
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Whether log lines are JSON (set once by [`init`]).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process writes JSON log lines: long-running commands then
+/// report progress as log events instead of drawing on the terminal.
+pub fn logs_are_json() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
 }
 
 /// `RUST_LOG` (or the default), with `extra` directives that always apply.

@@ -96,9 +96,9 @@ pub async fn platform_down(database: &DatabaseConfig, to: i64) -> anyhow::Result
         .fetch_optional(&session)
         .await?;
     if tenants.unwrap_or(0) > 0 {
-        eprintln!(
-            "note: {} tenant schema(s) exist; they are not changed (`tenantry migrate down --tenant` reverts them)",
-            tenants.unwrap_or(0)
+        tracing::info!(
+            tenant_schemas = tenants.unwrap_or(0),
+            "tenant schemas are not changed by a platform revert (`tenantry migrate down --tenant` reverts them)"
         );
     }
     let total = newer.len();
@@ -106,7 +106,7 @@ pub async fn platform_down(database: &DatabaseConfig, to: i64) -> anyhow::Result
         // The next lower applied version, so each call reverts exactly one.
         let below = applied.iter().copied().filter(|v| v < version).max().unwrap_or(0).max(to);
         db::migrate_down(&session, below).await.with_context(|| format!("reverting platform migration {version}"))?;
-        eprintln!("platform schema: reverted {version} ({}/{total})", done + 1);
+        tracing::info!(version, done = done + 1, total, "platform migration reverted");
     }
     session.close().await;
     println!(

@@ -1,7 +1,7 @@
 //! `tenantry migrate` and `tenantry migrate down --tenant` over tenant
 //! schemas: moves every tenant schema up (or down to a version) with bounded
-//! concurrency, reports progress (a bar on a terminal, plain lines otherwise)
-//! and per-schema failures without stopping the rest. Each schema moves in
+//! concurrency, reports progress (a bar on a terminal, log events through
+//! `tracing` otherwise, so JSON logs stay JSON) and per-schema failures without stopping the rest. Each schema moves in
 //! its own transaction, so a run is resumable and idempotent. `--status`
 //! reads the ledger (`platform.tenant_schema_versions`), not every schema.
 
@@ -223,43 +223,48 @@ async fn read_schemas(pool: &PgPool, tenants: Vec<TenantId>) -> Result<Vec<(Tena
     Ok(versions)
 }
 
-/// Progress on stderr: a redrawn bar on a terminal, a line per 10% otherwise.
+/// Progress: a redrawn bar on stderr when it is a terminal and the logs are
+/// readable text; otherwise an `info` event per 10% (with `done`, `total`
+/// and `failed` fields), so a JSON log stream carries no stray text.
 struct Progress {
     total: usize,
     done: usize,
-    terminal: bool,
+    bar: bool,
     last_decile: usize,
 }
 
 impl Progress {
     fn new(total: usize) -> Self {
-        Progress { total, done: 0, terminal: std::io::stderr().is_terminal(), last_decile: 0 }
+        let bar = std::io::stderr().is_terminal() && !crate::telemetry::logs_are_json();
+        Progress { total, done: 0, bar, last_decile: 0 }
     }
 
     fn step(&mut self, failed: usize) {
         self.done += 1;
-        let mut err = std::io::stderr().lock();
-        if self.terminal {
+        let (done, total) = (self.done, self.total);
+        if self.bar {
             let width = 30;
-            let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+            let filled = (done * width).checked_div(total).unwrap_or(width);
             let bar = format!("{}{}", "#".repeat(filled), " ".repeat(width - filled));
-            drop(write!(err, "\r  tenant schemas [{bar}] {}/{} ({failed} failed)", self.done, self.total));
+            drop(write!(std::io::stderr().lock(), "\r  tenant schemas [{bar}] {done}/{total} ({failed} failed)"));
         } else {
-            let decile = (self.done * 10).checked_div(self.total).unwrap_or(10);
+            let decile = (done * 10).checked_div(total).unwrap_or(10);
             if decile > self.last_decile {
                 self.last_decile = decile;
-                drop(writeln!(err, "tenant schemas: {}/{} done, {failed} failed", self.done, self.total));
+                tracing::info!(done, total, failed, "tenant schemas migrating");
             }
         }
     }
 
     fn failure(&self, tenant: &TenantId, error: &str) {
-        let prefix = if self.terminal { "\n" } else { "" };
-        drop(writeln!(std::io::stderr(), "{prefix}tenant {tenant}: migration failed: {error}"));
+        if self.bar {
+            drop(writeln!(std::io::stderr()));
+        }
+        tracing::warn!(tenant = %tenant, error, "tenant schema migration failed");
     }
 
     fn finish(&self) {
-        if self.terminal && self.total > 0 {
+        if self.bar && self.total > 0 {
             drop(writeln!(std::io::stderr()));
         }
     }

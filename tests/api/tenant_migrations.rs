@@ -267,7 +267,15 @@ async fn tenant_schemas_go_down_and_up_again_to_an_identical_schema(backend: Bac
     let (ok, stdout, stderr) = tenantry(&app, &["migrate", "down", "--tenant", "--to", &middle.to_string()]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("3 checked, 3 reverted (3 migrations), 0 failed"), "{stdout}");
-    assert!(stderr.contains("tenant schemas: 3/3 done"), "progress is reported: {stderr}");
+    // With JSON logs, progress is log events and stderr carries nothing else.
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|line| serde_json::from_str(line).expect("every stderr line is JSON")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["message"] == "tenant schemas migrating" && line["done"] == 3 && line["total"] == 3),
+        "progress is reported: {stderr}"
+    );
     for id in &ids {
         assert!(!tables_in(&app, id).await.contains(&"usage_events".to_owned()));
         assert!(tables_in(&app, id).await.contains(&"users".to_owned()));
@@ -330,10 +338,11 @@ async fn the_platform_schema_goes_down_and_up_again_to_an_identical_schema(backe
         stdout.contains(&format!("{} migration(s) reverted, now at {}", versions.len() - 2, versions[1])),
         "{stdout}"
     );
-    assert!(
-        stderr.contains(&format!("reverted {} (1/{})", versions[versions.len() - 1], versions.len() - 2)),
-        "{stderr}"
-    );
+    // Progress is one JSON event per reverted migration, newest first.
+    let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or("")).expect("a JSON line");
+    assert_eq!(first["message"], "platform migration reverted", "{stderr}");
+    assert_eq!((first["version"].as_i64(), first["done"].as_u64()), (Some(versions[versions.len() - 1]), Some(1)));
+    assert_eq!(first["total"].as_u64(), Some(versions.len() as u64 - 2), "{stderr}");
     let (ok, stdout, stderr) = tenantry_with(&env, &["migrate", "down", "--to", "0"]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("2 migration(s) reverted, now at nothing"), "{stdout}");
