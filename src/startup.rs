@@ -236,7 +236,8 @@ async fn supervise(state: &AppState, config: &AppConfig) -> Supervisor {
             (state.pool.clone(), config.workers.clone(), state.jobs.clone(), state.metrics.clone());
         supervisor.spawn("job-workers", Stage::Work, Restart::Always, move |stop| {
             let mut registry = jobs::handlers::Registry::builtin();
-            let scaling = jobs::handlers::scaling::EvaluateScaling::new(workers.scaling_decision_retention);
+            let scaling = jobs::handlers::scaling::EvaluateScaling::new(workers.scaling_decision_retention)
+                .with_metrics(metrics.clone());
             registry.register(jobs::handlers::SCALING_EVALUATE, scaling);
             jobs::worker::Workers::new(pool.clone(), registry, workers.clone(), events.clone())
                 .with_metrics(metrics.clone())

@@ -265,6 +265,14 @@ pub enum Evaluation {
 }
 
 impl Evaluation {
+    /// What was decided, stored or not (nothing when not due).
+    pub fn decision(&self) -> Option<&Decision> {
+        match self {
+            Evaluation::NotDue => None,
+            Evaluation::Unchanged(decision) | Evaluation::Stored(StoredDecision { decision, .. }) => Some(decision),
+        }
+    }
+
     /// The stored decision, if one was stored.
     pub fn stored(self) -> Option<StoredDecision> {
         match self {

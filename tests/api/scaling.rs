@@ -137,6 +137,16 @@ async fn the_periodic_evaluation_scales_a_tenant_on_its_job_backlog() {
         .into_inner();
     assert_eq!(changes.decisions.len(), 1);
     assert_eq!(changes.decisions[0].id, last.id);
+
+    // The job counts its evaluations by direction and limiting rule.
+    let (status, metrics) = app.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    let up = metrics
+        .lines()
+        .find(|line| line.starts_with("tenantry_scaling_decisions_total{direction=\"up\",rule=\"none\"}"))
+        .unwrap_or_else(|| panic!("the scale-up is counted: {metrics}"));
+    let count: f64 = up.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a sample value");
+    assert!(count >= 1.0, "{up}");
 }
 
 fn sample(seconds: i64, request_rate: f64) -> SimulationSample {

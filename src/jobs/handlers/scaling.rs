@@ -7,7 +7,8 @@
 //! prunes decisions older than `--scaling-decision-retention`. The jobs are
 //! platform-level so they never show up in, or count against, a tenant's own
 //! jobs; each tenant's evaluation locks its state row, so overlapping runs
-//! never evaluate a tenant twice.
+//! never evaluate a tenant twice. Every evaluation is counted in
+//! `tenantry_scaling_decisions_total` by direction and limiting rule.
 
 use std::{
     sync::{Arc, Mutex},
@@ -17,7 +18,10 @@ use std::{
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::{Handler, HandlerError, HandlerFuture, JobContext};
-use crate::scaling::store;
+use crate::{
+    metrics::{Metrics, ScalingDirection},
+    scaling::store,
+};
 
 /// Tenants evaluated per run at most; the next run continues.
 const MAX_TENANTS: i64 = 10_000;
@@ -35,12 +39,19 @@ pub struct EvaluateScaling {
     retention: Duration,
     /// When this process last pruned.
     pruned: Mutex<Option<Instant>>,
+    /// Where evaluations are counted (none in tests that build a bare registry).
+    metrics: Option<Metrics>,
 }
 
 impl EvaluateScaling {
     /// Keeps decisions for `retention` (each tenant's newest always).
     pub fn new(retention: Duration) -> Self {
-        EvaluateScaling { retention, pruned: Mutex::new(None) }
+        EvaluateScaling { retention, pruned: Mutex::new(None), metrics: None }
+    }
+
+    /// Counts every evaluation in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        EvaluateScaling { metrics: Some(metrics), ..self }
     }
 
     /// Whether this run should prune (and notes that it does).
@@ -64,6 +75,7 @@ impl Default for EvaluateScaling {
 impl Handler for EvaluateScaling {
     fn run(&self, job: JobContext) -> HandlerFuture {
         let prune = self.prune_now().then_some(self.retention);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let mut pruned = 0;
             if let Some(retention) = prune {
@@ -83,11 +95,22 @@ impl Handler for EvaluateScaling {
                     break;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let pool = job.pool.clone();
+                let (pool, metrics) = (job.pool.clone(), metrics.clone());
                 evaluations.spawn(async move {
                     let _permit = permit;
                     match store::evaluate(&pool, &tenant).await {
-                        Ok(evaluation) => !matches!(evaluation, store::Evaluation::NotDue),
+                        Ok(evaluation) => {
+                            let decided = evaluation.decision();
+                            if let (Some(metrics), Some(decision)) = (&metrics, decided) {
+                                let direction = match decision.desired.cmp(&decision.current) {
+                                    std::cmp::Ordering::Greater => ScalingDirection::Up,
+                                    std::cmp::Ordering::Less => ScalingDirection::Down,
+                                    std::cmp::Ordering::Equal => ScalingDirection::Hold,
+                                };
+                                metrics.record_scaling_decision(direction, decision.limiting_rule);
+                            }
+                            decided.is_some()
+                        }
                         Err(error) => {
                             tracing::warn!(%error, tenant = %tenant, "scaling evaluation failed");
                             false
