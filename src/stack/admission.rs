@@ -30,12 +30,18 @@
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
 //! are refused at once, except one call every [`PROBE_EVERY`] that tries it,
 //! so the first success after it is back is not held up by the probe.
+//!
+//! **No process-wide lock.** The limit, the calls in flight and the window's
+//! samples are atomics; the per-tenant counts are split into [`SHARDS`]
+//! locked maps by tenant, so a call locks only its own tenant's shard (once
+//! to enter, once to leave) and tenants never wait on each other.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -108,6 +114,9 @@ impl MethodLatency {
     }
 }
 
+/// Shards of the per-tenant in-flight counts.
+const SHARDS: usize = 32;
+
 /// The gradient limit and the calls it admitted.
 struct Limit {
     bounds: LimitBounds,
@@ -120,17 +129,60 @@ struct Limit {
     /// The retry delay told to shed calls, in milliseconds (see [`Limit::sample`]).
     pushback_ms: AtomicU64,
     epoch: Instant,
-    state: Mutex<Window>,
+    window: Window,
+    tenants: TenantCounts,
 }
 
-/// The samples of the current window, the minimum latency, and the gated
-/// calls in flight per tenant (`None`: platform calls).
+/// The latency samples of the current window and the lowest latency seen
+/// lately, as atomics (a sample racing a window's end lands in either).
 struct Window {
-    started: Instant,
-    samples: u32,
-    total: Duration,
-    min: Option<(Duration, Instant)>,
-    tenants: HashMap<Option<TenantId>, usize>,
+    /// Milliseconds since `epoch` when the window started.
+    started_ms: AtomicU64,
+    samples: AtomicU32,
+    total_ns: AtomicU64,
+    /// The minimum latency (0: none yet) and when it was seen (ms since `epoch`).
+    min_ns: AtomicU64,
+    min_at_ms: AtomicU64,
+}
+
+/// Gated calls in flight per tenant (`None`: platform calls), sharded by
+/// tenant, and how many tenants have any.
+struct TenantCounts {
+    hasher: RandomState,
+    shards: [Mutex<HashMap<Option<TenantId>, usize>>; SHARDS],
+    active: AtomicUsize,
+}
+
+impl TenantCounts {
+    fn shard(&self, tenant: &Option<TenantId>) -> std::sync::MutexGuard<'_, HashMap<Option<TenantId>, usize>> {
+        let index = self.hasher.hash_one(tenant) as usize % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more call of `tenant` if `admit` (given its calls in
+    /// flight and the tenants active besides it) says so.
+    fn enter<E>(&self, tenant: &Option<TenantId>, admit: impl FnOnce(usize, usize) -> Result<(), E>) -> Result<(), E> {
+        let mut shard = self.shard(tenant);
+        let own = shard.get(tenant).copied().unwrap_or(0);
+        let others = self.active.load(Ordering::Relaxed).saturating_sub(usize::from(own > 0));
+        admit(own, others)?;
+        if own == 0 {
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+        *shard.entry(tenant.clone()).or_default() += 1;
+        Ok(())
+    }
+
+    fn leave(&self, tenant: &Option<TenantId>) {
+        let mut shard = self.shard(tenant);
+        if let Some(count) = shard.get_mut(tenant) {
+            *count -= 1;
+            if *count == 0 {
+                shard.remove(tenant);
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -188,30 +240,7 @@ impl Guard for Admission {
             return Err(self.shed(&context.method, ShedReason::DbDown));
         }
         let tenant = context.tenant_if_any().map(|t| t.id.clone());
-        let admitted = {
-            let mut window = limit.state.lock().unwrap_or_else(|e| e.into_inner());
-            let in_flight = limit.in_flight.load(Ordering::Acquire);
-            let current = limit.limit.load(Ordering::Relaxed);
-            let decision = if in_flight < current {
-                Ok(())
-            } else {
-                let active = window.tenants.len().max(1) + usize::from(!window.tenants.contains_key(&tenant));
-                let share = (current / active).max(1);
-                let own = window.tenants.get(&tenant).copied().unwrap_or(0);
-                if own < share && in_flight < current * BURST {
-                    Ok(())
-                } else if own >= share && window.tenants.len() > 1 {
-                    Err(ShedReason::FairShare)
-                } else {
-                    Err(ShedReason::Concurrency)
-                }
-            };
-            if decision.is_ok() {
-                limit.in_flight.fetch_add(1, Ordering::AcqRel);
-                *window.tenants.entry(tenant.clone()).or_default() += 1;
-            }
-            decision
-        };
+        let admitted = limit.enter(&tenant);
         match admitted {
             Ok(()) => Ok(Admitted {
                 started,
@@ -233,17 +262,10 @@ impl Drop for Admitted {
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        let latency = self.started.elapsed();
         let limit = &self.limit;
-        let mut window = limit.state.lock().unwrap_or_else(|e| e.into_inner());
         limit.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(count) = window.tenants.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                window.tenants.remove(&self.tenant);
-            }
-        }
-        if let Some(new) = limit.sample(&mut window, latency) {
+        limit.tenants.leave(&self.tenant);
+        if let Some(new) = limit.sample(self.started.elapsed()) {
             self.metrics.set_concurrency_limit(new);
         }
     }
@@ -260,50 +282,86 @@ impl Limit {
             shed: AtomicUsize::new(0),
             pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
             epoch: Instant::now(),
-            state: Mutex::new(Window {
-                started: Instant::now(),
-                samples: 0,
-                total: Duration::ZERO,
-                min: None,
-                tenants: HashMap::new(),
-            }),
+            window: Window {
+                started_ms: AtomicU64::new(0),
+                samples: AtomicU32::new(0),
+                total_ns: AtomicU64::new(0),
+                min_ns: AtomicU64::new(0),
+                min_at_ms: AtomicU64::new(0),
+            },
+            tenants: TenantCounts {
+                hasher: RandomState::new(),
+                shards: std::array::from_fn(|_| Mutex::default()),
+                active: AtomicUsize::new(0),
+            },
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Admits one gated call of `tenant`, or says why not: under the limit
+    /// anyone enters; at it, a tenant below its fair share still enters up
+    /// to `BURST` times the limit.
+    fn enter(&self, tenant: &Option<TenantId>) -> Result<(), ShedReason> {
+        self.tenants.enter(tenant, |own, others| {
+            let in_flight = self.in_flight.load(Ordering::Acquire);
+            let current = self.limit.load(Ordering::Relaxed);
+            if in_flight >= current {
+                let share = (current / (others + 1)).max(1);
+                if own >= share {
+                    return Err(if others > 0 { ShedReason::FairShare } else { ShedReason::Concurrency });
+                }
+                if in_flight >= current * BURST {
+                    return Err(ShedReason::Concurrency);
+                }
+            }
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        })
     }
 
     /// Whether this call may try PostgreSQL while it is reported down.
     fn may_probe(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         let last = self.last_probe.load(Ordering::Relaxed);
         (last == NEVER || now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64)
             && self.last_probe.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Adds a latency sample; at the end of a window, moves the limit and
-    /// returns it.
-    fn sample(&self, window: &mut Window, latency: Duration) -> Option<usize> {
-        window.samples += 1;
-        window.total += latency;
-        let now = Instant::now();
+    /// returns it (exactly one caller closes each window).
+    fn sample(&self, latency: Duration) -> Option<usize> {
+        let window = &self.window;
+        let sample_ns = (latency.as_nanos().min(u128::from(u64::MAX)) as u64).max(1);
+        window.samples.fetch_add(1, Ordering::Relaxed);
+        window.total_ns.fetch_add(sample_ns, Ordering::Relaxed);
+        let now = self.now_ms();
         // The minimum is forgotten after a while, so a lasting change of the
         // baseline (a slower database) is learned too.
-        if window.min.is_none_or(|(min, at)| latency <= min || now.duration_since(at) > Duration::from_secs(30)) {
-            window.min = Some((latency, now));
+        let min = window.min_ns.load(Ordering::Relaxed);
+        let stale = now.saturating_sub(window.min_at_ms.load(Ordering::Relaxed)) > 30_000;
+        if min == 0 || sample_ns <= min || stale {
+            window.min_ns.store(sample_ns, Ordering::Relaxed);
+            window.min_at_ms.store(now, Ordering::Relaxed);
         }
-        if now.duration_since(window.started) < WINDOW {
+        let started = window.started_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(started) < WINDOW.as_millis() as u64
+            || window.started_ms.compare_exchange(started, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
             return None;
         }
-        let average = window.total / window.samples.max(1);
+        let samples = window.samples.swap(0, Ordering::Relaxed).max(1);
+        let average = Duration::from_nanos(window.total_ns.swap(0, Ordering::Relaxed) / u64::from(samples));
         // Pushback: the more calls are shed per call served, the longer shed
         // clients are told to wait (cubed), so clients that honour
         // RetryInfo offer less and refusals stop eating the CPU that serves.
         let shed = self.shed.swap(0, Ordering::Relaxed) as f64;
-        let pressure = 1.0 + shed / f64::from(window.samples.max(1));
+        let pressure = 1.0 + shed / f64::from(samples);
         let pushback = SHED_RETRY_AFTER.mul_f64(pressure.powi(3)).min(MAX_PUSHBACK);
         self.pushback_ms.store(pushback.as_millis() as u64, Ordering::Relaxed);
-        let (min, _) = window.min?;
-        window.started = now;
-        window.samples = 0;
-        window.total = Duration::ZERO;
+        let min = Duration::from_nanos(window.min_ns.load(Ordering::Relaxed));
         let current = self.limit.load(Ordering::Relaxed) as f64;
         let gradient = (TOLERANCE * min.as_secs_f64() / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
         let target = current * gradient + current.sqrt();
@@ -319,28 +377,36 @@ impl Limit {
 mod tests {
     use super::*;
 
+    /// A limit whose window is over and whose minimum latency is 2 ms.
     fn limit(initial: usize) -> Limit {
         let limit = Limit::new(LimitBounds { min: 4, initial, max: 1000 });
-        limit.state.lock().unwrap().started = Instant::now() - WINDOW;
+        limit.sample(Duration::from_millis(2));
+        std::thread::sleep(WINDOW);
         limit
     }
 
     #[test]
     fn the_limit_shrinks_when_calls_queue_and_grows_when_they_do_not() {
         let queueing = limit(100);
-        {
-            let mut window = queueing.state.lock().unwrap();
-            window.min = Some((Duration::from_millis(2), Instant::now()));
-            window.started = Instant::now() - WINDOW;
-            let moved = queueing.sample(&mut window, Duration::from_millis(40));
-            assert!(moved.is_some_and(|next| next < 100), "{moved:?}");
-        }
+        let moved = queueing.sample(Duration::from_millis(40));
+        assert!(moved.is_some_and(|next| next < 100), "{moved:?}");
         let easy = limit(100);
-        let mut window = easy.state.lock().unwrap();
-        window.min = Some((Duration::from_millis(2), Instant::now()));
-        window.started = Instant::now() - WINDOW;
-        let moved = easy.sample(&mut window, Duration::from_millis(2));
+        let moved = easy.sample(Duration::from_millis(2));
         assert!(moved.is_some_and(|next| next > 100), "{moved:?}");
+    }
+
+    #[test]
+    fn a_flooding_tenant_is_held_to_its_share_and_others_still_enter() {
+        let limit = Limit::new(LimitBounds { min: 4, initial: 4, max: 1000 });
+        let (flood, quiet) = (Some(TenantId::generate()), Some(TenantId::generate()));
+        let flooded = (0..10).filter(|_| limit.enter(&flood).is_ok()).count();
+        assert_eq!(flooded, 4, "the flood takes the limit");
+        assert_eq!(limit.enter(&flood), Err(ShedReason::Concurrency));
+        assert!(limit.enter(&quiet).is_ok(), "a tenant below its share still enters");
+        assert_eq!(limit.enter(&flood), Err(ShedReason::FairShare), "the flood is over its share");
+        assert_eq!(limit.tenants.active.load(Ordering::Relaxed), 2);
+        limit.tenants.leave(&quiet);
+        assert_eq!(limit.tenants.active.load(Ordering::Relaxed), 1);
     }
 
     #[test]
