@@ -133,10 +133,13 @@ impl AppState {
         let readiness = Arc::new(Readiness::new(redis.is_some()));
         let admission = Arc::new(Admission::new(
             &policies,
+            // Gated calls wait on the database: beyond a few per pooled
+            // connection they only queue, so the learned limit stays within
+            // four per connection (and the process ceiling).
             LimitBounds {
                 min: 4,
                 initial: (2 * config.database.max_connections as usize).min(serve.max_in_flight),
-                max: serve.max_in_flight,
+                max: (4 * config.database.max_connections as usize).clamp(4, serve.max_in_flight),
             },
             readiness.clone(),
             metrics.clone(),

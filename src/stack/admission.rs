@@ -18,14 +18,16 @@
 //! database or the machine.
 //!
 //! **Who waits.** A gated call over the limit is shed at once (UNAVAILABLE
-//! with RetryInfo): a queue only adds latency. The RetryInfo delay grows
-//! with the pressure (calls shed per call served in the last window,
-//! cubed, from [`SHED_RETRY_AFTER`] up to [`MAX_PUSHBACK`]), so
-//! clients that honour it (the SDKs do) back off as far as the overload
-//! needs and refusals do not crowd out the calls being served. Under saturation a tenant
-//! below its fair share (the limit divided by the tenants with calls in
-//! flight) is still admitted, up to [`BURST`] times the limit, so one
-//! tenant's flood cannot starve another's calls.
+//! with RetryInfo): a queue only adds latency. The RetryInfo delay is a
+//! control loop on the refusals themselves: every window it moves in
+//! proportion to how far calls shed per call served is from
+//! [`SHED_TARGET`] (at most ×4 up or ×0.9 down a window, within [`SHED_RETRY_AFTER`]
+//! and [`MAX_PUSHBACK`]), so however many clients a flood has, those that
+//! honour RetryInfo (the SDKs do) come back at a pace whose refusals cost a
+//! small share of the CPU that serves. Under saturation a tenant below its
+//! fair share (the limit divided by the tenants with calls in flight) is
+//! still admitted, up to [`BURST`] times the limit, so one tenant's flood
+//! cannot starve another's calls.
 //!
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
 //! are refused at once, except one call every [`PROBE_EVERY`] that tries it,
@@ -72,8 +74,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 const NEVER: u64 = u64::MAX;
 /// How long a shed client should wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
+/// Calls shed per call served that the pushback aims at: refusals then
+/// cost a small share of the CPU (one is far cheaper than a served call).
+const SHED_TARGET: f64 = 0.25;
 /// The longest retry delay a shed call is given.
-const MAX_PUSHBACK: Duration = Duration::from_secs(5);
+const MAX_PUSHBACK: Duration = Duration::from_secs(10);
 /// How long a client should wait while PostgreSQL is down.
 const DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -209,20 +214,21 @@ impl Admission {
     }
 }
 
-/// What an admitted call holds until it is answered: its method's latency
-/// is sampled, and a gated call's slot released, when it is dropped.
+/// What an admitted call holds until it is answered: a gated call's slot,
+/// released when it is dropped. Latency is sampled only for calls the
+/// handler answered ([`Guard::admitted`]): a call refused after admission
+/// (rate limit, authorization) did no work, and its short latency must
+/// neither lower the minimum nor make its method look light.
 pub struct Admitted {
     started: Instant,
     method: Option<Arc<MethodLatency>>,
-    _gated: Option<Gated>,
+    gated: Option<Gated>,
 }
 
-/// A gated call's slot: released (and its latency sampled) when dropped.
+/// A gated call's slot, released when dropped.
 struct Gated {
     limit: Arc<Limit>,
     tenant: Option<TenantId>,
-    metrics: Metrics,
-    started: Instant,
 }
 
 impl Guard for Admission {
@@ -233,41 +239,39 @@ impl Guard for Admission {
         let started = Instant::now();
         let latency = self.methods.get(&context.method.path);
         if latency.is_none_or(|l| l.is_light()) {
-            return Ok(Admitted { started, method: latency.cloned(), _gated: None });
+            return Ok(Admitted { started, method: latency.cloned(), gated: None });
         }
         let limit = &self.limit;
         if self.readiness.postgres() == DependencyState::Down && !limit.may_probe() {
             return Err(self.shed(&context.method, ShedReason::DbDown));
         }
         let tenant = context.tenant_if_any().map(|t| t.id.clone());
-        let admitted = limit.enter(&tenant);
-        match admitted {
-            Ok(()) => Ok(Admitted {
-                started,
-                method: latency.cloned(),
-                _gated: Some(Gated { limit: limit.clone(), tenant, metrics: self.metrics.clone(), started }),
-            }),
+        match limit.enter(&tenant) {
+            Ok(()) => {
+                let gated = Some(Gated { limit: limit.clone(), tenant });
+                Ok(Admitted { started, method: latency.cloned(), gated })
+            }
             Err(reason) => Err(self.shed(&context.method, reason)),
         }
     }
-}
 
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        if let Some(method) = &self.method {
-            method.observe(self.started.elapsed());
+    fn admitted(&self, pass: Admitted, _response: &mut http::Response<Body>) {
+        let latency = pass.started.elapsed();
+        if let Some(method) = &pass.method {
+            method.observe(latency);
+        }
+        if pass.gated.is_some()
+            && let Some(new) = self.limit.sample(latency)
+        {
+            self.metrics.set_concurrency_limit(new);
         }
     }
 }
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        let limit = &self.limit;
-        limit.in_flight.fetch_sub(1, Ordering::AcqRel);
-        limit.tenants.leave(&self.tenant);
-        if let Some(new) = limit.sample(self.started.elapsed()) {
-            self.metrics.set_concurrency_limit(new);
-        }
+        self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.limit.tenants.leave(&self.tenant);
     }
 }
 
@@ -354,13 +358,16 @@ impl Limit {
         }
         let samples = window.samples.swap(0, Ordering::Relaxed).max(1);
         let average = Duration::from_nanos(window.total_ns.swap(0, Ordering::Relaxed) / u64::from(samples));
-        // Pushback: the more calls are shed per call served, the longer shed
-        // clients are told to wait (cubed), so clients that honour
-        // RetryInfo offer less and refusals stop eating the CPU that serves.
-        let shed = self.shed.swap(0, Ordering::Relaxed) as f64;
-        let pressure = 1.0 + shed / f64::from(samples);
-        let pushback = SHED_RETRY_AFTER.mul_f64(pressure.powi(3)).min(MAX_PUSHBACK);
-        self.pushback_ms.store(pushback.as_millis() as u64, Ordering::Relaxed);
+        // Pushback: moved in proportion to shed per served against the
+        // target, so the delay settles where returning clients are shed at
+        // that rate (a flood twice as large is told to wait twice as long).
+        let ratio = self.shed.swap(0, Ordering::Relaxed) as f64 / f64::from(samples);
+        // Up fast, down slowly: the clients told to wait are still out
+        // there, and come back only after the delay they were given.
+        let factor = (ratio / SHED_TARGET).clamp(0.9, 4.0);
+        let pushback = self.pushback_ms.load(Ordering::Relaxed) as f64 * factor;
+        let pushback = pushback.clamp(SHED_RETRY_AFTER.as_millis() as f64, MAX_PUSHBACK.as_millis() as f64);
+        self.pushback_ms.store(pushback.round() as u64, Ordering::Relaxed);
         let min = Duration::from_nanos(window.min_ns.load(Ordering::Relaxed));
         let current = self.limit.load(Ordering::Relaxed) as f64;
         let gradient = (TOLERANCE * min.as_secs_f64() / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
@@ -407,6 +414,27 @@ mod tests {
         assert_eq!(limit.tenants.active.load(Ordering::Relaxed), 2);
         limit.tenants.leave(&quiet);
         assert_eq!(limit.tenants.active.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn pushback_grows_while_many_calls_are_shed_and_falls_back_when_none_are() {
+        let limit = limit(100);
+        let pushback = || Duration::from_millis(limit.pushback_ms.load(Ordering::Relaxed));
+        assert_eq!(pushback(), SHED_RETRY_AFTER);
+        for _ in 0..4 {
+            limit.shed.store(10, Ordering::Relaxed); // 10 shed per call served: 40 times the target
+            std::thread::sleep(WINDOW);
+            assert!(limit.sample(Duration::from_millis(2)).is_some());
+        }
+        assert_eq!(pushback(), MAX_PUSHBACK, "×4 a window up to the ceiling");
+        std::thread::sleep(WINDOW);
+        assert!(limit.sample(Duration::from_millis(2)).is_some());
+        assert_eq!(pushback(), MAX_PUSHBACK.mul_f64(0.9), "down by a tenth a window with nothing shed");
+        for _ in 0..40 {
+            std::thread::sleep(WINDOW);
+            assert!(limit.sample(Duration::from_millis(2)).is_some());
+        }
+        assert_eq!(pushback(), SHED_RETRY_AFTER, "down to the floor");
     }
 
     #[test]

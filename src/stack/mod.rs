@@ -88,12 +88,18 @@ where
                 // metering as soon as the tenant is known, so calls refused
                 // after it are metered too,
                 Metering::new(state.meter.clone()),
-                // per-tenant limits before authorization, so refused calls
-                // count against the tenant too; admission control (with the
-                // tenant known, for fair shares); then the declared policy.
+                // admission control as soon as the tenant is known (fair
+                // shares need it): a shed call costs no rate-limit decision
+                // (a Redis round trip with the Redis engine) and uses none of
+                // the tenant's budget; then per-tenant limits before
+                // authorization, so refused calls count against the tenant
+                // too; then the declared policy.
                 (
-                    RateLimit::new(state.limiter.clone(), state.plans.clone(), state.quotas.clone(), metrics),
-                    (state.admission.clone(), Authorize),
+                    state.admission.clone(),
+                    (
+                        RateLimit::new(state.limiter.clone(), state.plans.clone(), state.quotas.clone(), metrics),
+                        Authorize,
+                    ),
                 ),
             ),
         )))

@@ -3,11 +3,13 @@
 //! rising concurrency find where goodput stops growing (saturation); then
 //! slices at that concurrency (the baseline) alternate with slices of a
 //! flood offering about five times the capacity, so both see the same
-//! background load. Under the flood refusals are UNAVAILABLE or
+//! background load. Each slice starts its clients at once; goodput is
+//! measured after the first [`ONSET`] of each slice (the steady state of a
+//! sustained flood, not the synchronized first wave a slice starts with),
+//! while every answer, the onset's included, is checked for its code. Under the flood refusals are UNAVAILABLE or
 //! RESOURCE_EXHAUSTED and never INTERNAL or UNKNOWN, and a second tenant's
-//! calls during one tenant's flood succeed at least 95 % of the time. The
-//! goodput under the flood is reported, not yet asserted (see the note in
-//! the test and docs/reliability.md).
+//! calls during one tenant's flood succeed at least 95 % of the time, and
+//! the flood's goodput does not collapse (see the note at its assertion).
 //!
 //! The clients behave as the SDKs do (`tenantry::client::retry`): a refused
 //! call is retried after the RetryInfo delay the server sent, plus jitter.
@@ -31,9 +33,12 @@ use crate::harness::{
 const LEVEL: Duration = Duration::from_secs(1);
 /// The baseline and the flood alternate in slices this long, so both see
 /// the same background load on a shared machine.
-const SLICE: Duration = Duration::from_millis(500);
-/// Baseline and flood slices, each.
+const SLICE: Duration = Duration::from_secs(2);
+/// Baseline and flood slices, each (odd: the median round is asserted).
 const ROUNDS: usize = 5;
+/// The start of each slice, left out of its goodput (every answer in it is
+/// still checked).
+const ONSET: Duration = Duration::from_millis(500);
 /// How long the fairness phase runs.
 const FLOOD: Duration = Duration::from_secs(3);
 /// The RetryInfo delay the server sends with a shed call.
@@ -43,6 +48,8 @@ const SHED_RETRY: Duration = Duration::from_millis(200);
 #[derive(Default)]
 struct Phase {
     tally: Tally,
+    /// Answers during the onset, not in `tally`.
+    onset: Tally,
     ok_latencies: Vec<Duration>,
     elapsed: Duration,
 }
@@ -63,14 +70,24 @@ impl Phase {
     }
 
     /// Adds a later slice of the same phase.
+    /// Every answer, the onset's included.
+    fn all(&self) -> Tally {
+        let mut all = Tally::default();
+        all.merge(&self.tally);
+        all.merge(&self.onset);
+        all
+    }
+
     fn extend(&mut self, other: Phase) {
         self.tally.merge(&other.tally);
+        self.onset.merge(&other.onset);
         self.ok_latencies.extend(other.ok_latencies);
         self.elapsed += other.elapsed;
     }
 
     fn absorb(&mut self, other: Phase) {
         self.tally.merge(&other.tally);
+        self.onset.merge(&other.onset);
         self.ok_latencies.extend(other.ok_latencies);
         self.elapsed = self.elapsed.max(other.elapsed);
     }
@@ -83,12 +100,12 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
     let flooder = app.create_tenant_on("flooder", "faults-roomy").await;
     let bystander = app.create_tenant_on("bystander", "faults-roomy").await;
     // Warm up: connections, caches, the method's latency estimate.
-    run(&app.channel, &flooder, 4, Duration::from_millis(500)).await;
+    run(&app.channel, &flooder, 4, Duration::from_millis(500), Duration::ZERO).await;
 
     let mut best = (0.0_f64, 1_usize);
     let mut previous = 0.0;
     for workers in [1, 2, 4, 8, 16, 32] {
-        let mut phase = run(&app.channel, &flooder, workers, LEVEL).await;
+        let mut phase = run(&app.channel, &flooder, workers, LEVEL, Duration::ZERO).await;
         let goodput = phase.goodput();
         eprintln!(
             "calibration: {workers} clients: {goodput:.0} OK/s, p99 {} ms, {:?}",
@@ -111,9 +128,13 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
     let flood_clients = saturation + (4.0 * best.0 * SHED_RETRY.as_secs_f64()).ceil() as usize;
 
     let (mut baseline, mut flood) = (Phase::default(), Phase::default());
+    let mut ratios = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        baseline.extend(run(&app.channel, &flooder, saturation, SLICE).await);
-        flood.extend(run(&app.channel, &flooder, flood_clients, SLICE).await);
+        let calm = run(&app.channel, &flooder, saturation, SLICE, ONSET).await;
+        let flooded = run(&app.channel, &flooder, flood_clients, SLICE, ONSET).await;
+        ratios.push(flooded.goodput() / calm.goodput().max(1.0));
+        baseline.extend(calm);
+        flood.extend(flooded);
     }
     let (best_goodput, goodput) = (baseline.goodput(), flood.goodput());
     eprintln!(
@@ -122,26 +143,35 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
         baseline.tally
     );
     eprintln!(
-        "flood: {flood_clients} clients: {goodput:.0} OK/s ({:.0} % of the baseline), p99 {} ms, {:?}",
+        "flood: {flood_clients} clients: {goodput:.0} OK/s ({:.0} % of the baseline), p99 {} ms, {:?}; onsets {:?}",
         100.0 * goodput / best_goodput,
         flood.p99().as_millis(),
-        flood.tally
+        flood.tally,
+        flood.onset
     );
-    assert_clean(&baseline.tally, "baseline");
-    assert_clean(&flood.tally, "flood");
+    assert_clean(&baseline.all(), "baseline");
+    assert_clean(&flood.all(), "flood");
     assert!(
         flood.tally.count(Code::Unavailable) + flood.tally.count(Code::ResourceExhausted) > 0,
         "the flood was shed"
     );
-    // Issue 13 asks for goodput >= 90 % of the baseline under the flood. It
-    // is not met yet (71-90 % in this in-process debug run, where every
-    // refusal also costs the flooding clients' CPU): the ratio is reported
-    // here and in docs/reliability.md, and the issue stays open until it can
-    // be asserted. What is asserted is what holds: clean codes and fairness.
-    eprintln!("goodput under the flood: {:.0} % of the baseline (target 90 %)", 100.0 * goodput / best_goodput);
+    // Goodput under the flood, round by round (a baseline slice and the
+    // flood slice after it). Issue 13 asks for 90 %: on a quiet machine the
+    // rounds reach it (docs/reliability.md), but beside the rest of the suite
+    // on two shared cores single rounds range from 24 % to 190 %, so the
+    // median round is held to a floor that catches a collapse (before the
+    // pushback control loop, release floods fell to 1 %) without failing on
+    // a neighbour's compile. The ratio is printed for every run.
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let percents: Vec<String> = ratios.iter().map(|r| format!("{:.0} %", 100.0 * r)).collect();
+    eprintln!("goodput under the flood per round: {percents:?}; median {:.0} % (target 90 %)", 100.0 * median);
+    assert!(median >= 0.5, "goodput under the flood collapsed to {:.0} % (rounds {percents:?})", 100.0 * median);
 
-    let (flood, mut quiet) =
-        tokio::join!(run(&app.channel, &flooder, flood_clients, FLOOD), run(&app.channel, &bystander, 2, FLOOD));
+    let (flood, mut quiet) = tokio::join!(
+        run(&app.channel, &flooder, flood_clients, FLOOD, Duration::ZERO),
+        run(&app.channel, &bystander, 2, FLOOD, Duration::ZERO)
+    );
     let quiet_p99 = quiet.p99();
     eprintln!(
         "fairness: flooder {:?}; bystander {:?} ({:.1} % OK, p99 {} ms)",
@@ -168,9 +198,12 @@ fn assert_clean(tally: &Tally, phase: &str) {
 }
 
 /// `workers` closed-loop clients calling ListUsers in `tenant` for `length`.
-async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: Duration) -> Phase {
+/// `workers` closed-loop clients for `length`; answers in the first `onset`
+/// go to the phase's onset tally.
+async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: Duration, onset: Duration) -> Phase {
     let until = Instant::now() + length;
     let started = Instant::now();
+    let steady = started + onset;
     let clients: Vec<_> = (0..workers)
         .map(|_| {
             let (channel, tenant) = (channel.clone(), tenant.clone());
@@ -183,17 +216,24 @@ async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: D
                     let mut request = tenant.as_admin(ListUsersRequest { page_size: 5, ..Default::default() });
                     request.set_timeout(Duration::from_secs(5));
                     let call = Instant::now();
-                    match client.list_users(request).await {
+                    let result = client.list_users(request).await;
+                    let in_onset = Instant::now() < steady;
+                    let tally = if in_onset { &mut phase.onset } else { &mut phase.tally };
+                    tally.add(result.as_ref().map_or_else(|status| status.code(), |_| Code::Ok));
+                    match result {
                         Ok(_) => {
                             attempt = 0;
-                            phase.ok_latencies.push(call.elapsed());
-                            phase.tally.add(Code::Ok);
+                            if !in_onset {
+                                phase.ok_latencies.push(call.elapsed());
+                            }
                         }
                         Err(status) => {
-                            phase.tally.add(status.code());
                             attempt += 1;
                             let asked = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
-                            let delay = policy.delay(status.code(), asked, attempt).unwrap_or(SHED_RETRY);
+                            // Retries exhausted, the application calls again
+                            // later: still after the delay the server asked for.
+                            let delay =
+                                policy.delay(status.code(), asked, attempt).unwrap_or(asked.unwrap_or(SHED_RETRY));
                             tokio::time::sleep(delay.min(until.saturating_duration_since(Instant::now()))).await;
                         }
                     }
@@ -206,6 +246,6 @@ async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: D
     for client in clients {
         phase.absorb(client.await.expect("client"));
     }
-    phase.elapsed = started.elapsed();
+    phase.elapsed = started.elapsed().saturating_sub(onset);
     phase
 }
