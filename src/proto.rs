@@ -10,7 +10,8 @@ pub mod tenantry {
     }
 }
 
-/// Our minimal copy of `google.api` (HTTP rules for REST transcoding).
+/// `google.api`: our minimal copy of the HTTP rules (REST transcoding) and the
+/// official field behaviours (OpenAPI `required`, `readOnly`).
 pub mod google {
     /// The `google.api` package.
     pub mod api {

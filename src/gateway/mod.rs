@@ -16,7 +16,8 @@
 //! - [`call`]: the in-process gRPC call through the stack.
 //! - [`errors`]: the one JSON error shape and the HTTP status mapping.
 //! - [`streaming`]: NDJSON and Server-Sent Events for server streams.
-//! - [`openapi`], [`docs`]: `/openapi.json` and `/docs`.
+//! - [`openapi`], [`docs`]: `/openapi.json` and `/docs`; [`examples`]: the
+//!   example request bodies both show.
 //! - [`cors`]: the CORS policy (off by default).
 //!
 //! Every REST request routed here is one call with one server span, opened
@@ -30,6 +31,7 @@ pub mod call;
 pub mod cors;
 pub mod docs;
 pub mod errors;
+pub mod examples;
 pub mod openapi;
 #[cfg(test)]
 mod proptests;

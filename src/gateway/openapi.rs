@@ -5,14 +5,34 @@
 //! name, well-known types in their JSON forms), the error schema, security
 //! schemes for bearer tokens and API keys, and proto comments as
 //! descriptions.
+//!
+//! `google.api.field_behavior` annotations shape the schemas: OUTPUT_ONLY
+//! fields are `readOnly`, REQUIRED fields are listed in `required` (and may
+//! not be empty), IMMUTABLE fields say so in their description. Request
+//! bodies are required and carry the example written in [`super::examples`];
+//! `pageSize` has the server's real bounds; `servers` is the relative `/`, so
+//! the document works behind any host or proxy prefix that serves it.
+//!
+//! This file builds the paths and operations; [`schemas`] builds the JSON
+//! Schemas of messages and enums.
 
-use std::collections::{BTreeMap, HashMap};
+mod schemas;
 
-use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
+use std::collections::BTreeMap;
+
+use prost_reflect::{Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
-use super::routes::{BodyRule, Route, RouteTable};
-use crate::policy::{Access, PolicyTable, TenantScope};
+use self::schemas::{Comments, Schemas, behaviors, status_schema};
+use super::{
+    examples,
+    routes::{BodyRule, Route, RouteTable},
+};
+use crate::{
+    pagination::MAX_PAGE_SIZE,
+    policy::{Access, PolicyTable, TenantScope},
+    proto::google::api::FieldBehavior,
+};
 
 /// Builds the document.
 pub fn document(routes: &RouteTable, policies: &PolicyTable) -> Value {
@@ -52,6 +72,7 @@ pub fn document(routes: &RouteTable, policies: &PolicyTable) -> Value {
                 mapping: lowerCamelCase names (proto names are accepted too), 64-bit integers as strings, enums by \
                 name, RFC 3339 timestamps. Platform admins name the tenant of tenant-scoped calls with `x-tenant-id`.",
         },
+        "servers": [{"url": "/", "description": "The server that serves this document."}],
         "tags": tags.into_values().collect::<Vec<_>>(),
         "security": [{"bearerAuth": []}, {"apiKey": []}],
         "paths": paths,
@@ -116,14 +137,15 @@ fn operation(route: &Route, policies: &PolicyTable, comments: &Comments, schemas
     operation.insert("parameters".into(), Value::Array(parameters));
     let body_schema = match &route.body {
         BodyRule::None => None,
-        BodyRule::Whole => Some(schemas.reference(&input)),
+        BodyRule::Whole => Some(schemas.body(&input, &path_fields(route))),
         BodyRule::Field(field) => Some(schemas.field(field)),
     };
     if let Some(schema) = body_schema {
-        operation.insert(
-            "requestBody".into(),
-            json!({"required": false, "content": {"application/json": {"schema": schema}}}),
-        );
+        let mut media = json!({"schema": schema});
+        if let Some(example) = examples::request_body(rpc.full_name()) {
+            media["example"] = example;
+        }
+        operation.insert("requestBody".into(), json!({"required": true, "content": {"application/json": media}}));
     }
     let output = schemas.reference(&rpc.output());
     let ok = if rpc.is_server_streaming() {
@@ -184,12 +206,20 @@ fn query_parameters(
             }
             continue;
         }
+        let required = depth == 0 && behaviors(&field).contains(&FieldBehavior::Required);
+        let schema = if depth == 0 && field.name() == "page_size" {
+            // The server's bounds (src/pagination.rs): 0 asks for the default
+            // page, negatives are refused, larger values are read as the maximum.
+            json!({"type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_PAGE_SIZE, "default": 0})
+        } else {
+            schemas.field(&field)
+        };
         out.push(json!({
             "name": json_name,
             "in": "query",
-            "required": false,
+            "required": required,
             "description": comments.field(&field),
-            "schema": schemas.field(&field),
+            "schema": schema,
         }));
     }
 }
@@ -201,160 +231,9 @@ fn is_json_scalar(message: &MessageDescriptor) -> bool {
             || message.name().ends_with("Value") && !matches!(message.name(), "Value" | "ListValue"))
 }
 
-struct Schemas<'a> {
-    comments: &'a Comments,
-    needed: Vec<String>,
-}
-
-impl Schemas<'_> {
-    fn reference(&mut self, message: &MessageDescriptor) -> Value {
-        self.kind(&Kind::Message(message.clone()))
-    }
-
-    fn field(&mut self, field: &FieldDescriptor) -> Value {
-        let mut schema = if field.is_map() {
-            let Kind::Message(entry) = field.kind() else { unreachable!("map fields are entry messages") };
-            let value = entry.map_entry_value_field();
-            json!({"type": "object", "additionalProperties": self.kind(&value.kind())})
-        } else if field.is_list() {
-            json!({"type": "array", "items": self.kind(&field.kind())})
-        } else {
-            self.kind(&field.kind())
-        };
-        let description = self.comments.field(field);
-        if !description.is_empty()
-            && let Value::Object(object) = &mut schema
-        {
-            object.insert("description".into(), Value::String(description));
-        }
-        schema
-    }
-
-    fn kind(&mut self, kind: &Kind) -> Value {
-        match kind {
-            Kind::Bool => json!({"type": "boolean"}),
-            Kind::String => json!({"type": "string"}),
-            Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-                json!({"type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX})
-            }
-            Kind::Uint32 | Kind::Fixed32 => {
-                json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX})
-            }
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-                json!({"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$"})
-            }
-            Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$"}),
-            Kind::Float | Kind::Double => json!({"oneOf": [
-                {"type": "number"},
-                {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]},
-            ]}),
-            Kind::Enum(enumeration) => {
-                self.needed.push(enumeration.full_name().to_owned());
-                json!({"$ref": format!("#/components/schemas/{}", enumeration.full_name())})
-            }
-            Kind::Message(message) => match (message.package_name(), message.name()) {
-                ("google.protobuf", "Timestamp") => json!({"type": "string", "format": "date-time"}),
-                ("google.protobuf", "Duration") => {
-                    json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"})
-                }
-                ("google.protobuf", "FieldMask") => {
-                    json!({"type": "string", "description": "Comma-separated field paths (`displayName,labels`)."})
-                }
-                ("google.protobuf", "Empty") => json!({"type": "object"}),
-                ("google.protobuf", "Struct") => json!({"type": "object", "additionalProperties": true}),
-                ("google.protobuf", "Value") => json!({}),
-                ("google.protobuf", "ListValue") => json!({"type": "array"}),
-                ("google.protobuf", "Any") => {
-                    json!({"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": true})
-                }
-                ("google.protobuf", name) if name.ends_with("Value") => {
-                    let inner = message.get_field_by_name("value").map(|f| self.kind(&f.kind())).unwrap_or(json!({}));
-                    json!({"oneOf": [inner, {"type": "null"}]})
-                }
-                _ => {
-                    self.needed.push(message.full_name().to_owned());
-                    json!({"$ref": format!("#/components/schemas/{}", message.full_name())})
-                }
-            },
-        }
-    }
-
-    fn named(&mut self, pool: &DescriptorPool, name: &str) -> Value {
-        if let Some(enumeration) = pool.get_enum_by_name(name) {
-            let names: Vec<String> = enumeration.values().map(|v| v.name().to_owned()).collect();
-            let mut description = self.comments.get(enumeration.parent_file().name(), enumeration.path());
-            for value in enumeration.values() {
-                let text = self.comments.get(value.parent_file().name(), value.path());
-                if !text.is_empty() {
-                    description.push_str(&format!("\n\n- `{}`: {text}", value.name()));
-                }
-            }
-            return json!({"type": "string", "enum": names, "description": description});
-        }
-        let Some(message) = pool.get_message_by_name(name) else { return json!({"type": "object"}) };
-        let mut properties = Map::new();
-        for field in message.fields() {
-            properties.insert(field.json_name().to_owned(), self.field(&field));
-        }
-        json!({
-            "type": "object",
-            "description": self.comments.get(message.parent_file().name(), message.path()),
-            "properties": properties,
-        })
-    }
-}
-
-fn status_schema() -> Value {
-    json!({
-        "type": "object",
-        "description": "The error shape of every failed call: the gRPC status as JSON.",
-        "required": ["code", "message"],
-        "properties": {
-            "code": {"type": "integer", "description": "The gRPC status code (3 INVALID_ARGUMENT, 5 NOT_FOUND, …)."},
-            "message": {"type": "string", "description": "A developer-facing message."},
-            "details": {
-                "type": "array",
-                "description": "Rich details (`google.rpc.BadRequest`, `ErrorInfo`, `RetryInfo`, `QuotaFailure`), \
-                    each with its `@type`.",
-                "items": {
-                    "type": "object",
-                    "properties": {"@type": {"type": "string"}},
-                    "required": ["@type"],
-                    "additionalProperties": true,
-                },
-            },
-        },
-    })
-}
-
-/// Leading comments of every element, by file and source path.
-struct Comments {
-    by_path: HashMap<(String, Vec<i32>), String>,
-}
-
-impl Comments {
-    fn new(pool: &DescriptorPool) -> Comments {
-        let mut by_path = HashMap::new();
-        for file in pool.files() {
-            let Some(info) = &file.file_descriptor_proto().source_code_info else { continue };
-            for location in &info.location {
-                if let Some(text) = &location.leading_comments {
-                    let text = text.lines().map(str::trim).collect::<Vec<_>>().join(" ").trim().to_owned();
-                    by_path.insert((file.name().to_owned(), location.path.clone()), text);
-                }
-            }
-        }
-        Comments { by_path }
-    }
-
-    fn get(&self, file: &str, path: &[i32]) -> String {
-        self.by_path.get(&(file.to_owned(), path.to_vec())).cloned().unwrap_or_default()
-    }
-
-    fn field(&self, field: &FieldDescriptor) -> String {
-        self.get(field.parent_file().name(), field.path())
-    }
+/// The top-level request fields a route takes from its path.
+fn path_fields(route: &Route) -> Vec<String> {
+    route.template.variables.iter().filter(|v| v.field_path.len() == 1).map(|v| v.field_path[0].clone()).collect()
 }
 
 #[cfg(test)]
@@ -390,5 +269,109 @@ mod tests {
         let state = &spec["components"]["schemas"]["tenantry.v1.TenantState"];
         assert!(state["enum"].as_array().unwrap().contains(&json!("TENANT_STATE_ACTIVE")));
         assert_eq!(spec["paths"]["/v1/auth/jwks"]["get"]["security"], json!([]));
+    }
+
+    /// Every message schema against its descriptor: OUTPUT_ONLY fields are
+    /// `readOnly`, REQUIRED ones are `required`, and nothing else is.
+    #[test]
+    fn field_behaviors_become_read_only_and_required() {
+        let spec = spec();
+        let pool = RouteTable::embedded().unwrap().pool().clone();
+        let mut seen = 0;
+        for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
+            let Some(message) = pool.get_message_by_name(name) else { continue };
+            let required: Vec<&str> =
+                schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            for field in message.fields() {
+                let behaviors = behaviors(&field);
+                let property = &schema["properties"][field.json_name()];
+                let output_only = behaviors.contains(&FieldBehavior::OutputOnly);
+                assert_eq!(property["readOnly"] == json!(true), output_only, "{}", field.full_name());
+                let is_required = behaviors.contains(&FieldBehavior::Required);
+                assert_eq!(required.contains(&field.json_name()), is_required, "{}", field.full_name());
+                seen += usize::from(output_only || is_required);
+            }
+        }
+        assert!(seen > 40, "only {seen} annotated fields reached the document");
+        let tenant = &spec["components"]["schemas"]["tenantry.v1.Tenant"]["properties"];
+        assert_eq!(tenant["id"]["readOnly"], true);
+        assert_eq!(tenant["createTime"]["readOnly"], true);
+        assert!(tenant["displayName"].get("readOnly").is_none());
+        assert!(tenant["slug"]["description"].as_str().unwrap().ends_with("Immutable: set once, never updated."));
+        let create = &spec["components"]["schemas"]["tenantry.v1.CreateTenantRequest"];
+        assert_eq!(create["required"], json!(["slug", "displayName", "planId"]));
+        assert_eq!(create["properties"]["slug"]["minLength"], 1);
+        let usage = &spec["paths"]["/v1/usage"]["get"]["parameters"];
+        let start = usage.as_array().unwrap().iter().find(|p| p["name"] == "startTime").unwrap();
+        assert_eq!(start["required"], true, "a REQUIRED query field is a required parameter");
+    }
+
+    #[test]
+    fn path_fields_are_not_expected_in_a_whole_message_body() {
+        let spec = spec();
+        let body = &spec["paths"]["/v1/tenants/{tenant_id}:suspend"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert!(body["properties"]["reason"].is_object());
+        assert!(body["properties"].get("tenantId").is_none());
+        assert!(body.get("required").is_none(), "tenant_id is REQUIRED but comes from the path: {body}");
+        let assign =
+            &spec["paths"]["/v1/users/{user_id}/roles"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(assign["required"], json!(["roleId"]));
+    }
+
+    #[test]
+    fn every_request_body_is_required_with_an_example_that_fits_the_contract() {
+        let spec = spec();
+        let table = RouteTable::embedded().unwrap();
+        let mut bodies = 0;
+        for route in table.iter() {
+            let operation = &spec["paths"][route.template.openapi_path()][route.method.as_str().to_ascii_lowercase()];
+            let message = match &route.body {
+                BodyRule::None => {
+                    assert!(operation.get("requestBody").is_none());
+                    continue;
+                }
+                BodyRule::Whole => route.rpc.input(),
+                BodyRule::Field(field) => match field.kind() {
+                    Kind::Message(message) => message,
+                    _ => panic!("{} has a scalar body", route.rpc.full_name()),
+                },
+            };
+            bodies += 1;
+            let name = route.rpc.full_name();
+            assert_eq!(operation["requestBody"]["required"], true, "{name}");
+            let example = operation["requestBody"]["content"]["application/json"]["example"].clone();
+            assert!(example.is_object(), "{name} has no example body (src/gateway/examples.rs)");
+            let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
+            let parsed = prost_reflect::DynamicMessage::deserialize_with_options(message.clone(), example, &options);
+            let parsed = parsed.unwrap_or_else(|e| panic!("{name}: the example is not a {}: {e}", message.full_name()));
+            let from_path = path_fields(route);
+            for field in message.fields() {
+                if behaviors(&field).contains(&FieldBehavior::Required)
+                    && !(route.body == BodyRule::Whole && from_path.contains(&field.name().to_owned()))
+                {
+                    assert!(parsed.has_field(&field), "{name}: the example lacks REQUIRED {}", field.name());
+                }
+            }
+        }
+        assert!(bodies >= 25, "{bodies}");
+    }
+
+    #[test]
+    fn page_size_has_the_servers_bounds_and_there_is_a_relative_server() {
+        let spec = spec();
+        assert_eq!(spec["servers"][0]["url"], "/");
+        let mut lists = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (verb, operation) in item.as_object().unwrap() {
+                let parameters = operation["parameters"].as_array().unwrap();
+                let Some(size) = parameters.iter().find(|p| p["name"] == "pageSize") else { continue };
+                lists += 1;
+                assert_eq!(size["schema"]["minimum"], 0, "{verb} {path}");
+                assert_eq!(size["schema"]["maximum"], MAX_PAGE_SIZE, "{verb} {path}");
+                assert_eq!(size["schema"]["maximum"], 1000, "{verb} {path}");
+            }
+        }
+        assert!(lists >= 8, "{lists}");
     }
 }

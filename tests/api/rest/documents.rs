@@ -20,17 +20,28 @@ async fn the_openapi_document_describes_every_route() {
     assert!(spec["components"]["securitySchemes"]["bearerAuth"].is_object());
     assert!(spec["components"]["securitySchemes"]["apiKey"].is_object());
     assert!(spec["components"]["schemas"]["Status"].is_object());
+    assert_eq!(spec["servers"][0]["url"], "/");
+    let create = &spec["paths"]["/v1/tenants"]["post"]["requestBody"];
+    assert_eq!(create["required"], true);
+    assert_eq!(create["content"]["application/json"]["example"]["slug"], "acme");
+    let tenant = &spec["components"]["schemas"]["tenantry.v1.Tenant"]["properties"];
+    assert_eq!(tenant["createTime"]["readOnly"], true);
 }
 
 #[tokio::test]
-async fn the_reference_page_is_self_contained_html() {
+async fn the_reference_page_is_self_contained_html_with_try_it_out() {
     let app = TestApp::builder().spawn().await;
     let response = send(app.http_addr, Method::GET, "/docs", &[], None).await;
     assert_eq!(response.status, 200);
     assert!(response.header("content-type").unwrap().starts_with("text/html"));
     let html = response.text();
     assert!(html.contains("TenantService") && html.contains("/v1/tenants/{tenant_id}:suspend"));
-    assert!(!html.contains("<script") && !html.contains("<link"), "the page loads nothing from elsewhere");
+    assert!(html.contains("id=\"auth-form\"") && html.contains("<form class=\"tryit\""));
+    // The one script and the one stylesheet are inline: the page loads nothing from elsewhere.
+    assert_eq!(html.matches("<script>").count(), 1);
+    for external in ["<script src", " src=", "<link", "@import", "url("] {
+        assert!(!html.contains(external), "the page loads something with `{external}`");
+    }
 }
 
 #[tokio::test]
