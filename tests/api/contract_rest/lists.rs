@@ -267,3 +267,41 @@ async fn a_page_token_only_reads_with_the_filters_and_list_it_was_issued_for() {
     let status = app.auth().list_users(bearer(request, &owned.owner_token)).await.unwrap_err();
     assert_eq!(grpc_violation(&status), "page_token");
 }
+
+/// The order each List RPC's description states: the one the code keeps
+/// (pinned by the tests above). `/docs` is rendered from the same document.
+const DOCUMENTED_ORDER: [(&str, &str); 8] = [
+    ("TenantService_ListTenants", "newest first"),
+    ("TenantService_ListPlans", "ordered by id"),
+    ("AuthService_ListUsers", "newest first"),
+    ("AuthService_ListApiKeys", "newest first"),
+    ("AuthService_ListRoles", "the built-in roles first, then custom roles by name"),
+    ("AuthService_ListAuditEvents", "newest first"),
+    ("JobsService_ListJobs", "newest first"),
+    ("ScalingService_ListScalingDecisions", "newest first"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_states_the_order_of_every_list() {
+    let app = &TestApp::builder().spawn().await;
+    let (status, document) = rest(app, Method::GET, "/openapi.json", &[], None).await;
+    assert_eq!(status, 200);
+    let mut lists = Vec::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values().filter(|o| o.get("operationId").is_some()) {
+            let id = operation["operationId"].as_str().unwrap();
+            if id.split('_').nth(1).is_some_and(|method| method.starts_with("List")) {
+                let description = operation["description"].as_str().unwrap_or_default().replace('\n', " ");
+                lists.push((id.to_owned(), description));
+            }
+        }
+    }
+    for (id, description) in &lists {
+        let (_, order) = DOCUMENTED_ORDER
+            .iter()
+            .find(|(known, _)| known == id)
+            .unwrap_or_else(|| panic!("{id} is a List RPC without a pinned order: add it here and to the tests above"));
+        assert!(description.contains(order), "{id} says {description:?}, not {order:?}");
+    }
+    assert_eq!(lists.len(), DOCUMENTED_ORDER.len(), "{lists:?}");
+}
