@@ -251,6 +251,19 @@ async fn a_star_mask_replaces_every_mutable_field_and_resets_the_absent_ones() {
     let status = fx.app.tenants().update_tenant(fx.app.as_admin(request)).await.unwrap_err();
     assert_eq!(grpc_violation(&status), "tenant.plan_id", "{status:?}");
 
+    // A tenant admin's `*` replaces what it may change; the plan stays unless named.
+    let own = format!("/v1/tenants/{}?updateMask=*", fx.tenant.id);
+    let body = json!({"displayName": "Acme Star"});
+    let (status, replaced) = rest(&fx.app, Method::PATCH, &own, &[("authorization", &owner)], Some(&body)).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(
+        (replaced["tenant"]["displayName"].as_str(), replaced["tenant"]["planId"].as_str()),
+        (Some("Acme Star"), Some("enterprise"))
+    );
+    let body = json!({"displayName": "Acme Star", "planId": "free"});
+    let (status, refused) = rest(&fx.app, Method::PATCH, &own, &[("authorization", &owner)], Some(&body)).await;
+    assert_eq!(status, 403, "{refused}");
+
     // UpdateUser over gRPC: the display name absent from the request is reset.
     let user = User {
         id: fx.user_id.clone(),
