@@ -116,7 +116,9 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
         violation: Option<QuotaViolation>,
-        rate: Option<RateHeaders>,
+        /// Boxed: refusals are rare, and every `Result<_, ApiError>` pays
+        /// for the largest variant.
+        rate: Option<Box<RateHeaders>>,
     },
     /// The server is overloaded or a dependency is down; retry with backoff.
     #[error("{message}")]
@@ -275,7 +277,12 @@ mod tests {
                 subject: "tenants/x/requests_per_second".into(),
                 description: "d".into(),
             }),
-            rate: Some(RateHeaders { limit: 20, remaining: 0, reset: Duration::from_millis(2100) }),
+            rate: Some(Box::new(RateHeaders {
+                limit: 20,
+                remaining: 0,
+                reset: Duration::from_millis(2100),
+                window_seconds: 2,
+            })),
         });
         let details = status.get_error_details();
         assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_millis(1500)));
@@ -284,6 +291,7 @@ mod tests {
         assert_eq!(status.metadata().get("x-ratelimit-limit").unwrap(), "20");
         assert_eq!(status.metadata().get("x-ratelimit-remaining").unwrap(), "0");
         assert_eq!(status.metadata().get("x-ratelimit-reset").unwrap(), "3");
+        assert_eq!(status.metadata().get("x-ratelimit-window").unwrap(), "2");
         assert_eq!(http_status(status.code()), http::StatusCode::TOO_MANY_REQUESTS);
     }
 }

@@ -53,7 +53,8 @@
 //! - [`metrics`]: the Prometheus registry and the typed handles modules record into.
 //! - [`telemetry`]: logs and OpenTelemetry traces.
 //! - [`ids`]: prefixed resource ids (`ten_…`, `key_…`) and random tokens.
-//! - [`pagination`]: page sizes and opaque page tokens for List RPCs.
+//! - [`pagination`]: page sizes and signed, filter-bound page tokens for List RPCs.
+//! - [`field_mask`]: update masks in either spelling, and `*`, for every Update RPC.
 
 pub mod auth;
 pub mod cache;
@@ -66,6 +67,7 @@ pub mod context;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod field_mask;
 pub mod gateway;
 pub mod grpc_web;
 pub mod health;

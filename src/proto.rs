@@ -24,6 +24,16 @@ pub mod google {
 /// custom options and source comments.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tenantry_descriptor.bin"));
 
+/// The embedded descriptor set, decoded once on first use (update masks read
+/// field names from it).
+pub fn descriptors() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    // Embedded at build time and decoded by every test: a failure is a build bug.
+    POOL.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the embedded descriptors decode")
+    })
+}
+
 /// The package all Tenantry services live in.
 pub const PACKAGE: &str = "tenantry.v1";
 

@@ -32,8 +32,9 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
         tonic_health::server::HealthService::from_health_reporter(state.health.clone()),
     );
     let reflection = Reflection::new(&[FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?;
-    let tenants = TenantApi::new(state.pool.clone(), state.tenants.clone(), serve.tenant_purge_grace)
-        .with_passwords(state.passwords.clone());
+    let tenants =
+        TenantApi::new(state.pool.clone(), state.tenants.clone(), serve.tenant_purge_grace, state.page_tokens.clone())
+            .with_passwords(state.passwords.clone());
     let auth = AuthApi::new(
         state.pool.clone(),
         state.authenticator.clone(),
@@ -41,9 +42,16 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
         state.tenants.clone(),
         &serve.identity,
         &state.policies,
+        state.page_tokens.clone(),
     );
     let usage = UsageApi::new(state.pool.clone(), state.plans.clone(), state.quotas.clone(), state.limiter.clone());
-    let jobs = JobsApi::new(state.pool.clone(), state.jobs.clone(), state.stopping.clone(), state.metrics.clone());
+    let jobs = JobsApi::new(
+        state.pool.clone(),
+        state.jobs.clone(),
+        state.stopping.clone(),
+        state.metrics.clone(),
+        state.page_tokens.clone(),
+    );
     let mut routes = Routes::builder();
     routes
         .add_service(health)
@@ -53,6 +61,9 @@ pub fn routes(state: &AppState, config: &AppConfig) -> Result<Routes, StartupErr
         .add_service(AuthServiceServer::new(auth).max_decoding_message_size(max))
         .add_service(UsageServiceServer::new(usage).max_decoding_message_size(max))
         .add_service(JobsServiceServer::new(jobs).max_decoding_message_size(max))
-        .add_service(ScalingServiceServer::new(ScalingApi::new(state.pool.clone())).max_decoding_message_size(max));
+        .add_service(
+            ScalingServiceServer::new(ScalingApi::new(state.pool.clone(), state.page_tokens.clone()))
+                .max_decoding_message_size(max),
+        );
     Ok(routes.routes())
 }

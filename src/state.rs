@@ -69,6 +69,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// The gRPC health service's reporter.
     pub health: tonic_health::server::HealthReporter,
+    /// Signs and reads List page tokens with the key every node shares.
+    pub page_tokens: crate::pagination::PageTokens,
     /// Every subscriber of the process's one LISTEN session; run by the supervisor.
     pub feed: ChangeFeed,
     /// Cancelled when the process begins to shut down: long-lived calls
@@ -96,6 +98,7 @@ impl AppState {
         } else {
             db::check_migrations(&pool).await?;
         }
+        let page_tokens = crate::pagination::PageTokens::load(&pool).await.map_err(crate::db::DbError::Query)?;
         let serve = &config.serve;
         let metrics = Metrics::new();
         metrics.watch_pool(pool.clone());
@@ -163,6 +166,7 @@ impl AppState {
             limiter,
             node,
             redis,
+            page_tokens,
             jobs,
             readiness,
             health,

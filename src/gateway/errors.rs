@@ -87,8 +87,13 @@ fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
 /// carries the stack's rate-limit metadata.
 fn ratelimit_headers(metadata: &HeaderMap, to: &mut HeaderMap) {
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let policy =
-        text("ratelimit-policy").or_else(|| text("x-ratelimit-limit").map(|limit| format!("\"default\";q={limit}")));
+    let policy = text("ratelimit-policy").or_else(|| {
+        let limit = text("x-ratelimit-limit")?;
+        Some(match text("x-ratelimit-window") {
+            Some(window) => format!("\"default\";q={limit};w={window}"),
+            None => format!("\"default\";q={limit}"),
+        })
+    });
     let current = text("ratelimit").or_else(|| {
         let remaining = text("x-ratelimit-remaining").unwrap_or_else(|| "0".into());
         let reset = text("x-ratelimit-reset")?;
@@ -194,10 +199,11 @@ mod tests {
         metadata.insert("x-ratelimit-limit", HeaderValue::from_static("10"));
         metadata.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         metadata.insert("x-ratelimit-reset", HeaderValue::from_static("2"));
+        metadata.insert("x-ratelimit-window", HeaderValue::from_static("5"));
         let response = status_response(&status, &metadata, false);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "2");
-        assert_eq!(response.headers()["ratelimit-policy"], "\"default\";q=10");
+        assert_eq!(response.headers()["ratelimit-policy"], "\"default\";q=10;w=5");
         assert_eq!(response.headers()["ratelimit"], "\"default\";r=0;t=2");
         assert_eq!(response.headers()["grpc-metadata-x-ratelimit-limit"], "10");
     }

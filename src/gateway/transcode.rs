@@ -6,8 +6,9 @@
 //! every source of fields gets the same rules: the body (the whole message
 //! for `body: "*"`, one field otherwise), then the query string (`a.b=1`,
 //! repeated `x=1&x=2`, enums by name, RFC 3339 timestamps), then the path
-//! variables, which win. For PATCH without an `update_mask`, the mask is
-//! derived from the fields present in the body.
+//! variables, which win. An `update_mask` is passed through as the client
+//! wrote its paths (the services read them, `crate::field_mask`); for PATCH
+//! without one, the mask is derived from the fields present in the body.
 
 use http::Method;
 use prost_reflect::{
@@ -83,26 +84,66 @@ pub fn request_message(
         insert(&mut root, &fields, value, false).map_err(|problem| ApiError::invalid(name.as_str(), problem))?;
     }
 
-    let client_sent_mask = ["update_mask", "updateMask"].iter().any(|k| root.contains_key(*k));
-    let derived_mask = if route.method == Method::PATCH && !client_sent_mask {
-        derive_update_mask(route, &root, captures)
-    } else {
-        None
+    // The mask's paths go to the service as the client wrote them (proto or
+    // JSON names, or `*`): `field_mask::UpdateMask` reads them for every
+    // Update RPC, over gRPC and REST alike.
+    let sent_masks = take_field_masks(&input, &mut root)?;
+    let derived_mask = match (&route.method, sent_masks.is_empty()) {
+        (&Method::PATCH, true) => derive_update_mask(route, &root, captures),
+        _ => None,
     };
 
     let options = DeserializeOptions::new().deny_unknown_fields(deny_unknown_fields);
     let mut message = DynamicMessage::deserialize_with_options(input, Value::Object(root), &options)
         .map_err(|e| ApiError::invalid(field_in_error(&e.to_string()), e.to_string()))?;
-    if let Some((field, mask)) = derived_mask {
+    for (field, mask) in sent_masks.into_iter().chain(derived_mask) {
         message.set_field(&field, Proto::Message(mask));
     }
     Ok(message)
 }
 
-/// Renders a response message as canonical JSON.
+/// Removes the request's top-level `FieldMask` fields (from the query string
+/// or the body, in either spelling) from `root` and returns them with their
+/// paths split but not rewritten: the proto3 JSON decoder would refuse
+/// snake_case paths and `*`, which the services accept.
+fn take_field_masks(
+    input: &MessageDescriptor,
+    root: &mut Map<String, Value>,
+) -> Result<Vec<(FieldDescriptor, DynamicMessage)>, ApiError> {
+    let mut masks = Vec::new();
+    for field in input.fields() {
+        let Kind::Message(mask_type) = field.kind() else { continue };
+        if mask_type.full_name() != "google.protobuf.FieldMask" || field.is_list() {
+            continue;
+        }
+        let given = [field.name(), field.json_name()].into_iter().filter_map(|key| root.remove(key)).next_back();
+        let paths = match given {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(text)) if text.is_empty() => Vec::new(),
+            // Empty segments stay, so the service refuses `a,,b` as malformed.
+            Some(Value::String(text)) => text.split(',').map(|p| Proto::String(p.to_owned())).collect(),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    field.name(),
+                    "must be a string of comma-separated field paths, like \"displayName,labels\"",
+                ));
+            }
+        };
+        let mut mask = DynamicMessage::new(mask_type);
+        mask.set_field_by_name("paths", Proto::List(paths));
+        masks.push((field, mask));
+    }
+    Ok(masks)
+}
+
+/// Renders a response message as canonical JSON, with every field that has
+/// no presence emitted even at its zero value (`"remaining": 0`, `"tenants":
+/// []`), as grpc-gateway's `EmitUnpopulated` does: a zero count or quota is an
+/// answer, not a missing one. Fields with presence (messages, `optional`,
+/// oneof members) appear when set. docs/rest.md, "Zero values".
 pub fn response_json(output: MessageDescriptor, encoded: &[u8], pretty: bool) -> Result<Vec<u8>, ApiError> {
     let message = DynamicMessage::decode(output, encoded).map_err(ApiError::internal)?;
-    let options = SerializeOptions::new();
+    let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(encoded.len() * 2 + 16);
     let result = if pretty {
         let mut serializer = serde_json::Serializer::pretty(&mut out);
@@ -328,6 +369,26 @@ mod tests {
         assert_eq!(json(&explicit.unwrap())["updateMask"], "labels");
     }
 
+    fn mask_paths(message: &DynamicMessage) -> Vec<String> {
+        let mask = message.get_field_by_name("update_mask").unwrap();
+        let paths = mask.as_message().unwrap().get_field_by_name("paths").unwrap();
+        paths.as_list().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_sent_mask_reaches_the_service_as_written() {
+        for (key, value, expected) in [
+            ("update_mask", "display_name", &["display_name"][..]),
+            ("updateMask", "displayName,labels", &["displayName", "labels"]),
+            ("updateMask", "*", &["*"]),
+            ("updateMask", "a,,b", &["a", "", "b"]),
+            ("updateMask", "", &[]),
+        ] {
+            let message = build(Method::PATCH, "/v1/tenants/ten_1", &[(key, value)], r#"{"displayName": "A"}"#);
+            assert_eq!(mask_paths(&message.unwrap()), expected, "{key}={value}");
+        }
+    }
+
     #[test]
     fn bad_input_names_the_field() {
         let error = build(Method::GET, "/v1/tenants", &[("state", "NOPE")], "").unwrap_err();
@@ -351,6 +412,23 @@ mod tests {
         message.set_field_by_name("display_name", Proto::String("Pro".into()));
         let bytes = prost::Message::encode_to_vec(&message);
         let out: Value = serde_json::from_slice(&response_json(plan, &bytes, false).unwrap()).unwrap();
-        assert_eq!(out, serde_json::json!({"displayName": "Pro", "monthlyRequestQuota": "7"}));
+        assert_eq!(out["displayName"], "Pro");
+        assert_eq!(out["monthlyRequestQuota"], "7");
+    }
+
+    #[test]
+    fn zero_values_are_present_and_unset_messages_are_not() {
+        let pool = RouteTable::embedded().unwrap().pool().clone();
+        let plan = pool.get_message_by_name("tenantry.v1.Plan").unwrap();
+        let out: Value = serde_json::from_slice(&response_json(plan, &[], false).unwrap()).unwrap();
+        assert_eq!(out["requestsPerSecond"], 0);
+        assert_eq!(out["monthlyRequestQuota"], "0");
+        assert_eq!(out["id"], "");
+        let list = pool.get_message_by_name("tenantry.v1.ListTenantsResponse").unwrap();
+        let out: Value = serde_json::from_slice(&response_json(list, &[], false).unwrap()).unwrap();
+        assert_eq!(out, serde_json::json!({"tenants": [], "nextPageToken": ""}));
+        let tenant = pool.get_message_by_name("tenantry.v1.Tenant").unwrap();
+        let out: Value = serde_json::from_slice(&response_json(tenant, &[], false).unwrap()).unwrap();
+        assert!(out.get("createTime").is_none() && out["labels"] == serde_json::json!({}), "{out}");
     }
 }

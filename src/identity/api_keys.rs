@@ -84,6 +84,9 @@ pub async fn create(
     Ok((record, key.full))
 }
 
+/// The order of [`list`], newest first.
+pub const LIST_ORDER: &str = "created_at desc, id desc";
+
 /// One page of keys, newest first; fetches one extra row for paging.
 pub async fn list(
     conn: &mut PgConnection,

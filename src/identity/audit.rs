@@ -117,6 +117,9 @@ pub struct ListFilter {
     pub target_id: Option<String>,
 }
 
+/// The order of [`list`], newest first.
+pub const LIST_ORDER: &str = "created_at desc, id desc";
+
 /// One page of events, newest first; fetches one extra row for paging.
 pub async fn list(
     conn: &mut PgConnection,

@@ -217,6 +217,10 @@ pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<Role>, Iden
     Ok(row.map(Role::from))
 }
 
+/// The order of [`list`]: built-in roles first, then custom roles by name
+/// (case-insensitive), the order people look a role up in.
+pub const LIST_ORDER: &str = "built-in, then lower(name), id";
+
 /// Every role: built-in first, then custom by name.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Role>, IdentityError> {
     let rows: Vec<RoleRow> =

@@ -170,7 +170,11 @@ pub struct ListFilter {
     pub role_id: Option<String>,
 }
 
-/// One page of live users, oldest first; fetches one extra row for paging.
+/// The order of [`list`], newest first.
+pub const LIST_ORDER: &str = "created_at desc, id desc";
+
+/// One page of live users, newest first, after `after` (a backward scan of
+/// `users_created (created_at, id)`); fetches one extra row for paging.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &ListFilter,
@@ -182,8 +186,8 @@ pub async fn list(
             AND ($1::text IS NULL OR u.state = $1)
             AND ($2::text IS NULL OR u.email = $2)
             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role_id = $3))
-            AND ($4::timestamptz IS NULL OR (u.created_at, u.id) > ($4, $5))
-          ORDER BY u.created_at, u.id LIMIT $6"
+            AND ($4::timestamptz IS NULL OR (u.created_at, u.id) < ($4, $5))
+          ORDER BY u.created_at DESC, u.id DESC LIMIT $6"
     ))
     .bind(filter.state.map(UserState::as_db))
     .bind(&filter.email)

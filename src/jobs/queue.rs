@@ -210,6 +210,9 @@ pub struct ListFilter {
     pub queue: Option<String>,
 }
 
+/// The order of [`list`], newest first.
+pub const LIST_ORDER: &str = "created_at desc, id desc";
+
 /// A page of the tenant's jobs, newest first, after `cursor`; one extra row
 /// is fetched so the caller can tell whether a next page exists.
 pub async fn list(

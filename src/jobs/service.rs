@@ -27,7 +27,7 @@ use crate::{
     context,
     error::ApiError,
     metrics::Metrics,
-    pagination::{self, Cursor},
+    pagination::{self, Cursor, ListQuery, PageTokens},
     proto::{
         tenantry::v1::{self as pb, jobs_service_server::JobsService},
         timestamp,
@@ -46,14 +46,22 @@ pub struct JobsApi {
     stopping: CancellationToken,
     /// Jobs enqueued, and external workers' attempts, by kind.
     metrics: Metrics,
+    /// Signs and reads ListJobs page tokens.
+    page_tokens: PageTokens,
 }
 
 impl JobsApi {
     /// Handlers over `pool`, woken through `events` (fed by the process's
     /// change feed), ending long-lived calls when `stopping` is cancelled,
     /// counting in `metrics`.
-    pub fn new(pool: PgPool, events: JobEvents, stopping: CancellationToken, metrics: Metrics) -> Self {
-        JobsApi { pool, events, stopping, metrics }
+    pub fn new(
+        pool: PgPool,
+        events: JobEvents,
+        stopping: CancellationToken,
+        metrics: Metrics,
+        page_tokens: PageTokens,
+    ) -> Self {
+        JobsApi { pool, events, stopping, metrics, page_tokens }
     }
 
     /// Counts an external worker's finished attempt, timed from its lease.
@@ -240,7 +248,11 @@ impl JobsService for JobsApi {
         let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let size = pagination::page_size(request.page_size)?;
-        let cursor = Cursor::parse(&request.page_token)?;
+        let query = ListQuery::new("jobs", queue::LIST_ORDER)
+            .filter("state", request.state)
+            .filter("kind", &request.kind)
+            .filter("queue", &request.queue);
+        let cursor = self.page_tokens.cursor(&query, &request.page_token)?;
         for (field, value) in [("kind", &request.kind), ("queue", &request.queue)] {
             if !value.is_empty() && !queue::is_name(value, 128) {
                 return Err(ApiError::invalid(field, "must be letters, digits, `_`, `-` or `.`").into());
@@ -253,8 +265,9 @@ impl JobsService for JobsApi {
         };
         let mut jobs =
             queue::list(&self.pool, &tenant, &filter, size, cursor.as_ref()).await.map_err(ApiError::from)?;
-        let next_page_token =
-            pagination::next_page(&mut jobs, size, |job| Cursor { created_at: job.created_at, id: job.id.clone() });
+        let next_page_token = self
+            .page_tokens
+            .next_page(&query, &mut jobs, size, |job| Cursor { created_at: job.created_at, id: job.id.clone() });
         Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_to_pb).collect(), next_page_token }))
     }
 

@@ -81,6 +81,7 @@ impl LocalLimiter {
                         limit,
                         remaining: u64::from(remaining),
                         reset: per_token * (bucket - remaining.min(bucket)),
+                        window_seconds: RateHeaders::window_seconds(per_token, bucket),
                     },
                     retry_after: Duration::ZERO,
                 }
@@ -89,14 +90,24 @@ impl LocalLimiter {
                 let retry_after = not_until.wait_time_from(limiter.clock().now());
                 Decision {
                     allowed: false,
-                    headers: RateHeaders { limit, remaining: 0, reset: retry_after + per_token * (bucket - cost) },
+                    headers: RateHeaders {
+                        limit,
+                        remaining: 0,
+                        reset: retry_after + per_token * (bucket - cost),
+                        window_seconds: RateHeaders::window_seconds(per_token, bucket),
+                    },
                     retry_after,
                 }
             }
             // Unreachable since the cost is clamped to the bucket; refuse for a full period.
             Err(_) => Decision {
                 allowed: false,
-                headers: RateHeaders { limit, remaining: 0, reset: per_token * bucket },
+                headers: RateHeaders {
+                    limit,
+                    remaining: 0,
+                    reset: per_token * bucket,
+                    window_seconds: RateHeaders::window_seconds(per_token, bucket),
+                },
                 retry_after: per_token * bucket,
             },
         }

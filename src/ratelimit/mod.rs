@@ -66,15 +66,25 @@ pub struct RateHeaders {
     pub remaining: u64,
     /// Time until the bucket is full again (sent as whole seconds, rounded up).
     pub reset: Duration,
+    /// Seconds an empty bucket takes to fill, rounded up, at least 1:
+    /// `limit` requests per `window_seconds` is the plan's sustained rate (the
+    /// IETF `RateLimit-Policy` `w`). Whole seconds keep [`crate::error::ApiError`] small.
+    pub window_seconds: u32,
 }
 
 impl RateHeaders {
-    fn values(&self) -> [(&'static str, u64); 3] {
+    fn values(&self) -> [(&'static str, u64); 4] {
         [
             ("x-ratelimit-limit", self.limit),
             ("x-ratelimit-remaining", self.remaining),
             ("x-ratelimit-reset", crate::error::retry_after_seconds(self.reset)),
+            ("x-ratelimit-window", u64::from(self.window_seconds)),
         ]
+    }
+
+    /// The window of a bucket of `bucket` tokens refilled one per `per_token`.
+    pub fn window_seconds(per_token: Duration, bucket: u32) -> u32 {
+        u32::try_from(crate::error::retry_after_seconds(per_token * bucket)).unwrap_or(u32::MAX).max(1)
     }
 
     /// Writes the values into gRPC metadata (refusals).
@@ -235,6 +245,7 @@ impl RateLimiter {
             limit: last.limit,
             remaining: last.remaining.saturating_add(regained).min(last.limit),
             reset: last.reset.saturating_sub(elapsed),
+            window_seconds: last.window_seconds,
         })
     }
 

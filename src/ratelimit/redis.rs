@@ -228,6 +228,7 @@ impl Inner {
                             // tells it: what is left does not fit this call.
                             remaining: if r[0] == 1 { r[1].clamp(0, i64::from(bucket)) as u64 } else { 0 },
                             reset: micros(r[3]),
+                            window_seconds: RateHeaders::window_seconds(Duration::from_micros(interval_us), bucket),
                         },
                         retry_after: micros(r[2]),
                     })

@@ -274,34 +274,37 @@ impl Policy {
     }
 }
 
-/// Applies the fields of `update` named by `paths` (or, with no paths, every
-/// field set to a non-default value) onto `base`, then validates.
+/// The fields UpdateScalingPolicy may change: whole fields, and the parts
+/// of each direction's rules.
+pub const MUTABLE: crate::field_mask::Mutable = crate::field_mask::Mutable {
+    message: "tenantry.v1.ScalingPolicy",
+    paths: &[
+        "min_replicas",
+        "max_replicas",
+        "metrics",
+        "scale_up_tolerance",
+        "scale_down_tolerance",
+        "scale_up",
+        "scale_down",
+        "scale_up.stabilization_window",
+        "scale_up.select_policy",
+        "scale_up.rules",
+        "scale_down.stabilization_window",
+        "scale_down.select_policy",
+        "scale_down.rules",
+        "evaluation_interval",
+    ],
+};
+
+/// Applies the fields of `update` named by `paths` (proto paths from
+/// [`crate::field_mask::UpdateMask`], within [`MUTABLE`]; or, with no paths,
+/// every field set to a non-default value) onto `base`, then validates. A
+/// named field that `update` leaves unset takes its default.
 pub fn apply_update(base: &Policy, update: &pb::ScalingPolicy, paths: &[String]) -> Result<Policy, ApiError> {
     let mut policy = base.clone();
     let explicit = !paths.is_empty();
     let named = |path: &str| paths.iter().any(|p| p == path);
     let set = |path: &str, present: bool| if explicit { named(path) } else { present };
-    if explicit {
-        const KNOWN: &[&str] = &[
-            "min_replicas",
-            "max_replicas",
-            "metrics",
-            "scale_up_tolerance",
-            "scale_down_tolerance",
-            "scale_up",
-            "scale_down",
-            "scale_up.stabilization_window",
-            "scale_up.select_policy",
-            "scale_up.rules",
-            "scale_down.stabilization_window",
-            "scale_down.select_policy",
-            "scale_down.rules",
-            "evaluation_interval",
-        ];
-        if let Some(unknown) = paths.iter().find(|p| !KNOWN.contains(&p.as_str())) {
-            return Err(ApiError::invalid("update_mask", format!("`{unknown}` is not an updatable field")));
-        }
-    }
     if set("min_replicas", update.min_replicas != 0) {
         policy.min_replicas = update.min_replicas;
     }

@@ -16,7 +16,8 @@ use super::{
 use crate::{
     context,
     error::ApiError,
-    pagination::{self, Cursor},
+    field_mask::UpdateMask,
+    pagination::{self, Cursor, ListQuery, PageTokens},
     proto::{
         tenantry::v1::{self as pb, scaling_service_server::ScalingService},
         timestamp,
@@ -30,12 +31,14 @@ pub const MAX_SAMPLES: usize = 10_000;
 #[derive(Clone)]
 pub struct ScalingApi {
     pool: PgPool,
+    /// Signs and reads ListScalingDecisions page tokens.
+    page_tokens: PageTokens,
 }
 
 impl ScalingApi {
     /// Handlers over `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        ScalingApi { pool }
+    pub fn new(pool: PgPool, page_tokens: PageTokens) -> Self {
+        ScalingApi { pool, page_tokens }
     }
 }
 
@@ -134,7 +137,8 @@ impl ScalingService for ScalingApi {
         let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let update = request.policy.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
-        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let paths =
+            UpdateMask::parse(request.update_mask.as_ref(), policy::MUTABLE)?.map(|m| m.paths).unwrap_or_default();
         let (base, _) = store::load_policy(&self.pool, &tenant).await.map_err(ApiError::from)?;
         let policy = policy::apply_update(&base, &update, &paths)?;
         let (plan_min, plan_max) = store::plan_bounds(&self.pool, &tenant).await.map_err(ApiError::from)?;
@@ -188,7 +192,11 @@ impl ScalingService for ScalingApi {
         let tenant = context::of(&request)?.tenant()?.id.clone();
         let request = request.into_inner();
         let size = pagination::page_size(request.page_size)?;
-        let cursor = Cursor::parse(&request.page_token)?;
+        let query = ListQuery::new("scaling_decisions", store::LIST_ORDER)
+            .filter("start_time", request.start_time)
+            .filter("end_time", request.end_time)
+            .filter("changes_only", request.changes_only);
+        let cursor = self.page_tokens.cursor(&query, &request.page_token)?;
         let time = |field: &'static str, value: Option<&prost_types::Timestamp>| {
             value
                 .map(|t| crate::proto::from_timestamp(t).ok_or_else(|| ApiError::invalid(field, "is not a valid time")))
@@ -201,8 +209,9 @@ impl ScalingService for ScalingApi {
         };
         let mut decisions =
             store::list_decisions(&self.pool, &tenant, &filter, size, cursor.as_ref()).await.map_err(ApiError::from)?;
-        let next_page_token =
-            pagination::next_page(&mut decisions, size, |d| Cursor { created_at: d.decision.at, id: d.id.clone() });
+        let next_page_token = self
+            .page_tokens
+            .next_page(&query, &mut decisions, size, |d| Cursor { created_at: d.decision.at, id: d.id.clone() });
         Ok(Response::new(pb::ListScalingDecisionsResponse {
             decisions: decisions.iter().map(|d| decision_to_pb(&d.id, &d.decision)).collect(),
             next_page_token,

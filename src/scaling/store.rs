@@ -172,6 +172,9 @@ pub struct DecisionFilter {
     pub changes_only: bool,
 }
 
+/// The order of [`list_decisions`], newest first.
+pub const LIST_ORDER: &str = "evaluated_at desc, id desc";
+
 /// A page of the tenant's decisions, newest first (one extra row fetched).
 pub async fn list_decisions(
     pool: &PgPool,

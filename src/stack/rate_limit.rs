@@ -108,7 +108,7 @@ impl RateLimit {
                     method.rate_cost
                 ),
             }),
-            rate: Some(decision.headers),
+            rate: Some(Box::new(decision.headers)),
         })
     }
 }

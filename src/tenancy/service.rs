@@ -16,12 +16,17 @@ use super::{
 use crate::{
     context::{self, RequestContext},
     error::ApiError,
-    pagination::{self, Cursor},
+    field_mask::{Mutable, UpdateMask},
+    pagination::{self, ListQuery, PageTokens},
     proto::{
         tenantry::v1::{self as pb, tenant_service_server::TenantService},
         timestamp,
     },
 };
+
+/// What UpdateTenant may change (the plan: platform admins only).
+const TENANT_MUTABLE: Mutable =
+    Mutable { message: "tenantry.v1.Tenant", paths: &["display_name", "plan_id", "labels"] };
 
 /// The TenantService implementation.
 #[derive(Clone)]
@@ -31,14 +36,16 @@ pub struct TenantApi {
     purge_grace: Duration,
     /// Hashes the owner's password of a new tenant (bounded, off the executor).
     passwords: crate::identity::passwords::PasswordHasherPool,
+    /// Signs and reads ListTenants and ListPlans page tokens.
+    page_tokens: PageTokens,
 }
 
 impl TenantApi {
     /// Handlers over `pool`; changes are evicted from `directory` at once;
     /// deleted tenants are purged after `purge_grace`.
-    pub fn new(pool: PgPool, directory: TenantDirectory, purge_grace: Duration) -> Self {
+    pub fn new(pool: PgPool, directory: TenantDirectory, purge_grace: Duration, page_tokens: PageTokens) -> Self {
         let passwords = crate::identity::passwords::PasswordHasherPool::new(1);
-        TenantApi { pool, directory, purge_grace, passwords }
+        TenantApi { pool, directory, purge_grace, passwords, page_tokens }
     }
 
     /// Shares the server's password hasher (and its concurrency bound).
@@ -190,7 +197,10 @@ impl TenantService for TenantApi {
     async fn list_tenants(&self, request: Request<pb::ListTenantsRequest>) -> Reply<pb::ListTenantsResponse> {
         let message = request.into_inner();
         let size = pagination::page_size(message.page_size)?;
-        let after = Cursor::parse(&message.page_token)?;
+        let query = ListQuery::new("tenants", store::LIST_ORDER)
+            .filter("state", message.state)
+            .filter("plan_id", &message.plan_id);
+        let after = self.page_tokens.cursor(&query, &message.page_token)?;
         let state = match pb::TenantState::try_from(message.state) {
             Ok(pb::TenantState::Unspecified) => None,
             Ok(pb::TenantState::Active) => Some(TenantState::Active),
@@ -202,7 +212,8 @@ impl TenantService for TenantApi {
             "" => None,
             plan => Some(model::plan_id("plan_id", plan)?),
         };
-        let (tenants, next_page_token) = store::list(&self.pool, &ListFilter { state, plan_id }, size, after).await?;
+        let (tenants, next) = store::list(&self.pool, &ListFilter { state, plan_id }, size, after).await?;
+        let next_page_token = self.page_tokens.issue(&query, next.as_ref());
         let tenants = tenants.into_iter().map(tenant_to_pb).collect();
         Ok(Response::new(pb::ListTenantsResponse { tenants, next_page_token }))
     }
@@ -217,9 +228,15 @@ impl TenantService for TenantApi {
         if own_tenant.as_ref().is_some_and(|own| own != &id) {
             return Err(not_found().into());
         }
-        let paths: Vec<String> = match message.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths,
-            _ => {
+        let mask = UpdateMask::parse(message.update_mask.as_ref(), TENANT_MUTABLE)?;
+        let paths: Vec<String> = match &mask {
+            // A tenant admin's `*` replaces what it may change; the plan
+            // stays unless the request names one.
+            Some(mask) if mask.replace_all && !is_admin && update.plan_id.is_empty() => {
+                mask.paths.iter().filter(|p| *p != "plan_id").cloned().collect()
+            }
+            Some(mask) => mask.paths.clone(),
+            None => {
                 let mut present = Vec::new();
                 if !update.display_name.is_empty() {
                     present.push("display_name".to_owned());
@@ -255,9 +272,7 @@ impl TenantService for TenantApi {
                     .into());
                 }
                 "plan_id" => changes.plan_id = Some(model::plan_id("tenant.plan_id", &update.plan_id)?),
-                other => {
-                    return Err(ApiError::invalid("update_mask", format!("`{other:.64}` cannot be updated")).into());
-                }
+                other => return Err(ApiError::internal(format!("mutable path `{other}` has no handler")).into()),
             }
         }
         let tenant = match store::update(&self.pool, &id, &changes).await {
@@ -298,17 +313,15 @@ impl TenantService for TenantApi {
 
     async fn list_plans(&self, request: Request<pb::ListPlansRequest>) -> Reply<pb::ListPlansResponse> {
         let message = request.into_inner();
-        let size = pagination::page_size(message.page_size)?;
-        let after = Cursor::parse(&message.page_token)?;
-        let mut plans: Vec<Plan> = store::list_plans(&self.pool)
-            .await?
-            .into_iter()
-            .filter(|p| after.as_ref().is_none_or(|c| (p.created_at, p.id.as_str()) > (c.created_at, c.id.as_str())))
-            .take(size as usize + 1)
-            .collect();
-        let next_page_token =
-            pagination::next_page(&mut plans, size, |p| Cursor { created_at: p.created_at, id: p.id.clone() });
-        Ok(Response::new(pb::ListPlansResponse { plans: plans.into_iter().map(plan_to_pb).collect(), next_page_token }))
+        let size = pagination::page_size(message.page_size)? as usize;
+        // A short catalogue, read whole and paged by offset, by id.
+        let query = ListQuery::new("plans", "id");
+        let offset = self.page_tokens.offset(&query, &message.page_token)?;
+        let all: Vec<Plan> = store::list_plans(&self.pool).await?;
+        let end = (offset + size).min(all.len());
+        let next_page_token = self.page_tokens.issue_offset(&query, end, all.len());
+        let plans = all.into_iter().skip(offset).take(size).map(plan_to_pb).collect();
+        Ok(Response::new(pb::ListPlansResponse { plans, next_page_token }))
     }
 
     async fn upsert_plan(&self, request: Request<pb::UpsertPlanRequest>) -> Reply<pb::UpsertPlanResponse> {

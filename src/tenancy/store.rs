@@ -129,13 +129,18 @@ pub struct ListFilter {
     pub plan_id: Option<String>,
 }
 
-/// One page of tenants in creation order, plus the next page's token.
+/// The order of [`list`], newest first.
+pub const LIST_ORDER: &str = "created_at desc, id desc";
+
+/// One page of tenants, newest first, after `after`, plus the position
+/// after the page when there is a next one. A backward scan of
+/// `tenants_created (created_at, id)`.
 pub async fn list(
     pool: &PgPool,
     filter: &ListFilter,
     size: i64,
     after: Option<Cursor>,
-) -> Result<(Vec<Tenant>, String), TenancyError> {
+) -> Result<(Vec<Tenant>, Option<Cursor>), TenancyError> {
     let (after_time, after_id) = match after {
         Some(c) => (Some(c.created_at), Some(c.id)),
         None => (None, None),
@@ -144,8 +149,8 @@ pub async fn list(
         "SELECT {TENANT_COLUMNS} FROM platform.tenants
          WHERE ($1::text IS NULL OR state = $1)
            AND ($2::text IS NULL OR plan_id = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
-         ORDER BY created_at, id
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+         ORDER BY created_at DESC, id DESC
          LIMIT $5"
     ))
     .bind(filter.state.map(TenantState::as_db))
@@ -156,8 +161,10 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     let mut tenants = rows.into_iter().map(Tenant::try_from).collect::<Result<Vec<_>, _>>()?;
-    let next =
-        crate::pagination::next_page(&mut tenants, size, |t| Cursor { created_at: t.created_at, id: t.id.to_string() });
+    let next = crate::pagination::split_page(&mut tenants, size, |t| Cursor {
+        created_at: t.created_at,
+        id: t.id.to_string(),
+    });
     Ok((tenants, next))
 }
 
@@ -256,7 +263,7 @@ pub async fn transition(pool: &PgPool, id: &TenantId, change: Transition) -> Res
 
 /// Every plan, by id.
 pub async fn list_plans(pool: &PgPool) -> Result<Vec<Plan>, TenancyError> {
-    Ok(sqlx::query_as("SELECT * FROM platform.plans ORDER BY created_at, id").fetch_all(pool).await?)
+    Ok(sqlx::query_as("SELECT * FROM platform.plans ORDER BY id").fetch_all(pool).await?)
 }
 
 /// A plan by id.

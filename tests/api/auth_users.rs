@@ -67,7 +67,7 @@ async fn users_are_created_read_listed_and_updated() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(page.users[0].id, tenant.owner.id, "oldest first");
+    assert_eq!(page.users[0].id, ada.id, "newest first");
     let next = app
         .auth()
         .list_users(bearer(
@@ -77,7 +77,7 @@ async fn users_are_created_read_listed_and_updated() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(next.users[0].id, ada.id);
+    assert_eq!(next.users[0].id, tenant.owner.id);
     assert!(next.next_page_token.is_empty());
     let members = app
         .auth()

@@ -15,6 +15,7 @@ mod caches;
 
 mod cli;
 mod contract;
+mod contract_rest;
 mod credentials;
 mod dev_mode;
 mod faults;

@@ -29,7 +29,7 @@ on_every_backend!(
     concurrent_creates_of_one_slug_make_exactly_one_tenant,
     provisioning_that_does_not_commit_leaves_no_row_and_no_schema,
     get_tenant_finds_by_id_or_slug_and_unknown_is_not_found,
-    list_tenants_pages_through_all_in_creation_order_and_filters_by_state,
+    list_tenants_pages_through_all_newest_first_and_filters_by_state,
     update_tenant_applies_only_the_masked_fields,
     a_suspended_tenant_is_refused_until_resumed,
     a_suspension_reaches_every_node_within_five_seconds,
@@ -183,7 +183,7 @@ async fn get_tenant_finds_by_id_or_slug_and_unknown_is_not_found(backend: Backen
     assert_eq!(bad_field(&status), "tenant_id");
 }
 
-async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state(backend: Backend) {
+async fn list_tenants_pages_through_all_newest_first_and_filters_by_state(backend: Backend) {
     let app = TestApp::builder().backend(backend).spawn().await;
     let mut created = Vec::new();
     for i in 0..7 {
@@ -201,7 +201,8 @@ async fn list_tenants_pages_through_all_in_creation_order_and_filters_by_state(b
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen, created);
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
 
     let suspend = SuspendTenantRequest { tenant_id: created[2].clone(), reason: Some("billing".into()) };
     app.tenants().suspend_tenant(app.as_admin(suspend)).await.unwrap();

@@ -15,7 +15,7 @@ use crate::{
         audit::{self, Event},
         roles,
     },
-    pagination::{self, Cursor},
+    pagination::{self, Cursor, ListQuery},
     proto::{from_timestamp, tenantry::v1 as pb},
 };
 
@@ -59,12 +59,14 @@ impl AuthApi {
         let ctx = context::of(&request)?;
         let message = request.get_ref();
         let size = pagination::page_size(message.page_size)?;
-        let before = Cursor::parse(&message.page_token)?;
+        let query = ListQuery::new("api_keys", api_keys::LIST_ORDER).filter("show_inactive", message.show_inactive);
+        let before = self.page_tokens.cursor(&query, &message.page_token)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let mut keys = api_keys::list(&mut tx, message.show_inactive, size, before).await?;
         tx.commit().await.map_err(ApiError::from)?;
-        let next_page_token =
-            pagination::next_page(&mut keys, size, |k| Cursor { created_at: k.created_at, id: k.id.clone() });
+        let next_page_token = self
+            .page_tokens
+            .next_page(&query, &mut keys, size, |k| Cursor { created_at: k.created_at, id: k.id.clone() });
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: keys.into_iter().map(convert::api_key).collect(),
             next_page_token,

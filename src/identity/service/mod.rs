@@ -30,6 +30,7 @@ use crate::{
     auth::Principal,
     context::{self, RequestContext},
     error::ApiError,
+    pagination::PageTokens,
     proto::tenantry::v1::{self as pb, auth_service_server::AuthService},
     tenancy::{TenantDirectory, TenantRef, TenantTx},
 };
@@ -48,6 +49,8 @@ pub struct AuthApi {
     trust_forwarded_for: bool,
     /// Every permission any method declares (what a platform admin holds).
     all_permissions: Arc<BTreeSet<String>>,
+    /// Signs and reads the page tokens of the identity lists.
+    page_tokens: PageTokens,
 }
 
 impl AuthApi {
@@ -59,6 +62,7 @@ impl AuthApi {
         tenants: TenantDirectory,
         config: &IdentityConfig,
         policies: &crate::policy::PolicyTable,
+        page_tokens: PageTokens,
     ) -> Self {
         let all_permissions = policies
             .iter()
@@ -76,6 +80,7 @@ impl AuthApi {
             refresh_ttl: config.refresh_token_ttl,
             trust_forwarded_for: config.trust_forwarded_for,
             all_permissions: Arc::new(all_permissions),
+            page_tokens,
         }
     }
 

@@ -10,15 +10,19 @@ use super::{AuthApi, Reply, caller_is_owner, convert};
 use crate::{
     context,
     error::ApiError,
+    field_mask::{Mutable, UpdateMask},
     identity::{
         IdentityError, access,
         audit::{self, Event, ListFilter},
         roles::{self, Role},
         users,
     },
-    pagination::{self, Cursor},
+    pagination::{self, Cursor, ListQuery},
     proto::{from_timestamp, tenantry::v1 as pb},
 };
+
+/// What UpdateRole may change on a custom role.
+const ROLE_MUTABLE: Mutable = Mutable { message: "tenantry.v1.Role", paths: &["name", "description", "permissions"] };
 
 fn built_in_fixed() -> ApiError {
     IdentityError::Precondition {
@@ -30,22 +34,6 @@ fn built_in_fixed() -> ApiError {
 
 fn role_not_found() -> ApiError {
     IdentityError::NotFound("role").into()
-}
-
-/// Offsets as opaque tokens: roles are few (at most 504) and listed from memory.
-fn offset_token(offset: usize) -> String {
-    hex::encode(format!("roles|{offset}"))
-}
-
-fn parse_offset(token: &str) -> Result<usize, ApiError> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    hex::decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|t| t.strip_prefix("roles|").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::invalid("page_token", "is not a token this server issued"))
 }
 
 impl AuthApi {
@@ -72,12 +60,14 @@ impl AuthApi {
     pub(super) async fn do_list_roles(&self, request: Request<pb::ListRolesRequest>) -> Reply<pb::ListRolesResponse> {
         let ctx = context::of(&request)?;
         let size = pagination::page_size(request.get_ref().page_size)? as usize;
-        let offset = parse_offset(&request.get_ref().page_token)?;
+        // Roles are few (at most 504) and listed from memory, paged by offset.
+        let query = ListQuery::new("roles", roles::LIST_ORDER);
+        let offset = self.page_tokens.offset(&query, &request.get_ref().page_token)?;
         let (_, mut tx) = self.begin(ctx).await?;
         let all = roles::list(&mut tx).await?;
         tx.commit().await.map_err(ApiError::from)?;
         let end = (offset + size).min(all.len());
-        let next_page_token = if end < all.len() { offset_token(end) } else { String::new() };
+        let next_page_token = self.page_tokens.issue_offset(&query, end, all.len());
         let page: Vec<Role> = all.into_iter().skip(offset).take(size).collect();
         Ok(Response::new(pb::ListRolesResponse {
             roles: page.into_iter().map(convert::role).collect(),
@@ -99,9 +89,9 @@ impl AuthApi {
         if roles::BUILT_IN.contains(&update.id.as_str()) {
             return Err(built_in_fixed().into());
         }
-        let paths: Vec<String> = match &message.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths.clone(),
-            _ => [
+        let paths: Vec<String> = match UpdateMask::parse(message.update_mask.as_ref(), ROLE_MUTABLE)? {
+            Some(mask) => mask.paths,
+            None => [
                 (!update.name.is_empty()).then_some("name"),
                 (!update.description.is_empty()).then_some("description"),
                 (!update.permissions.is_empty()).then_some("permissions"),
@@ -120,7 +110,7 @@ impl AuthApi {
                 "name" => name = Some(roles::parse_name("role.name", &update.name)?),
                 "description" => description = Some(roles::parse_description("role.description", &update.description)?),
                 "permissions" => permissions = Some(roles::parse_permissions("role.permissions", &update.permissions)?),
-                other => return Err(ApiError::invalid("update_mask", format!("`{other}` cannot be updated")).into()),
+                other => return Err(ApiError::internal(format!("mutable path `{other}` has no handler")).into()),
             }
         }
         let (tenant, mut tx) = self.begin(ctx).await?;
@@ -247,7 +237,13 @@ impl AuthApi {
         let ctx = context::of(&request)?;
         let message = request.get_ref();
         let size = pagination::page_size(message.page_size)?;
-        let before = Cursor::parse(&message.page_token)?;
+        let query = ListQuery::new("audit_events", audit::LIST_ORDER)
+            .filter("event_type", &message.event_type)
+            .filter("start_time", message.start_time)
+            .filter("end_time", message.end_time)
+            .filter("actor_id", &message.actor_id)
+            .filter("target_id", &message.target_id);
+        let before = self.page_tokens.cursor(&query, &message.page_token)?;
         let time = |field: &'static str, ts: &Option<prost_types::Timestamp>| {
             ts.as_ref()
                 .map(|ts| from_timestamp(ts).ok_or_else(|| ApiError::invalid(field, "is not a valid time")))
@@ -268,8 +264,9 @@ impl AuthApi {
         let (_, mut tx) = self.begin(ctx).await?;
         let mut events = audit::list(&mut tx, &filter, size, before).await?;
         tx.commit().await.map_err(ApiError::from)?;
-        let next_page_token =
-            pagination::next_page(&mut events, size, |e| Cursor { created_at: e.created_at, id: e.id.clone() });
+        let next_page_token = self
+            .page_tokens
+            .next_page(&query, &mut events, size, |e| Cursor { created_at: e.created_at, id: e.id.clone() });
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: events.into_iter().map(|e| convert::event(e, &tenant_id)).collect(),
             next_page_token,

@@ -17,6 +17,7 @@ use crate::{
     auth::Principal,
     context,
     error::ApiError,
+    field_mask::{Mutable, UpdateMask},
     identity::{
         IdentityError, api_keys,
         audit::{self, Actor, Event},
@@ -24,10 +25,13 @@ use crate::{
         refresh, roles, throttle,
         users::{self, ListFilter, UserState},
     },
-    pagination::{self, Cursor},
+    pagination::{self, Cursor, ListQuery},
     proto::tenantry::v1 as pb,
     tenancy::TenantTx,
 };
+
+/// What UpdateUser may change (roles change through AssignRole/UnassignRole).
+const USER_MUTABLE: Mutable = Mutable { message: "tenantry.v1.User", paths: &["email", "display_name", "state"] };
 
 /// Creates the owner of a tenant being provisioned, in the provisioning
 /// transaction (so the tenant and its owner exist together or not at all).
@@ -134,7 +138,11 @@ impl AuthApi {
         let ctx = context::of(&request)?;
         let message = request.get_ref();
         let size = pagination::page_size(message.page_size)?;
-        let after = Cursor::parse(&message.page_token)?;
+        let query = ListQuery::new("users", users::LIST_ORDER)
+            .filter("state", message.state)
+            .filter("email", &message.email)
+            .filter("role_id", &message.role_id);
+        let after = self.page_tokens.cursor(&query, &message.page_token)?;
         let state = match pb::UserState::try_from(message.state) {
             Ok(pb::UserState::Unspecified) => None,
             Ok(pb::UserState::Active) => Some(UserState::Active),
@@ -149,8 +157,9 @@ impl AuthApi {
         let (_, mut tx) = self.begin(ctx).await?;
         let mut found = users::list(&mut tx, &ListFilter { state, email, role_id }, size, after).await?;
         tx.end_read();
-        let next_page_token =
-            pagination::next_page(&mut found, size, |u| Cursor { created_at: u.created_at, id: u.id.clone() });
+        let next_page_token = self
+            .page_tokens
+            .next_page(&query, &mut found, size, |u| Cursor { created_at: u.created_at, id: u.id.clone() });
         Ok(Response::new(pb::ListUsersResponse {
             users: found.into_iter().map(convert::user).collect(),
             next_page_token,
@@ -166,9 +175,9 @@ impl AuthApi {
         let message = request.get_ref();
         let update = message.user.as_ref().ok_or_else(|| ApiError::invalid("user", "is required"))?;
         let id = parse_user_id("user.id", &update.id)?;
-        let paths: Vec<String> = match &message.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths.clone(),
-            _ => {
+        let paths: Vec<String> = match UpdateMask::parse(message.update_mask.as_ref(), USER_MUTABLE)? {
+            Some(mask) => mask.paths,
+            None => {
                 let mut present = Vec::new();
                 if !update.email.is_empty() {
                     present.push("email".to_owned());
@@ -196,9 +205,7 @@ impl AuthApi {
                         _ => return Err(ApiError::invalid("user.state", "must be ACTIVE or DISABLED").into()),
                     })
                 }
-                other => {
-                    return Err(ApiError::invalid("update_mask", format!("`{other}` cannot be updated")).into());
-                }
+                other => return Err(ApiError::internal(format!("mutable path `{other}` has no handler")).into()),
             }
         }
         if paths.is_empty() {

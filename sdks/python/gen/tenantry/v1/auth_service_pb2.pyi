@@ -878,7 +878,7 @@ class ListUsersResponse(_message.Message):
     """Token for the next page; empty when this is the last page."""
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.User]:
-        """One page of users, oldest first."""
+        """One page of users, newest first."""
 
     def __init__(
         self,
@@ -910,10 +910,12 @@ class UpdateUserRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update. Allowed paths: `email`, `display_name`, `state`. Roles
+        """Fields to update, as proto paths (`display_name`) or JSON names
+        (`displayName`); `*` replaces every updatable field, resetting those
+        absent from `user`. Allowed paths: `email`, `display_name`, `state`. Roles
         change through AssignRole and UnassignRole; other paths fail with
-        INVALID_ARGUMENT. When empty, every updatable field set to a non-default
-        value in `user` is updated.
+        INVALID_ARGUMENT naming `update_mask`. When empty, every updatable field
+        set to a non-default value in `user` is updated.
         """
 
     def __init__(
@@ -1355,9 +1357,11 @@ class UpdateRoleRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update. Allowed paths: `name`, `description`, `permissions`
-        (replaces the whole list). When empty, every updatable field set to a
-        non-default value in `role` is updated.
+        """Fields to update, by proto path or JSON name; `*` replaces every updatable
+        field, resetting those absent from `role`. Allowed paths: `name`,
+        `description`, `permissions` (replaces the whole list); other paths fail
+        with INVALID_ARGUMENT naming `update_mask`. When empty, every updatable
+        field set to a non-default value in `role` is updated.
         """
 
     def __init__(

@@ -238,7 +238,7 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Lists the users of the tenant, ordered by creation time, oldest first.
+        """Lists the users of the tenant, newest first (by creation time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,7 +83,7 @@ class AuthServiceStub:
     GetUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetUserRequest, _auth_service_pb2.GetUserResponse]
     """Returns one user of the tenant."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]
-    """Lists the users of the tenant, ordered by creation time, oldest first."""
+    """Lists the users of the tenant, newest first (by creation time)."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.UpdateUserRequest, _auth_service_pb2.UpdateUserResponse]
     """Updates a user's email, display name or state. Disabling a user revokes
     their refresh tokens.
@@ -194,7 +194,7 @@ class AuthServiceAsyncStub(AuthServiceStub):
     GetUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetUserRequest, _auth_service_pb2.GetUserResponse]  # type: ignore[assignment]
     """Returns one user of the tenant."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]  # type: ignore[assignment]
-    """Lists the users of the tenant, ordered by creation time, oldest first."""
+    """Lists the users of the tenant, newest first (by creation time)."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.UpdateUserRequest, _auth_service_pb2.UpdateUserResponse]  # type: ignore[assignment]
     """Updates a user's email, display name or state. Disabling a user revokes
     their refresh tokens.
@@ -356,7 +356,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ListUsersResponse, _abc.Awaitable[_auth_service_pb2.ListUsersResponse]]:
-        """Lists the users of the tenant, ordered by creation time, oldest first."""
+        """Lists the users of the tenant, newest first (by creation time)."""
 
     @_abc_1.abstractmethod
     def UpdateUser(

@@ -618,8 +618,11 @@ class UpdateScalingPolicyRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update, for example `min_replicas`, `metrics` (replaces the
-        whole list) or `scale_down.stabilization_window`. When empty, every field
+        """Fields to update, as proto paths or JSON names, for example
+        `min_replicas`, `metrics` (replaces the whole list) or
+        `scaleDown.stabilizationWindow`; `*` replaces every field, resetting those
+        absent from `policy` to their defaults. Other paths fail with
+        INVALID_ARGUMENT naming `update_mask`. When empty, every field
         set to a non-default value in `policy` is updated.
         """
 

@@ -491,9 +491,12 @@ class UpdateTenantRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update. Allowed paths: `display_name`, `labels` (replaces the
-        whole map) and `plan_id` (platform admins only). Other paths fail with
-        INVALID_ARGUMENT. When empty, every updatable field set to a non-default
+        """Fields to update, as proto paths (`display_name`) or JSON names
+        (`displayName`); `*` replaces every updatable field, resetting those
+        absent from `tenant` (a tenant admin's plan stays unless named). Allowed
+        paths: `display_name`, `labels` (replaces the whole map) and `plan_id`
+        (platform admins only). Other paths fail with INVALID_ARGUMENT naming
+        `update_mask`. When empty, every updatable field set to a non-default
         value in `tenant` is updated.
         """
 

@@ -155,7 +155,8 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPlans(self, request, context):
-        """Lists the plans tenants can be on. Any authenticated caller may list them.
+        """Lists the plans tenants can be on, ordered by id. Any authenticated caller
+        may list them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

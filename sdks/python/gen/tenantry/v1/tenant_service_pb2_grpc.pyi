@@ -70,7 +70,9 @@ class TenantServiceStub:
     carries the tenant in state DELETED with its `purge_time`.
     """
     ListPlans: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListPlansRequest, _tenant_service_pb2.ListPlansResponse]
-    """Lists the plans tenants can be on. Any authenticated caller may list them."""
+    """Lists the plans tenants can be on, ordered by id. Any authenticated caller
+    may list them.
+    """
     UpsertPlan: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.UpsertPlanRequest, _tenant_service_pb2.UpsertPlanResponse]
     """Creates a plan, or replaces every field of an existing plan with the same
     id. Tenants on the plan get the new limits within seconds.
@@ -118,7 +120,9 @@ class TenantServiceAsyncStub(TenantServiceStub):
     carries the tenant in state DELETED with its `purge_time`.
     """
     ListPlans: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListPlansRequest, _tenant_service_pb2.ListPlansResponse]  # type: ignore[assignment]
-    """Lists the plans tenants can be on. Any authenticated caller may list them."""
+    """Lists the plans tenants can be on, ordered by id. Any authenticated caller
+    may list them.
+    """
     UpsertPlan: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.UpsertPlanRequest, _tenant_service_pb2.UpsertPlanResponse]  # type: ignore[assignment]
     """Creates a plan, or replaces every field of an existing plan with the same
     id. Tenants on the plan get the new limits within seconds.
@@ -211,7 +215,9 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_service_pb2.ListPlansRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_service_pb2.ListPlansResponse, _abc.Awaitable[_tenant_service_pb2.ListPlansResponse]]:
-        """Lists the plans tenants can be on. Any authenticated caller may list them."""
+        """Lists the plans tenants can be on, ordered by id. Any authenticated caller
+        may list them.
+        """
 
     @_abc_1.abstractmethod
     def UpsertPlan(

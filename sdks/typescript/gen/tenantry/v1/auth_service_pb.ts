@@ -911,7 +911,7 @@ export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*
  */
 export type ListUsersResponse = Message<"tenantry.v1.ListUsersResponse"> & {
   /**
-   * One page of users, oldest first.
+   * One page of users, newest first.
    *
    * @generated from field: repeated tenantry.v1.User users = 1;
    */
@@ -947,10 +947,12 @@ export type UpdateUserRequest = Message<"tenantry.v1.UpdateUserRequest"> & {
   user?: User | undefined;
 
   /**
-   * Fields to update. Allowed paths: `email`, `display_name`, `state`. Roles
+   * Fields to update, as proto paths (`display_name`) or JSON names
+   * (`displayName`); `*` replaces every updatable field, resetting those
+   * absent from `user`. Allowed paths: `email`, `display_name`, `state`. Roles
    * change through AssignRole and UnassignRole; other paths fail with
-   * INVALID_ARGUMENT. When empty, every updatable field set to a non-default
-   * value in `user` is updated.
+   * INVALID_ARGUMENT naming `update_mask`. When empty, every updatable field
+   * set to a non-default value in `user` is updated.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -1379,9 +1381,11 @@ export type UpdateRoleRequest = Message<"tenantry.v1.UpdateRoleRequest"> & {
   role?: Role | undefined;
 
   /**
-   * Fields to update. Allowed paths: `name`, `description`, `permissions`
-   * (replaces the whole list). When empty, every updatable field set to a
-   * non-default value in `role` is updated.
+   * Fields to update, by proto path or JSON name; `*` replaces every updatable
+   * field, resetting those absent from `role`. Allowed paths: `name`,
+   * `description`, `permissions` (replaces the whole list); other paths fail
+   * with INVALID_ARGUMENT naming `update_mask`. When empty, every updatable
+   * field set to a non-default value in `role` is updated.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -1801,7 +1805,7 @@ export const AuthService: GenService<{
     output: typeof GetUserResponseSchema;
   },
   /**
-   * Lists the users of the tenant, ordered by creation time, oldest first.
+   * Lists the users of the tenant, newest first (by creation time).
    *
    * @generated from rpc tenantry.v1.AuthService.ListUsers
    */

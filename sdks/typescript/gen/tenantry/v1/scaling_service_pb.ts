@@ -489,8 +489,11 @@ export type UpdateScalingPolicyRequest = Message<"tenantry.v1.UpdateScalingPolic
   policy?: ScalingPolicy | undefined;
 
   /**
-   * Fields to update, for example `min_replicas`, `metrics` (replaces the
-   * whole list) or `scale_down.stabilization_window`. When empty, every field
+   * Fields to update, as proto paths or JSON names, for example
+   * `min_replicas`, `metrics` (replaces the whole list) or
+   * `scaleDown.stabilizationWindow`; `*` replaces every field, resetting those
+   * absent from `policy` to their defaults. Other paths fail with
+   * INVALID_ARGUMENT naming `update_mask`. When empty, every field
    * set to a non-default value in `policy` is updated.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;

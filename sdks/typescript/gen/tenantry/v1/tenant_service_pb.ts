@@ -438,9 +438,12 @@ export type UpdateTenantRequest = Message<"tenantry.v1.UpdateTenantRequest"> & {
   tenant?: Tenant | undefined;
 
   /**
-   * Fields to update. Allowed paths: `display_name`, `labels` (replaces the
-   * whole map) and `plan_id` (platform admins only). Other paths fail with
-   * INVALID_ARGUMENT. When empty, every updatable field set to a non-default
+   * Fields to update, as proto paths (`display_name`) or JSON names
+   * (`displayName`); `*` replaces every updatable field, resetting those
+   * absent from `tenant` (a tenant admin's plan stays unless named). Allowed
+   * paths: `display_name`, `labels` (replaces the whole map) and `plan_id`
+   * (platform admins only). Other paths fail with INVALID_ARGUMENT naming
+   * `update_mask`. When empty, every updatable field set to a non-default
    * value in `tenant` is updated.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
@@ -855,7 +858,8 @@ export const TenantService: GenService<{
     output: typeof DeleteTenantResponseSchema;
   },
   /**
-   * Lists the plans tenants can be on. Any authenticated caller may list them.
+   * Lists the plans tenants can be on, ordered by id. Any authenticated caller
+   * may list them.
    *
    * @generated from rpc tenantry.v1.TenantService.ListPlans
    */
