@@ -18,6 +18,7 @@ mod contract;
 mod credentials;
 mod dev_mode;
 mod faults;
+mod fleet;
 mod health;
 mod isolation;
 mod isolation_matrix;
