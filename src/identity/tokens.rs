@@ -32,10 +32,6 @@ use crate::{ids, tenancy::TenantId};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
-/// Verified tokens kept per node; beyond it the least useful are evicted
-/// one by one (never a clear-all, which sent every token of a busy node
-/// back to RS256 verification at once).
-const MAX_CACHED: u64 = 100_000;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
@@ -72,6 +68,13 @@ impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for UntilExpiry {
         let left = verified.expires_at + LEEWAY - Utc::now();
         Some(left.to_std().unwrap_or(Duration::ZERO))
     }
+}
+
+/// A cache of at most `entries` verified tokens; beyond it the least useful
+/// are evicted one by one (never a clear-all, which sent every token of a
+/// busy node back to RS256 verification at once).
+fn verified_tokens(entries: u64) -> moka::sync::Cache<Box<str>, Arc<VerifiedToken>> {
+    moka::sync::Cache::builder().max_capacity(entries).expire_after(UntilExpiry).build()
 }
 
 /// Issues and verifies access tokens with one key ring.
@@ -113,8 +116,14 @@ impl TokenService {
             audience: audience.to_owned(),
             ttl,
             validation: Arc::new(validation),
-            cache: moka::sync::Cache::builder().max_capacity(MAX_CACHED).expire_after(UntilExpiry).build(),
+            cache: verified_tokens(crate::cache::DEFAULT_ENTRIES),
         }
+    }
+
+    /// Keeps at most `entries` verified tokens.
+    pub fn caching(mut self, entries: u64) -> Self {
+        self.cache = verified_tokens(entries);
+        self
     }
 
     /// The key ring (for JWKS).
