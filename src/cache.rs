@@ -28,6 +28,16 @@ use std::{
 
 use moka::{Expiry, sync::Cache};
 
+/// Entries each per-node cache of tenant-keyed state holds by default
+/// (`--cache-entries`): the tenant directory, plans, users, API keys,
+/// verified tokens, the quota map and the limiter's last decisions. At
+/// 3.5-6 KiB per tenant across them, a node's tenant state stays near
+/// 150 MiB however many tenants it serves (benches/node_memory.rs, figures in
+/// docs/scaling-out.md); tenants beyond it are served with a point query on
+/// a miss. Raise it when more tenants than this are active on a node within
+/// a minute and memory allows.
+pub const DEFAULT_ENTRIES: u64 = 20_000;
+
 /// How long a cached value may be trusted without a notification.
 pub trait Ttl {
     /// The time to live of this value (e.g. shorter for "not found").

@@ -359,6 +359,12 @@ pub struct ServeConfig {
     /// flushes; beyond it, entries are dropped and counted.
     #[arg(help_heading = "Usage metering", long, env = "TENANTRY_USAGE_BUFFER_ENTRIES", default_value_t = 100_000)]
     pub usage_buffer_entries: usize,
+    /// Entries each per-node cache of tenant state holds (tenants, plans,
+    /// users, API keys, verified tokens, quota counts, last rate decisions);
+    /// beyond it the least useful are evicted one by one. Bounds a node's
+    /// memory however many tenants it serves (docs/scaling-out.md).
+    #[arg(long, env = "TENANTRY_CACHE_ENTRIES", default_value_t = crate::cache::DEFAULT_ENTRIES)]
+    pub cache_entries: u64,
 }
 
 /// The header block HTTP/2 accepts at all (memory protection); calls with
@@ -454,6 +460,9 @@ impl ServeConfig {
         }
         if self.usage_flush_interval < Duration::from_millis(50) {
             return Err(invalid("--usage-flush-interval", "must be at least 50ms"));
+        }
+        if self.cache_entries < 100 {
+            return Err(invalid("--cache-entries", "must be at least 100"));
         }
         if self.usage_buffer_entries < 100 {
             return Err(invalid("--usage-buffer-entries", "must be at least 100"));

@@ -105,11 +105,11 @@ impl AppState {
         let redis = serve.redis_url.as_ref().map(redis_client).transpose()?;
 
         let mut feed = ChangeFeed::default();
-        let tenants = TenantDirectory::new(pool.clone());
+        let tenants = TenantDirectory::with_capacity(pool.clone(), serve.cache_entries);
         tenants.subscribe(&mut feed);
-        let plans = PlanBook::new(pool.clone());
+        let plans = PlanBook::with_capacity(pool.clone(), serve.cache_entries);
         plans.subscribe(&mut feed);
-        let identity = IdentityCache::new(pool.clone());
+        let identity = IdentityCache::with_capacity(pool.clone(), serve.cache_entries);
         identity.subscribe(&mut feed);
         let jobs = JobEvents::new();
         jobs.subscribe(&mut feed);
@@ -119,10 +119,11 @@ impl AppState {
             &serve.identity.jwt_issuer,
             &serve.identity.jwt_audience,
             serve.identity.access_token_ttl,
-        );
+        )
+        .caching(serve.cache_entries);
         let authenticator = Authenticator::new(pool.clone(), tokens, identity, tenants.clone(), LastUsed::default());
 
-        let quotas = QuotaBook::new(pool.clone());
+        let quotas = QuotaBook::with_capacity(pool.clone(), serve.cache_entries);
         let meter = Meter::with_metrics(serve.usage_buffer_entries, quotas.clone(), metrics.clone());
         let engine = serve.effective_rate_limit_engine();
         metrics.set_rate_limit_engine(engine);
@@ -132,6 +133,7 @@ impl AppState {
             }
             _ => RateLimiter::local(),
         }
+        .remembering(serve.cache_entries)
         .with_metrics(metrics.clone());
         let readiness = Arc::new(Readiness::new(redis.is_some()));
         let admission = Arc::new(Admission::new(

@@ -80,6 +80,28 @@ impl Scratch {
         Scratch { pool, name, admin, cluster, _dir: dir }
     }
 
+    /// A URL to the scratch database, for a `tenantry` child process.
+    #[allow(dead_code)] // only the node memory benchmark starts a server
+    pub fn url(&self) -> String {
+        match (&self.cluster, std::env::var("DATABASE_URL")) {
+            (Some(cluster), _) => format!(
+                "postgres://{}@localhost/{}?host={}",
+                tenantry::db::embedded::SUPERUSER,
+                self.name,
+                cluster.data_dir().parent().expect("the cluster's directory").join("run").display()
+            ),
+            (None, Ok(url)) => {
+                let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+                let server = base.rsplit_once('/').map_or(base, |(head, _)| head);
+                match query {
+                    Some(query) => format!("{server}/{}?{query}", self.name),
+                    None => format!("{server}/{}", self.name),
+                }
+            }
+            (None, Err(_)) => unreachable!("without DATABASE_URL the scratch database is on a private cluster"),
+        }
+    }
+
     /// The scratch database's name.
     #[allow(dead_code)] // only the migrations benchmark keeps its database
     pub fn name(&self) -> &str {

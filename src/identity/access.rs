@@ -29,8 +29,6 @@ use crate::{
 pub const CHANNEL: &str = "tenantry_identity";
 /// How long an entry is trusted without a notification (a safety net).
 const TTL: Duration = Duration::from_secs(60);
-/// Entries held per cache and node; beyond it the least useful are evicted one by one.
-const CAPACITY: u64 = 100_000;
 
 /// A user's standing in a tenant, as authentication needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +102,16 @@ async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), IdentityEr
 impl IdentityCache {
     /// Caches over `pool`; caching starts once their change feed connects.
     pub fn new(pool: PgPool) -> Self {
+        Self::with_capacity(pool, crate::cache::DEFAULT_ENTRIES)
+    }
+
+    /// Caches of at most `entries` users and `entries` keys each; beyond it
+    /// the least useful are evicted one by one.
+    pub fn with_capacity(pool: PgPool, entries: u64) -> Self {
         IdentityCache {
             pool,
-            users: Arc::new(NotifyCache::new("identity_users", CAPACITY)),
-            keys: Arc::new(NotifyCache::new("api_keys", CAPACITY)),
+            users: Arc::new(NotifyCache::new("identity_users", entries)),
+            keys: Arc::new(NotifyCache::new("api_keys", entries)),
         }
     }
 

@@ -8,13 +8,18 @@
 //! jsonwebtoken validates the claims. It refuses
 //! headers that point elsewhere for keys (`jku`, `x5u`, `jwk`, `x5c`),
 //! looks the `kid` up in the fixed [`KeyRing`], and checks `iss`, `aud`,
-//! `exp` and `nbf` with a small leeway. Verified tokens are cached (bounded)
-//! until they expire, so the hot path is one hash-map lookup.
+//! `exp` and `nbf` with a small leeway. Verified tokens are cached until
+//! they expire, so the hot path is one cache lookup.
+//!
+//! The cache is moka's (bounded, evicting one entry at a time, no lock shared
+//! by every call), not the NOTIFY-invalidated [`crate::cache::NotifyCache`]:
+//! a verification depends on the signature and the clock only, never on a
+//! row another node may change. What revocation changes (the user, the
+//! session, the tenant) is checked after it, from those caches.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -27,8 +32,6 @@ use crate::{ids, tenancy::TenantId};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
-/// Verified tokens kept; beyond it expired entries go, then everything.
-const MAX_CACHED: usize = 100_000;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
@@ -57,6 +60,23 @@ pub struct VerifiedToken {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A verified token stays cached until it expires (with the leeway).
+struct UntilExpiry;
+
+impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(&self, _token: &Box<str>, verified: &Arc<VerifiedToken>, _now: Instant) -> Option<Duration> {
+        let left = verified.expires_at + LEEWAY - Utc::now();
+        Some(left.to_std().unwrap_or(Duration::ZERO))
+    }
+}
+
+/// A cache of at most `entries` verified tokens; beyond it the least useful
+/// are evicted one by one (never a clear-all, which sent every token of a
+/// busy node back to RS256 verification at once).
+fn verified_tokens(entries: u64) -> moka::sync::Cache<Box<str>, Arc<VerifiedToken>> {
+    moka::sync::Cache::builder().max_capacity(entries).expire_after(UntilExpiry).build()
+}
+
 /// Issues and verifies access tokens with one key ring.
 #[derive(Clone)]
 pub struct TokenService {
@@ -65,7 +85,7 @@ pub struct TokenService {
     audience: String,
     ttl: Duration,
     validation: Arc<Validation>,
-    cache: Arc<RwLock<HashMap<Box<str>, Arc<VerifiedToken>>>>,
+    cache: moka::sync::Cache<Box<str>, Arc<VerifiedToken>>,
 }
 
 /// Why a token was refused; deliberately coarse for callers.
@@ -96,8 +116,14 @@ impl TokenService {
             audience: audience.to_owned(),
             ttl,
             validation: Arc::new(validation),
-            cache: Arc::default(),
+            cache: verified_tokens(crate::cache::DEFAULT_ENTRIES),
         }
+    }
+
+    /// Keeps at most `entries` verified tokens.
+    pub fn caching(mut self, entries: u64) -> Self {
+        self.cache = verified_tokens(entries);
+        self
     }
 
     /// The key ring (for JWKS).
@@ -134,7 +160,7 @@ impl TokenService {
     /// The token's claims when it is valid now; served from the cache when
     /// this exact token was verified before.
     pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, InvalidToken> {
-        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(token) {
+        if let Some(hit) = self.cache.get(token) {
             // The signature and claims were checked; only time moves on.
             if Utc::now() <= hit.expires_at + LEEWAY {
                 return Ok(hit.clone());
@@ -142,15 +168,7 @@ impl TokenService {
             return Err(InvalidToken);
         }
         let verified = Arc::new(self.verify_uncached(token)?);
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED {
-            let now = Utc::now();
-            cache.retain(|_, t| now <= t.expires_at + LEEWAY);
-            if cache.len() >= MAX_CACHED / 2 {
-                cache.clear();
-            }
-        }
-        cache.insert(token.into(), verified.clone());
+        self.cache.insert(token.into(), verified.clone());
         Ok(verified)
     }
 

@@ -122,8 +122,10 @@ enum Engine {
     Redis { redis: RedisLimiter, fallback: LocalLimiter, fail_mode: RateLimitFailMode },
 }
 
-/// Tenants whose last decision this node remembers (for GetQuota).
-const REMEMBERED_TENANTS: u64 = 100_000;
+/// Each tenant's last decision, for at most `tenants` tenants; an hour idle forgets one.
+fn remembering(tenants: u64) -> moka::sync::Cache<TenantId, (Instant, RateHeaders)> {
+    moka::sync::Cache::builder().max_capacity(tenants).time_to_idle(Duration::from_secs(3600)).build()
+}
 
 /// The per-tenant rate limiter; cheap to clone.
 #[derive(Clone)]
@@ -151,11 +153,13 @@ impl RateLimiter {
     }
 
     fn with_engine(engine: Engine) -> Self {
-        let last = moka::sync::Cache::builder()
-            .max_capacity(REMEMBERED_TENANTS)
-            .time_to_idle(Duration::from_secs(3600))
-            .build();
-        RateLimiter { engine: Arc::new(engine), last, metrics: None }
+        RateLimiter { engine: Arc::new(engine), last: remembering(crate::cache::DEFAULT_ENTRIES), metrics: None }
+    }
+
+    /// Remembers the last decision of at most `tenants` tenants (for GetQuota).
+    pub fn remembering(mut self, tenants: u64) -> Self {
+        self.last = remembering(tenants);
+        self
     }
 
     /// Also exports every decision to `metrics`.

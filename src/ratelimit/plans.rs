@@ -19,8 +19,6 @@ use crate::{
 pub const PLANS_CHANNEL: &str = "tenantry_plans";
 /// How long an entry is trusted without a notification (a safety net).
 const TTL: Duration = Duration::from_secs(60);
-/// Entries held per node; beyond it the least useful are evicted one by one.
-const CAPACITY: u64 = 200_000;
 
 impl Ttl for Arc<Limits> {
     fn ttl(&self) -> Duration {
@@ -46,7 +44,13 @@ struct LimitsRow {
 impl PlanBook {
     /// A book over `pool`; caching starts once its change feed connects.
     pub fn new(pool: PgPool) -> Self {
-        PlanBook { pool, cache: Arc::new(NotifyCache::new("plans", CAPACITY)) }
+        Self::with_capacity(pool, crate::cache::DEFAULT_ENTRIES)
+    }
+
+    /// A book caching at most `entries` tenants' limits; beyond it the least
+    /// useful are evicted one by one.
+    pub fn with_capacity(pool: PgPool, entries: u64) -> Self {
+        PlanBook { pool, cache: Arc::new(NotifyCache::new("plans", entries)) }
     }
 
     /// The limits of `tenant`'s plan; `None` for an unknown tenant.

@@ -11,7 +11,7 @@
 //!
 //! The map is bounded and evicted (moka, no process-wide lock): a tenant
 //! unused here for ten minutes is forgotten, and so is the least recently
-//! used one past [`MAX_TENANTS`]. A forgotten tenant's count is read from
+//! used one past its capacity (`--cache-entries`). A forgotten tenant's count is read from
 //! the database again on its next call, which then includes everything
 //! flushed; reconciliation after each flush covers only the tenants kept.
 
@@ -47,8 +47,6 @@ impl Count {
     }
 }
 
-/// Tenants whose count one node keeps at most.
-pub const MAX_TENANTS: u64 = 100_000;
 /// A tenant unused this long is forgotten (and re-read on its next call).
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -74,7 +72,12 @@ fn month_index(at: DateTime<Utc>) -> i64 {
 impl QuotaBook {
     /// An empty book over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        let counts = moka::sync::Cache::builder().max_capacity(MAX_TENANTS).time_to_idle(IDLE).build();
+        Self::with_capacity(pool, crate::cache::DEFAULT_ENTRIES)
+    }
+
+    /// An empty book keeping at most `tenants` counts.
+    pub fn with_capacity(pool: PgPool, tenants: u64) -> Self {
+        let counts = moka::sync::Cache::builder().max_capacity(tenants).time_to_idle(IDLE).build();
         QuotaBook { pool, counts }
     }
 
@@ -82,7 +85,7 @@ impl QuotaBook {
         self.counts.get_with_by_ref(tenant, Arc::default)
     }
 
-    /// Tenants kept now (bounded by [`MAX_TENANTS`]).
+    /// Tenants kept now (bounded by the capacity).
     pub fn tenants(&self) -> u64 {
         self.counts.run_pending_tasks();
         self.counts.entry_count()

@@ -20,8 +20,6 @@ pub const CHANNEL: &str = "tenantry_tenants";
 const FOUND_TTL: Duration = Duration::from_secs(60);
 /// How long "no such tenant" is remembered, so bogus names cost little.
 const MISSING_TTL: Duration = Duration::from_secs(2);
-/// Entries held per node; beyond it the least useful are evicted one by one.
-const CAPACITY: u64 = 200_000;
 
 /// A lookup's answer, as cached.
 #[derive(Clone)]
@@ -50,7 +48,13 @@ struct TenantRow {
 impl TenantDirectory {
     /// A directory over `pool`; caching starts once its change feed connects.
     pub fn new(pool: PgPool) -> Self {
-        TenantDirectory { pool, cache: Arc::new(NotifyCache::new("tenants", CAPACITY)) }
+        Self::with_capacity(pool, crate::cache::DEFAULT_ENTRIES)
+    }
+
+    /// A directory caching at most `entries` lookups; beyond it the least
+    /// useful are evicted one by one.
+    pub fn with_capacity(pool: PgPool, entries: u64) -> Self {
+        TenantDirectory { pool, cache: Arc::new(NotifyCache::new("tenants", entries)) }
     }
 
     /// The tenant named by `key` (an id or a slug), if there is one.

@@ -19,6 +19,7 @@ mod contract_rest;
 mod credentials;
 mod dev_mode;
 mod faults;
+mod fleet;
 mod health;
 mod isolation;
 mod isolation_matrix;

@@ -5,5 +5,5 @@
 pub mod exposition;
 mod logs;
 mod metrics;
-mod server_process;
+pub mod server_process;
 mod traces;

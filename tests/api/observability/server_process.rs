@@ -1,5 +1,5 @@
-//! `tenantry serve` as a child process on a test database, ports chosen by
-//! the OS, JSON logs captured line by line.
+//! `tenantry serve` (or `tenantry worker`) as a child process on a test
+//! database, ports chosen by the OS, JSON logs captured line by line.
 
 use std::{
     collections::HashMap,
@@ -60,8 +60,9 @@ fn collect(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            // `serve` logs "serving", `worker` "serving job workers".
             if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && json["message"] == "serving"
+                && json["message"].as_str().is_some_and(|m| m.starts_with("serving"))
                 && let Some(sender) = on_serving.take()
             {
                 let address = |name: &str| json[name].as_str().unwrap_or_default().to_owned();
@@ -76,9 +77,20 @@ impl ServerProcess {
     /// Starts `tenantry serve --migrate` on `database` with JSON logs and
     /// the extra environment, and waits for its "serving" line.
     pub async fn start(database: &TestDatabase, env: &HashMap<&str, String>) -> ServerProcess {
+        let args = ["serve", "--migrate", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+        Self::run(&args, database, env).await
+    }
+
+    /// Starts `tenantry worker` the same way (its HTTP listener only; `grpc`
+    /// stays empty) and waits for its "serving job workers" line.
+    pub async fn start_worker(database: &TestDatabase, env: &HashMap<&str, String>) -> ServerProcess {
+        Self::run(&["worker", "--http-addr", "127.0.0.1:0"], database, env).await
+    }
+
+    async fn run(args: &[&str], database: &TestDatabase, env: &HashMap<&str, String>) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
         command
-            .args(["serve", "--migrate", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(args)
             .env_remove("REDIS_URL")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("RUST_LOG")
@@ -106,6 +118,11 @@ impl ServerProcess {
         };
         let http = http.parse().expect("the serving line names the HTTP address");
         ServerProcess { child, grpc, http, stderr, stdout, readers }
+    }
+
+    /// The process id (job leases name it in their worker id).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     /// Stops the server with SIGTERM, waits for a clean exit, and returns
