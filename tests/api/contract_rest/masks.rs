@@ -46,6 +46,18 @@ impl Fixture {
         format!("Bearer {}", self.tenant.owner_token)
     }
 
+    /// A second tenant, "Globex" on the free plan, labelled region=eu.
+    async fn globex(&self) -> Tenant {
+        let labelled = CreateTenantRequest {
+            slug: "globex".into(),
+            display_name: "Globex".into(),
+            plan_id: "free".into(),
+            labels: HashMap::from([("region".to_owned(), "eu".to_owned())]),
+            ..Default::default()
+        };
+        self.app.tenants().create_tenant(self.app.as_admin(labelled)).await.unwrap().into_inner().tenant.unwrap()
+    }
+
     fn admin(&self) -> String {
         format!("Bearer {}", self.app.admin_key)
     }
@@ -189,14 +201,7 @@ async fn every_update_rpc_accepts_proto_paths_and_json_names_over_grpc_and_rest(
 #[tokio::test]
 async fn a_mask_changes_only_the_fields_it_names_in_either_spelling() {
     let fx = Fixture::new().await;
-    let labelled = CreateTenantRequest {
-        slug: "globex".into(),
-        display_name: "Globex".into(),
-        plan_id: "free".into(),
-        labels: HashMap::from([("region".to_owned(), "eu".to_owned())]),
-        ..Default::default()
-    };
-    let tenant = fx.app.tenants().create_tenant(fx.app.as_admin(labelled)).await.unwrap().into_inner().tenant.unwrap();
+    let tenant = fx.globex().await;
     let admin = fx.admin();
     let headers = [("authorization", admin.as_str())];
     // The body clears the labels, but only the display name is in the mask.
@@ -228,14 +233,7 @@ async fn a_star_mask_replaces_every_mutable_field_and_resets_the_absent_ones() {
     let owner = fx.owner();
 
     // UpdateTenant over REST: labels absent from the body are cleared.
-    let labelled = CreateTenantRequest {
-        slug: "globex".into(),
-        display_name: "Globex".into(),
-        plan_id: "free".into(),
-        labels: HashMap::from([("region".to_owned(), "eu".to_owned())]),
-        ..Default::default()
-    };
-    let tenant = fx.app.tenants().create_tenant(fx.app.as_admin(labelled)).await.unwrap().into_inner().tenant.unwrap();
+    let tenant = fx.globex().await;
     let path = format!("/v1/tenants/{}?updateMask=*", tenant.id);
     let body = json!({"displayName": "Globex 2", "planId": "pro"});
     let (status, replaced) = rest(&fx.app, Method::PATCH, &path, &[("authorization", &admin)], Some(&body)).await;
