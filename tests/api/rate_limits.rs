@@ -3,7 +3,7 @@
 //! and three server processes sharing one limit.
 
 use std::{
-    process::{Child, Command, Stdio},
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,10 +18,13 @@ use tenantry::{
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::harness::{
-    TestApp, TestDatabase, eventually,
-    redis_cluster::{OwnedRedis, cluster_url},
-    tenants::{TenantHandle, create_tenant_via, upsert_plan},
+use crate::{
+    harness::{
+        TestApp, TestDatabase, eventually,
+        redis_cluster::{OwnedRedis, cluster_url},
+        tenants::{TenantHandle, create_tenant_via, upsert_plan},
+    },
+    observability::server_process::ServerProcess,
 };
 
 fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> u64 {
@@ -219,49 +222,14 @@ async fn losing_redis_falls_back_to_local_limits_without_errors_and_recovers() {
     assert!(resumed, "global limiting resumes once Redis is back");
 }
 
-/// A `tenantry serve` child process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    channel: Channel,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-async fn serve_process(database_url: &str, redis_url: &str) -> ServerProcess {
-    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (grpc, http) = (port(()), port(()));
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        // Only the Redis URL: the Redis engine is the default then.
-        .args(["serve", "--migrate"])
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url)
-        // Not a rate-limit setting: three processes starting at once on a
-        // busy machine may take longer than the default 250 ms to connect.
-        .env("TENANTRY_DB_ACQUIRE_TIMEOUT", "5s")
-        .env("TENANTRY_JWT_PRIVATE_KEY", &crate::harness::identity::signing_key().private_pem)
-        .env("TENANTRY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tenantry serve");
-    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{grpc}")).unwrap();
-    let started = Instant::now();
-    let channel = loop {
-        if let Ok(channel) = endpoint.connect().await {
-            break channel;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "tenantry serve did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ServerProcess { child, channel }
+/// A `tenantry serve --migrate` child process with only the database and
+/// Redis URLs set (the Redis engine is the default then), and a channel to
+/// it. Its logs are shown if it does not start.
+async fn serve_process(database: &TestDatabase, redis_url: &str) -> (ServerProcess, Channel) {
+    let env = HashMap::from([("REDIS_URL", redis_url.to_owned())]);
+    let server = ServerProcess::start(database, &env).await;
+    let channel = Channel::from_shared(format!("http://{}", server.grpc)).unwrap().connect().await.unwrap();
+    (server, channel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,14 +240,15 @@ async fn three_server_processes_with_only_a_redis_url_admit_at_most_the_plan() {
     let redis_url = cluster_url().await.to_owned();
     let database = TestDatabase::create().await;
     // The first process migrates; the others then find the schema current.
-    let first = serve_process(&database.url, &redis_url).await;
-    let others = [serve_process(&database.url, &redis_url).await, serve_process(&database.url, &redis_url).await];
+    let (first, first_channel) = serve_process(&database, &redis_url).await;
+    let (second, second_channel) = serve_process(&database, &redis_url).await;
+    let (third, third_channel) = serve_process(&database, &redis_url).await;
     let pool = sqlx::PgPool::connect_with(database.options.clone()).await.unwrap();
     let (_, admin_key) = tenantry::auth::api_key::AdminKeys::new(pool.clone()).create("test").await.unwrap();
-    upsert_plan(&first.channel, &admin_key, "shared", RPS, BURST, 0).await;
-    let tenant = create_tenant_via(&first.channel, &admin_key, "shared-co", "shared").await;
+    upsert_plan(&first_channel, &admin_key, "shared", RPS, BURST, 0).await;
+    let tenant = create_tenant_via(&first_channel, &admin_key, "shared-co", "shared").await;
 
-    let channels: Vec<Channel> = [&first, &others[0], &others[1]].iter().map(|server| server.channel.clone()).collect();
+    let channels = [first_channel, second_channel, third_channel];
     let admitted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -311,7 +280,9 @@ async fn three_server_processes_with_only_a_redis_url_admit_at_most_the_plan() {
     assert!(refused.load(Ordering::Relaxed) > 0, "the clients pushed past the limit");
     assert!(admitted <= bound, "admitted {admitted} in {elapsed:.2}s; bound {bound:.0}");
     assert!(admitted >= f64::from(RPS) * WINDOW.as_secs_f64() * 0.9, "admitted {admitted}: the limit was reachable");
-    drop((first, others));
+    for server in [first, second, third] {
+        server.terminate().await;
+    }
     pool.close().await;
 }
 

@@ -41,7 +41,11 @@ fn start_server(dir: &std::path::Path, port: u16, cluster: bool) -> Child {
         .arg("--logfile")
         .arg(dir.join("redis.log"));
     if cluster {
-        command.args(["--cluster-enabled", "yes", "--cluster-config-file"]).arg(dir.join("nodes.conf"));
+        // The bus port is the client port + 10,000 unless set, which is past
+        // 65,535 for a quarter of the ports the OS hands out: choose one too.
+        command
+            .args(["--cluster-enabled", "yes", "--cluster-port", &free_port().to_string(), "--cluster-config-file"])
+            .arg(dir.join("nodes.conf"));
     }
     let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server");
     watchdog::clean_up_after_exit(&pid_file, dir);
@@ -121,16 +125,19 @@ async fn start_cluster() -> String {
         wait_listening(*port).await;
     }
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let status = Command::new("redis-cli")
+    let output = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&nodes)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .output()
         .expect("redis-cli");
-    assert!(status.success(), "redis-cli --cluster create failed");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     for port in &ports {
         let mut ok = false;
         for _ in 0..200 {
