@@ -138,11 +138,15 @@ impl AppState {
         let readiness = Arc::new(Readiness::new(redis.is_some()));
         let admission = Arc::new(Admission::new(
             &policies,
-            // Gated calls wait on the database: beyond a few per pooled
-            // connection they only queue, so the learned limit stays within
-            // four per connection (and the process ceiling).
+            // Gated calls wait on the database: as many as the pool has
+            // connections never queue for one, and beyond a few per
+            // connection they only queue, so the learned limit stays between
+            // one and four per connection (and within the process ceiling).
+            // The floor also keeps a mix of fast and slow methods, whose
+            // latencies differ by more than the gradient's tolerance, from
+            // driving the limit below what the pool serves at once.
             LimitBounds {
-                min: 4,
+                min: (config.database.max_connections as usize).clamp(4, serve.max_in_flight),
                 initial: (2 * config.database.max_connections as usize).min(serve.max_in_flight),
                 max: (4 * config.database.max_connections as usize).clamp(4, serve.max_in_flight),
             },
