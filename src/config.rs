@@ -280,8 +280,12 @@ pub struct ServeConfig {
     /// Do not run job workers in this process.
     #[arg(help_heading = "Job workers", long, env = "TENANTRY_NO_WORKERS")]
     pub no_workers: bool,
-    /// HTTP/2 streams one client connection may have open at once.
-    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    /// HTTP/2 streams one client connection may have open at once. Keep it
+    /// at 100 or below: h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM) whose streams
+    /// not yet read hold more small DATA frames than its budget (25,600 bytes
+    /// of framing overhead at least, 236 per gRPC unary request), which a
+    /// busy server reaches with more streams per connection.
+    #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
     pub max_concurrent_streams: u32,
     /// Calls in flight in this process before new ones are shed with UNAVAILABLE.
     #[arg(help_heading = "Limits", long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = 2048)]
