@@ -77,6 +77,34 @@ pub fn context_mut(request: &mut Request<Body>) -> Result<&mut RequestContext, A
         .ok_or_else(|| ApiError::internal("request context missing: the observe layer must run first"))
 }
 
+/// The most of a refused request's body [`drain`] reads.
+const DRAIN_BYTES: usize = 64 * 1024;
+/// The longest [`drain`] waits for it.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Reads what a refused call's client is still sending (a unary request's
+/// message, usually already here), bounded in bytes and time, before the
+/// refusal is answered. Answering first leaves the message's DATA frame to
+/// arrive on a stream nobody reads, and h2 counts such small frames against
+/// the connection's framing budget without giving it back: a few hundred
+/// refusals during a flood made it close the whole connection (GOAWAY
+/// ENHANCE_YOUR_CALM, `too_many_data_frames`), failing the client's calls
+/// that were being served.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut body = body;
+        let mut bytes = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            bytes += frame.data_ref().map_or(0, |data| data.len());
+            if bytes > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    drop(tokio::time::timeout(DRAIN_WAIT, read).await);
+}
+
 /// Runs a [`Guard`] in front of the inner service. The guard is shared, so
 /// the per-call clones tower makes of the service cost one reference count.
 pub struct GuardLayer<G> {
@@ -135,7 +163,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let pass = guard.check(&mut request).await?;
+            let pass = match guard.check(&mut request).await {
+                Ok(pass) => pass,
+                Err(error) => {
+                    drain(request.into_body()).await;
+                    return Err(error);
+                }
+            };
             let mut response = inner.call(request).await?;
             guard.admitted(pass, &mut response);
             Ok(response)

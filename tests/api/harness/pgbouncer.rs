@@ -98,7 +98,12 @@ pub fn available() -> bool {
             panic!("TENANTRY_REQUIRE_PGBOUNCER is set but {why}")
         }
         Err(why) => {
-            SAID.call_once(|| eprintln!("skipping the tests through PgBouncer: {why}"));
+            // Written to the process's stderr, not with `eprintln!`, which
+            // the test harness captures (and shows only for failing tests).
+            SAID.call_once(|| {
+                use std::io::Write;
+                drop(writeln!(std::io::stderr(), "skipping the tests through PgBouncer: {why}"));
+            });
             false
         }
     }
