@@ -72,6 +72,22 @@ impl UpdateMask {
         Ok(Some(UpdateMask { paths, replace_all: false }))
     }
 
+    /// With no mask: the top-level mutable fields `resource` populates
+    /// (non-default scalars, non-empty lists and maps), as AIP-134 says.
+    pub fn populated(resource: &impl prost::Message, mutable: Mutable) -> Result<Vec<String>, ApiError> {
+        let descriptor = crate::proto::descriptors()
+            .get_message_by_name(mutable.message)
+            .ok_or_else(|| ApiError::internal(format!("no descriptor for {}", mutable.message)))?;
+        let message = prost_reflect::DynamicMessage::decode(descriptor, resource.encode_to_vec().as_slice())
+            .map_err(|error| ApiError::internal(format!("{} does not round-trip: {error}", mutable.message)))?;
+        Ok(mutable
+            .paths
+            .iter()
+            .filter(|path| !path.contains('.') && message.has_field_by_name(path))
+            .map(|path| (*path).to_owned())
+            .collect())
+    }
+
     /// Whether the mask names `path`.
     pub fn names(&self, path: &str) -> bool {
         self.paths.iter().any(|p| p == path)
@@ -138,6 +154,19 @@ mod tests {
         let mask = parse(&["*"], POLICY).unwrap().unwrap();
         assert!(mask.replace_all);
         assert_eq!(mask.paths, ["min_replicas", "scale_up"]);
+    }
+
+    #[test]
+    fn without_a_mask_the_populated_mutable_fields_are_updated() {
+        let tenant = crate::proto::tenantry::v1::Tenant {
+            id: "ten_x".into(),
+            display_name: "Acme".into(),
+            labels: [("region".to_owned(), "eu".to_owned())].into(),
+            ..Default::default()
+        };
+        assert_eq!(UpdateMask::populated(&tenant, TENANT).unwrap(), ["display_name", "labels"]);
+        let empty = crate::proto::tenantry::v1::Tenant { id: "ten_x".into(), ..Default::default() };
+        assert!(UpdateMask::populated(&empty, TENANT).unwrap().is_empty());
     }
 
     #[test]

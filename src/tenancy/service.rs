@@ -236,19 +236,7 @@ impl TenantService for TenantApi {
                 mask.paths.iter().filter(|p| *p != "plan_id").cloned().collect()
             }
             Some(mask) => mask.paths.clone(),
-            None => {
-                let mut present = Vec::new();
-                if !update.display_name.is_empty() {
-                    present.push("display_name".to_owned());
-                }
-                if !update.plan_id.is_empty() {
-                    present.push("plan_id".to_owned());
-                }
-                if !update.labels.is_empty() {
-                    present.push("labels".to_owned());
-                }
-                present
-            }
+            None => UpdateMask::populated(&update, TENANT_MUTABLE)?,
         };
         if paths.is_empty() {
             return Err(ApiError::invalid("update_mask", "names no field to update").into());

@@ -91,15 +91,7 @@ impl AuthApi {
         }
         let paths: Vec<String> = match UpdateMask::parse(message.update_mask.as_ref(), ROLE_MUTABLE)? {
             Some(mask) => mask.paths,
-            None => [
-                (!update.name.is_empty()).then_some("name"),
-                (!update.description.is_empty()).then_some("description"),
-                (!update.permissions.is_empty()).then_some("permissions"),
-            ]
-            .into_iter()
-            .flatten()
-            .map(str::to_owned)
-            .collect(),
+            None => UpdateMask::populated(update, ROLE_MUTABLE)?,
         };
         if paths.is_empty() {
             return Err(ApiError::invalid("update_mask", "names no field to update").into());

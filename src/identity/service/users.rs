@@ -177,19 +177,7 @@ impl AuthApi {
         let id = parse_user_id("user.id", &update.id)?;
         let paths: Vec<String> = match UpdateMask::parse(message.update_mask.as_ref(), USER_MUTABLE)? {
             Some(mask) => mask.paths,
-            None => {
-                let mut present = Vec::new();
-                if !update.email.is_empty() {
-                    present.push("email".to_owned());
-                }
-                if !update.display_name.is_empty() {
-                    present.push("display_name".to_owned());
-                }
-                if update.state != 0 {
-                    present.push("state".to_owned());
-                }
-                present
-            }
+            None => UpdateMask::populated(update, USER_MUTABLE)?,
         };
         let (mut email, mut display_name, mut state) = (None, None, None);
         for path in &paths {
