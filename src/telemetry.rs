@@ -17,6 +17,7 @@
 //! The server span and every log line inside it carry `trace_id` and
 //! `span_id` ([`record_trace_ids`]); `docs/observability.md` lists the spans.
 
+pub mod log;
 mod statements;
 
 use std::{
@@ -54,14 +55,17 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Sends the spans still buffered and stops the exporter. Blocks for at
-    /// most a few seconds; call it outside async code, with the runtime alive.
+    /// Sends the spans still buffered, stops the exporter and writes the log
+    /// lines still buffered. Blocks for at most a few seconds; call it
+    /// outside async code, with the runtime alive.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5))
         {
+            log::flush();
             eprintln!("warning: traces may be lost: {error}");
         }
+        log::flush();
     }
 }
 
@@ -100,15 +104,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     // Logs go to stderr: stdout is reserved for what commands print (keys).
     // JSON lines carry the current span's fields (request id, trace id,
     // method, tenant, principal) next to the event's own (code, latency).
-    let json_layer = json.then(|| {
-        fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .with_filter(filter(&[(CHILD_SPANS, "off")]))
-    });
+    let json_layer = json.then(|| log::JsonLog::stderr().with_filter(filter(&[(CHILD_SPANS, "off")])));
     let pretty_layer =
         (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_filter(filter(&[(CHILD_SPANS, "off")])));
     let installed = tracing_subscriber::registry().with(otel).with(json_layer).with(pretty_layer).try_init().is_ok();

@@ -94,14 +94,13 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
-        let path = request.uri().path().to_owned();
-        let method = self.layer.policies.get(&path).cloned();
+        let method = self.layer.policies.get(request.uri().path()).cloned();
         // The REST gateway opened the call's span (with its `http.*`
         // attributes) before transcoding; a gRPC call gets one here.
         let span = match request.extensions_mut().remove::<CallSpan>() {
             Some(CallSpan(span)) => span,
             None => {
-                let span = server_span(&request_id, method.as_ref().map(|m| m.path.as_str()), &path);
+                let span = server_span(&request_id, method.as_ref().map(|m| m.path.as_str()), request.uri().path());
                 set_parent(&span, request.headers());
                 span
             }
@@ -109,7 +108,7 @@ where
         let client_gone = Arc::new(AtomicBool::new(false));
         let outcome = Outcome::new(span, started, method.clone(), self.layer.metrics.clone(), client_gone.clone());
         let Some(method) = method else {
-            let status = Status::unimplemented(format!("unknown method {path}"));
+            let status = Status::unimplemented(format!("unknown method {}", request.uri().path()));
             let response = finish(status.into_http(), &request_id, outcome);
             return Box::pin(async move { Ok(response) });
         };
@@ -138,7 +137,22 @@ pub struct CallSpan(pub Span);
 /// `rpc.*` attributes (callers choose it), only into the `method` log field.
 /// With logs on, this is the one span a call always pays for; its trace
 /// fields are filled only when traces are exported (see [`set_parent`]).
+/// Without an exporter it carries only what its log lines show (the
+/// OpenTelemetry attributes would be formatted into every line for nobody).
 pub fn server_span(request_id: &RequestId, known_path: Option<&str>, path: &str) -> Span {
+    if !crate::telemetry::exporting() {
+        return tracing::info_span!(
+            "rpc",
+            request_id = %request_id,
+            trace_id = Empty,
+            method = %path,
+            tenant = Empty,
+            principal = Empty,
+            http.request.method = Empty,
+            http.route = Empty,
+            http.response.status_code = Empty,
+        );
+    }
     let name = known_path.map_or("unknown", |p| p.trim_start_matches('/'));
     let (service, method) = name.split_once('/').unwrap_or(("unknown", "unknown"));
     tracing::info_span!(
@@ -181,7 +195,8 @@ pub fn latency_ms(elapsed: Duration) -> f64 {
 /// Adds the request id and arranges the call's log line and metrics.
 fn finish(mut response: Response<Body>, request_id: &RequestId, outcome: Outcome) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        const NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+        response.headers_mut().insert(NAME, value);
     }
     // A trailers-only response (every error the stack makes) has its status
     // in the headers; otherwise it comes in the trailers at the body's end.

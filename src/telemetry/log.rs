@@ -1,0 +1,492 @@
+//! JSON log lines, built without serde and written off the calling thread:
+//! the production log format, and the one per-call cost every call pays
+//! (its `call finished` line).
+//!
+//! [`JsonLog`] is a `tracing` layer that writes the same lines as
+//! `tracing_subscriber`'s JSON format with flattened events and the current
+//! span (`{"timestamp","level","message",…fields,"target","span":{"name",…}}`),
+//! but keeps each span's fields as ready-made JSON fragments, so recording a
+//! field later (the call's tenant, its principal) replaces one fragment
+//! instead of re-parsing the span's JSON, and formats each line into a
+//! reused per-thread buffer.
+//!
+//! Lines go to a [`Sink`]: a buffer that calls append to under a short lock,
+//! and one writer thread that takes the whole buffer and writes it to stderr
+//! in one system call, a few milliseconds after the first line of a batch.
+//! When stderr cannot keep up and the buffer holds [`MAX_BUFFERED`] bytes,
+//! `INFO` and quieter lines are dropped and counted (the writer reports the
+//! count in a `WARN` line); `WARN` and `ERROR` lines are always kept.
+//! [`flush`] writes what is buffered before the process exits.
+
+use std::{
+    cell::RefCell,
+    fmt::Write as _,
+    io::Write as _,
+    sync::{
+        Arc, Condvar, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{
+    Event, Level, Subscriber,
+    field::{Field, Visit},
+    span::{Attributes, Id, Record},
+};
+use tracing_subscriber::{layer::Context, registry::LookupSpan};
+
+/// Bytes the sink holds before it drops `INFO` and quieter lines.
+pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+/// How long the writer lets a batch gather after its first line.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+
+/// The layer (see the module docs).
+pub struct JsonLog {
+    sink: Arc<Sink>,
+}
+
+impl JsonLog {
+    /// A layer writing to the process's stderr sink (started on first use).
+    pub fn stderr() -> Self {
+        JsonLog { sink: STDERR.get_or_init(|| Sink::start(Box::new(std::io::stderr()))).clone() }
+    }
+
+    /// A layer writing to `out`, from a writer thread of its own (benchmarks
+    /// format every line and discard it).
+    pub fn writing_to(out: Box<dyn std::io::Write + Send>) -> Self {
+        JsonLog { sink: Sink::start(out) }
+    }
+}
+
+/// A span's fields, each a JSON fragment (`"key":value`) in recording order.
+#[derive(Default)]
+struct SpanFields(Vec<(&'static str, String)>);
+
+impl SpanFields {
+    fn set(&mut self, key: &'static str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((key, value)),
+        }
+    }
+}
+
+impl Visit for SpanFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let mut json = String::with_capacity(value.len() + 2);
+        push_json_str(&mut json, value);
+        self.set(field.name(), json);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field.name(), value.to_string());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.set(field.name(), value.to_string());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field.name(), value.to_string());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let mut json = String::new();
+        push_json_f64(&mut json, value);
+        self.set(field.name(), json);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut json = String::new();
+        push_json_debug(&mut json, value);
+        self.set(field.name(), json);
+    }
+}
+
+/// Appends an event's fields to a line, each as `,"key":value`.
+struct EventFields<'a>(&'a mut String);
+
+impl EventFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(',');
+        push_json_str(self.0, field.name());
+        self.0.push(':');
+    }
+}
+
+impl Visit for EventFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        push_json_str(self.0, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        push_json_f64(self.0, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        push_json_debug(self.0, value);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for JsonLog
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut fields = SpanFields(Vec::with_capacity(attrs.fields().len()));
+            attrs.record(&mut fields);
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        thread_local! {
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
+        }
+        let metadata = event.metadata();
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            line.push_str("{\"timestamp\":\"");
+            push_timestamp(line, SystemTime::now());
+            line.push_str("\",\"level\":\"");
+            line.push_str(metadata.level().as_str());
+            line.push('"');
+            event.record(&mut EventFields(line));
+            line.push_str(",\"target\":");
+            push_json_str(line, metadata.target());
+            if let Some(span) = ctx.event_span(event) {
+                line.push_str(",\"span\":{\"name\":");
+                push_json_str(line, span.name());
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (key, value) in &fields.0 {
+                        line.push(',');
+                        push_json_str(line, key);
+                        line.push(':');
+                        line.push_str(value);
+                    }
+                }
+                line.push('}');
+            }
+            line.push_str("}\n");
+            self.sink.push(line.as_bytes(), *metadata.level());
+        });
+    }
+}
+
+/// Appends `value` as a JSON string (quoted, escaped).
+fn push_json_str(out: &mut String, value: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&value[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&value[start..]);
+    out.push('"');
+}
+
+/// Appends a number as JSON (`null` for NaN and infinities, which JSON lacks).
+fn push_json_f64(out: &mut String, value: f64) {
+    if value.is_finite() {
+        let _ = write!(out, "{value}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends a `Debug` (or, through `%`, `Display`) value as a JSON string.
+fn push_json_debug(out: &mut String, value: &dyn std::fmt::Debug) {
+    thread_local! {
+        static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let _ = write!(scratch, "{value:?}");
+            push_json_str(out, &scratch);
+        }
+        // A Debug impl that logs while being formatted: rare, allocate.
+        Err(_) => push_json_str(out, &format!("{value:?}")),
+    });
+}
+
+/// Appends `time` as RFC 3339 UTC with microseconds (`2026-12-01T07:12:33.123456Z`).
+/// The date and time of day are formatted once per second per thread.
+fn push_timestamp(out: &mut String, time: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds {
+            *cached = seconds;
+            text.clear();
+            let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+            let of_day = seconds % 86_400;
+            let _ = write!(
+                text,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                of_day / 3600,
+                of_day / 60 % 60,
+                of_day % 60
+            );
+        }
+        out.push_str(text);
+    });
+    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Where lines wait for the writer thread (see the module docs).
+pub struct Sink {
+    buffered: Mutex<Vec<u8>>,
+    /// Signalled when a line lands in an empty buffer.
+    arrived: Condvar,
+    /// Held while writing, so batches and [`flush`] keep their order.
+    writing: Mutex<Box<dyn std::io::Write + Send>>,
+    dropped: AtomicU64,
+}
+
+impl Sink {
+    /// A sink writing to `out` from a thread of its own.
+    fn start(out: Box<dyn std::io::Write + Send>) -> Arc<Sink> {
+        let sink = Arc::new(Sink {
+            buffered: Mutex::new(Vec::with_capacity(64 * 1024)),
+            arrived: Condvar::new(),
+            writing: Mutex::new(out),
+            dropped: AtomicU64::new(0),
+        });
+        let writer = sink.clone();
+        let started = std::thread::Builder::new().name("log-writer".into()).spawn(move || writer.run());
+        if let Err(error) = started {
+            // Lines are still written, by flush at exit; say why they are late.
+            eprintln!("warning: cannot start the log writer thread: {error}");
+        }
+        sink
+    }
+
+    fn push(&self, line: &[u8], level: Level) {
+        let mut buffered = self.buffered.lock().unwrap_or_else(|e| e.into_inner());
+        if buffered.len() + line.len() > MAX_BUFFERED && level > Level::WARN {
+            drop(buffered);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let first = buffered.is_empty();
+        buffered.extend_from_slice(line);
+        drop(buffered);
+        if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// The writer thread: waits for a first line, lets the batch gather,
+    /// writes it.
+    fn run(&self) {
+        let mut batch = Vec::with_capacity(64 * 1024);
+        loop {
+            {
+                let buffered = self.buffered.lock().unwrap_or_else(|e| e.into_inner());
+                let _nonempty = self.arrived.wait_while(buffered, |b| b.is_empty()).unwrap_or_else(|e| e.into_inner());
+            }
+            std::thread::sleep(BATCH_WINDOW);
+            self.write_out(&mut batch);
+        }
+    }
+
+    /// Writes everything buffered, in order, then reports dropped lines.
+    fn write_out(&self, batch: &mut Vec<u8>) {
+        let mut out = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *self.buffered.lock().unwrap_or_else(|e| e.into_inner()), batch);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let mut line = String::from("{\"timestamp\":\"");
+            push_timestamp(&mut line, SystemTime::now());
+            let _ = writeln!(
+                line,
+                "\",\"level\":\"WARN\",\"message\":\"log lines dropped: stderr did not keep up\",\"dropped\":{dropped},\"target\":\"tenantry::telemetry\"}}"
+            );
+            batch.extend_from_slice(line.as_bytes());
+        }
+        // Nowhere to report a failed write to: the log is what failed.
+        let _ = out.write_all(batch).and_then(|()| out.flush());
+        batch.clear();
+    }
+}
+
+/// Writes every buffered line now (before the process exits).
+pub fn flush() {
+    if let Some(sink) = STDERR.get() {
+        sink.write_out(&mut Vec::new());
+    }
+}
+
+/// The process's stderr sink, started by the first [`JsonLog::stderr`].
+static STDERR: OnceLock<Arc<Sink>> = OnceLock::new();
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::prelude::*;
+
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(captured: &Captured, sink: &Sink) -> Vec<serde_json::Value> {
+        sink.write_out(&mut Vec::new());
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
+    #[test]
+    fn lines_are_json_with_the_current_span_and_its_later_fields() {
+        let captured = Captured::default();
+        let sink = Sink::start(Box::new(captured.clone()));
+        let subscriber = tracing_subscriber::registry().with(JsonLog { sink: sink.clone() });
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", request_id = "req-1", tenant = tracing::field::Empty, n = 3_u64);
+            let _entered = span.enter();
+            span.record("tenant", "ten_a\"b\\c\n\u{1}");
+            span.record("tenant", "ten_final");
+            tracing::info!(code = "OK", latency_ms = 1.25, ok = true, delta = -4_i64, "call finished");
+            tracing::warn!(error = %"disk \"full\"", "something");
+        });
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(JsonLog { sink: sink.clone() }), || {
+            tracing::error!(value = f64::NAN, "outside any span");
+        });
+        let lines = lines(&captured, &sink);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let first = &lines[0];
+        assert_eq!(first["level"], "INFO");
+        assert_eq!(first["message"], "call finished");
+        assert_eq!(first["code"], "OK");
+        assert_eq!(first["latency_ms"], 1.25);
+        assert_eq!(first["ok"], true);
+        assert_eq!(first["delta"], -4);
+        assert_eq!(first["target"], module_path!());
+        assert_eq!(first["span"]["name"], "rpc");
+        assert_eq!(first["span"]["request_id"], "req-1");
+        assert_eq!(first["span"]["tenant"], "ten_final");
+        assert_eq!(first["span"]["n"], 3);
+        let timestamp = first["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
+        assert_eq!(timestamp.len(), "2026-12-01T07:12:33.123456Z".len(), "{timestamp}");
+        assert_eq!(lines[1]["error"], "disk \"full\"");
+        assert_eq!(lines[1]["level"], "WARN");
+        assert!(lines[2].get("span").is_none(), "{}", lines[2]);
+        assert_eq!(lines[2]["value"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn escaping_round_trips_every_control_character_and_quote() {
+        let text: String = (0u8..0x20).map(char::from).chain("\"\\é✓".chars()).collect();
+        let mut json = String::new();
+        push_json_str(&mut json, &text);
+        assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text);
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for seconds in [0_u64, 951_782_400, 1_796_083_199, 4_102_444_800] {
+            let time = UNIX_EPOCH + Duration::new(seconds, 123_456_789);
+            let mut ours = String::new();
+            push_timestamp(&mut ours, time);
+            let theirs =
+                chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_info_lines_but_keeps_warnings_and_says_how_many() {
+        let captured = Captured::default();
+        // No writer thread: the test decides when the buffer is written.
+        let sink = Sink {
+            buffered: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            writing: Mutex::new(Box::new(captured.clone())),
+            dropped: AtomicU64::new(0),
+        };
+        let big = vec![b' '; MAX_BUFFERED - 10];
+        sink.push(&big, Level::INFO);
+        sink.push(b"{\"level\":\"INFO\"}\n", Level::INFO);
+        sink.push(b"{\"level\":\"ERROR\"}\n", Level::ERROR);
+        sink.write_out(&mut Vec::new());
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let tail: Vec<&str> = text.trim().lines().collect();
+        assert_eq!(tail[tail.len() - 2].trim(), "{\"level\":\"ERROR\"}");
+        let report: serde_json::Value = serde_json::from_str(tail[tail.len() - 1]).unwrap();
+        assert_eq!(report["dropped"], 1);
+        assert_eq!(report["level"], "WARN");
+    }
+}
