@@ -30,6 +30,9 @@ pub const CHANNEL: &str = "tenantry_identity";
 /// How long an entry is trusted without a notification (a safety net).
 const TTL: Duration = Duration::from_secs(60);
 
+/// The key of a user's cached access: `(tenant, user id)`.
+pub type UserKey = (TenantId, String);
+
 /// A user's standing in a tenant, as authentication needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserAccess {
@@ -75,7 +78,7 @@ impl Ttl for Arc<VerifiedKey> {
 #[derive(Clone)]
 pub struct IdentityCache {
     pool: PgPool,
-    users: Arc<NotifyCache<(TenantId, String), Arc<UserAccess>>>,
+    users: Arc<NotifyCache<UserKey, Arc<UserAccess>>>,
     keys: Arc<NotifyCache<String, Arc<VerifiedKey>>>,
 }
 
@@ -121,16 +124,15 @@ impl IdentityCache {
         self.keys.assume_listening();
     }
 
-    /// A user's current access in `tenant`.
-    pub async fn user(
-        &self,
-        tenant: &TenantId,
-        user_id: &str,
-        deadline: Instant,
-    ) -> Result<Arc<UserAccess>, IdentityError> {
-        let key = (tenant.clone(), user_id.to_owned());
+    /// A user's current access, by `(tenant, user id)`.
+    pub async fn user(&self, key: &UserKey, deadline: Instant) -> Result<Arc<UserAccess>, IdentityError> {
+        // A hit borrows the key; only a miss copies it to store the load.
+        if let Some(hit) = self.users.get(key) {
+            return Ok(hit);
+        }
+        let (tenant, user_id) = key;
         self.users
-            .get_or_load(key, async {
+            .get_or_load(key.clone(), async {
                 let mut tx = TenantTx::begin(&self.pool, tenant, deadline).await?;
                 let access = Arc::new(load_user(&mut tx, user_id).await?);
                 tx.commit().await?;

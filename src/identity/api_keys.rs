@@ -194,8 +194,9 @@ pub async fn load(
     }))
 }
 
-/// When each (tenant, key id) was last seen since the last flush.
-type Seen = HashMap<(TenantId, String), DateTime<Utc>>;
+/// When each key (by its id, unique across tenants) was last seen since the
+/// last flush, with its tenant.
+type Seen = HashMap<String, (TenantId, DateTime<Utc>)>;
 
 /// A tenant and its keys' last use, as one flush writes them.
 type TenantKeys = (TenantId, Vec<(String, DateTime<Utc>)>);
@@ -225,10 +226,13 @@ impl LastUsed {
     /// Notes that a key authenticated a call now.
     pub fn touch(&self, tenant: &TenantId, key_id: &str) {
         use std::hash::BuildHasher;
-        let shard = self.hasher.hash_one((tenant, key_id)) as usize & (SHARDS - 1);
+        let shard = self.hasher.hash_one(key_id) as usize & (SHARDS - 1);
         let mut seen = self.seen[shard].lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() < MAX_PER_SHARD {
-            seen.insert((tenant.clone(), key_id.to_owned()), Utc::now());
+        // A key seen before only moves its time: no allocation per call.
+        if let Some((_, at)) = seen.get_mut(key_id) {
+            *at = Utc::now();
+        } else if seen.len() < MAX_PER_SHARD {
+            seen.insert(key_id.to_owned(), (tenant.clone(), Utc::now()));
         }
     }
 
@@ -237,7 +241,7 @@ impl LastUsed {
         let mut by_tenant: HashMap<TenantId, Vec<(String, DateTime<Utc>)>> = HashMap::new();
         for shard in self.seen.iter() {
             let drained = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
-            for ((tenant, key_id), at) in drained {
+            for (key_id, (tenant, at)) in drained {
                 by_tenant.entry(tenant).or_default().push((key_id, at));
             }
         }

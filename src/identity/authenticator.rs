@@ -91,11 +91,13 @@ impl Authenticator {
     async fn user(&self, token: &str, deadline: Instant) -> Result<(Principal, Option<TenantRef>), ApiError> {
         let verified = self.tokens.verify(token).map_err(|_| AuthError::InvalidAccessToken)?;
         let tenant = self.live_tenant(&verified.tenant, AuthError::InvalidAccessToken).await?;
-        let access = self.cache.user(&verified.tenant, &verified.user_id, deadline).await?;
+        let access = self.cache.user(&verified.user_key, deadline).await?;
         if !access.active {
             return Err(AuthError::InvalidAccessToken.into());
         }
-        Ok((user_principal(&verified.tenant, &verified.user_id, &access, &verified), Some(tenant)))
+        let principal =
+            verified.principal(&access, || user_principal(&verified.tenant, &verified.user_id, &access, &verified));
+        Ok((principal, Some(tenant)))
     }
 
     async fn api_key(&self, key: &str, deadline: Instant) -> Result<(Principal, Option<TenantRef>), ApiError> {

@@ -18,7 +18,7 @@
 //! session, the tenant) is checked after it, from those caches.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -27,8 +27,11 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
 
-use super::keys::KeyRing;
-use crate::{ids, tenancy::TenantId};
+use super::{
+    access::{UserAccess, UserKey},
+    keys::KeyRing,
+};
+use crate::{auth::Principal, ids, tenancy::TenantId};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
@@ -58,6 +61,53 @@ pub struct VerifiedToken {
     pub token_id: String,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// `(tenant, user_id)`, the key of the user's cached access, built once.
+    pub(crate) user_key: UserKey,
+    /// The principal last built for this token (see [`VerifiedToken::principal`]).
+    memo: PrincipalMemo,
+}
+
+impl VerifiedToken {
+    /// The caller this token stands for with its user's current `access`:
+    /// `build`'s principal, reused by later calls while `access` is the same
+    /// cached value (a principal depends on the token and the access only,
+    /// so an unchanged access gives the same principal without rebuilding it).
+    pub fn principal(&self, access: &Arc<UserAccess>, build: impl FnOnce() -> Principal) -> Principal {
+        // Every call with this token reads it: readers share the lock.
+        if let Some((seen, principal)) = &*self.memo.0.read().unwrap_or_else(|e| e.into_inner())
+            && Arc::ptr_eq(seen, access)
+        {
+            return principal.clone();
+        }
+        let principal = build();
+        *self.memo.0.write().unwrap_or_else(|e| e.into_inner()) = Some((access.clone(), principal.clone()));
+        principal
+    }
+}
+
+/// A cached principal and the access it was built from. Clones start empty;
+/// it takes no part in equality.
+#[derive(Default)]
+struct PrincipalMemo(RwLock<Option<(Arc<UserAccess>, Principal)>>);
+
+impl Clone for PrincipalMemo {
+    fn clone(&self) -> Self {
+        PrincipalMemo::default()
+    }
+}
+
+impl PartialEq for PrincipalMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PrincipalMemo {}
+
+impl std::fmt::Debug for PrincipalMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrincipalMemo")
+    }
 }
 
 /// A verified token stays cached until it expires (with the leeway).
@@ -73,8 +123,43 @@ impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for UntilExpiry {
 /// A cache of at most `entries` verified tokens; beyond it the least useful
 /// are evicted one by one (never a clear-all, which sent every token of a
 /// busy node back to RS256 verification at once).
-fn verified_tokens(entries: u64) -> moka::sync::Cache<Box<str>, Arc<VerifiedToken>> {
-    moka::sync::Cache::builder().max_capacity(entries).expire_after(UntilExpiry).build()
+fn verified_tokens(entries: u64) -> moka::sync::Cache<Box<str>, Arc<VerifiedToken>, SignatureHash> {
+    moka::sync::Cache::builder()
+        .max_capacity(entries)
+        .expire_after(UntilExpiry)
+        .build_with_hasher(SignatureHash(std::hash::RandomState::new()))
+}
+
+/// Hashes a token by its last [`SIGNATURE_TAIL`] bytes (keyed SipHash), not
+/// its whole ~800: those are the end of its RS256 signature, random for
+/// every token. Only verified tokens are ever stored, so a crafted token
+/// sharing a stored one's tail only lands in the same bucket, where the full
+/// comparison tells them apart.
+#[derive(Clone)]
+struct SignatureHash(std::hash::RandomState);
+
+/// Bytes of a token's end that [`SignatureHash`] hashes.
+const SIGNATURE_TAIL: usize = 32;
+
+impl std::hash::BuildHasher for SignatureHash {
+    type Hasher = SignatureHasher;
+
+    fn build_hasher(&self) -> SignatureHasher {
+        SignatureHasher(self.0.build_hasher())
+    }
+}
+
+/// See [`SignatureHash`].
+struct SignatureHasher(std::hash::DefaultHasher);
+
+impl std::hash::Hasher for SignatureHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(SIGNATURE_TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// Issues and verifies access tokens with one key ring.
@@ -85,7 +170,7 @@ pub struct TokenService {
     audience: String,
     ttl: Duration,
     validation: Arc<Validation>,
-    cache: moka::sync::Cache<Box<str>, Arc<VerifiedToken>>,
+    cache: moka::sync::Cache<Box<str>, Arc<VerifiedToken>, SignatureHash>,
 }
 
 /// Why a token was refused; deliberately coarse for callers.
@@ -197,6 +282,8 @@ impl TokenService {
             return Err(InvalidToken);
         }
         Ok(VerifiedToken {
+            user_key: (tenant.clone(), claims.sub.clone()),
+            memo: PrincipalMemo::default(),
             tenant,
             user_id: claims.sub,
             session_id: claims.sid,
@@ -227,6 +314,19 @@ mod tests {
         assert_eq!((verified.tenant.clone(), verified.user_id.clone()), (tenant, user));
         assert_eq!(verified.expires_at, expires_at);
         assert!(Arc::ptr_eq(&verified, &tokens.verify(&token).unwrap()));
+    }
+
+    #[test]
+    fn a_token_sharing_a_cached_tokens_signature_tail_is_not_a_cache_hit() {
+        let tokens = service();
+        let (token, _) = tokens.issue(&TenantId::generate(), &ids::new_id("usr"), "ses_1").unwrap();
+        assert!(tokens.verify(&token).is_ok(), "cached now");
+        let (header, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        // Another payload (another tenant), the cached token's signature: same hash, other key.
+        let forged = format!("{header}.{}.{signature}", URL_SAFE_NO_PAD.encode(r#"{"tid":"ten_other"}"#));
+        assert_eq!(tokens.verify(&forged), Err(InvalidToken));
+        assert!(tokens.verify(&token).is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::guard::{Guard, context, context_mut};
 use crate::{
     error::ApiError,
     policy::TenantScope,
-    tenancy::{TenantDirectory, TenantState},
+    tenancy::{TenantDirectory, TenantId, TenantState},
 };
 
 /// The header a platform admin names a tenant with.
@@ -56,20 +56,26 @@ impl Guard for TenantContext {
         let Some(principal) = context.principal() else {
             return Ok(());
         };
-        let key = match (principal.tenant(), named) {
+        // The credential's own tenant id (a shared string: no copy per call).
+        let own_id: TenantId;
+        let key: &str = match (principal.tenant(), named.as_deref()) {
             // A tenant-bound credential acts in its own tenant; naming
             // another one is refused, not silently ignored.
             (Some(own), Some(named)) if named != own.as_str() => {
-                let resolved = self.directory.resolve(&named).await.map_err(ApiError::from)?;
+                let resolved = self.directory.resolve(named).await.map_err(ApiError::from)?;
                 if resolved.is_none_or(|t| &t.id != own) {
                     return Err(ApiError::PermissionDenied {
                         reason: crate::error::Reason::TenantMismatch,
                         message: "the credential belongs to another tenant than x-tenant-id names".into(),
                     });
                 }
-                own.as_str().to_owned()
+                own_id = own.clone();
+                own_id.as_str()
             }
-            (Some(own), _) => own.as_str().to_owned(),
+            (Some(own), _) => {
+                own_id = own.clone();
+                own_id.as_str()
+            }
             (None, Some(named)) => named,
             (None, None) if scope == TenantScope::Required => {
                 return Err(ApiError::invalid(
@@ -85,7 +91,7 @@ impl Guard for TenantContext {
             Some(tenant) => tenant,
             None => self
                 .directory
-                .resolve(&key)
+                .resolve(key)
                 .await
                 .map_err(ApiError::from)?
                 .filter(|t| t.state != TenantState::Deleted)

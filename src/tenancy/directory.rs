@@ -83,7 +83,7 @@ impl TenantDirectory {
         row.map(|row| {
             let state = TenantState::from_db(&row.state).ok_or(TenancyError::CorruptState(row.state))?;
             let id = TenantId::parse(&row.id).ok_or_else(|| TenancyError::CorruptState(row.id.clone()))?;
-            Ok(TenantRef { id, slug: row.slug, state })
+            Ok(TenantRef { id, slug: row.slug.into(), state })
         })
         .transpose()
     }

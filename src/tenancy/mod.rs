@@ -29,18 +29,20 @@ use crate::{error::ApiError, ids};
 
 /// A tenant's id, `ten_` followed by 24 of `[0-9a-z]`. Only ever built from
 /// checked text, so it is safe to derive a schema name from.
+/// Shared text: every call carries its tenant's id through several layers,
+/// and a clone is a reference count, not an allocation.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TenantId(String);
+pub struct TenantId(std::sync::Arc<str>);
 
 impl TenantId {
     /// A new random tenant id.
     pub fn generate() -> Self {
-        TenantId(ids::new_id("ten"))
+        TenantId(ids::new_id("ten").into())
     }
 
     /// Checks and wraps an id.
     pub fn parse(text: &str) -> Option<Self> {
-        ids::is_id("ten", text).then(|| TenantId(text.to_owned()))
+        ids::is_id("ten", text).then(|| TenantId(text.into()))
     }
 
     /// The id as text.
@@ -131,8 +133,8 @@ impl TenantState {
 pub struct TenantRef {
     /// The tenant's id.
     pub id: TenantId,
-    /// Its slug, for logs and messages.
-    pub slug: String,
+    /// Its slug, for logs and messages (shared, like the id).
+    pub slug: std::sync::Arc<str>,
     /// Its state when resolved.
     pub state: TenantState,
 }

@@ -223,7 +223,7 @@ impl AuthApi {
         Ok(Response::new(pb::WhoAmIResponse {
             principal: Some(convert::principal(principal)),
             tenant_id: ctx.tenant_if_any().map(|t| t.id.to_string()).unwrap_or_default(),
-            tenant_slug: ctx.tenant_if_any().map(|t| t.slug.clone()).unwrap_or_default(),
+            tenant_slug: ctx.tenant_if_any().map(|t| t.slug.to_string()).unwrap_or_default(),
             roles,
             permissions: self.caller_permissions(ctx).iter().cloned().collect(),
             expire_time,
