@@ -24,7 +24,12 @@ pub mod quota;
 pub mod redis;
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -94,11 +99,35 @@ impl RateHeaders {
         }
     }
 
-    /// Writes the values into HTTP response headers (admitted calls).
+    /// Writes the values into HTTP response headers (admitted calls), with
+    /// names made at compile time (no parsing per call).
     pub fn write_headers(&self, headers: &mut http::HeaderMap) {
-        for (name, value) in self.values() {
-            headers.insert(name, http::HeaderValue::from(value));
+        const NAMES: [http::HeaderName; 4] = [
+            http::HeaderName::from_static("x-ratelimit-limit"),
+            http::HeaderName::from_static("x-ratelimit-remaining"),
+            http::HeaderName::from_static("x-ratelimit-reset"),
+            http::HeaderName::from_static("x-ratelimit-window"),
+        ];
+        for (name, (text, value)) in NAMES.into_iter().zip(self.values()) {
+            debug_assert_eq!(name.as_str(), text);
+            headers.insert(name, header_number(value));
         }
+    }
+}
+
+/// Header values below this are made once and shared (a clone is a
+/// reference count): every admitted call sends four numbers, and buckets,
+/// what remains of them and reset seconds are small.
+const SHARED_NUMBERS: u64 = 4096;
+
+/// `value` as a header value, without an allocation when it is small.
+fn header_number(value: u64) -> http::HeaderValue {
+    static SMALL: std::sync::OnceLock<Vec<http::HeaderValue>> = std::sync::OnceLock::new();
+    match usize::try_from(value) {
+        Ok(index) if value < SHARED_NUMBERS => {
+            SMALL.get_or_init(|| (0..SHARED_NUMBERS).map(http::HeaderValue::from).collect())[index].clone()
+        }
+        _ => http::HeaderValue::from(value),
     }
 }
 
@@ -122,9 +151,85 @@ enum Engine {
     Redis { redis: RedisLimiter, fallback: LocalLimiter, fail_mode: RateLimitFailMode },
 }
 
-/// Each tenant's last decision, for at most `tenants` tenants; an hour idle forgets one.
-fn remembering(tenants: u64) -> moka::sync::Cache<TenantId, (Instant, RateHeaders)> {
-    moka::sync::Cache::builder().max_capacity(tenants).time_to_idle(Duration::from_secs(3600)).build()
+/// How long a tenant's last decision is kept without a new one.
+const LAST_DECISION_IDLE: Duration = Duration::from_secs(3600);
+/// Shards of [`LastDecisions`] (a power of two).
+const LAST_DECISION_SHARDS: usize = 32;
+
+/// Each tenant's last decision on this node and when it was made, for at
+/// most `capacity` tenants. Every admitted call updates its tenant's entry in
+/// place, under its shard's lock only: no allocation after a tenant's first
+/// call. A new tenant arriving when it is full takes the place of another
+/// entry of its shard (whose state reads as unknown until its next call),
+/// so memory stays bounded without a clear-all; housekeeping forgets
+/// tenants idle for an hour.
+struct LastDecisions {
+    shards: [Mutex<HashMap<TenantId, (Instant, RateHeaders)>>; LAST_DECISION_SHARDS],
+    hasher: RandomState,
+    capacity: usize,
+    len: AtomicUsize,
+}
+
+impl LastDecisions {
+    fn new(capacity: u64) -> Self {
+        LastDecisions {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            hasher: RandomState::new(),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, tenant: &TenantId) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, RateHeaders)>> {
+        let index = self.hasher.hash_one(tenant) as usize & (LAST_DECISION_SHARDS - 1);
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, tenant: &TenantId, headers: RateHeaders) {
+        let entry = (Instant::now(), headers);
+        {
+            let mut shard = self.shard(tenant);
+            if let Some(slot) = shard.get_mut(tenant) {
+                *slot = entry;
+                return;
+            }
+            if self.len.fetch_add(1, Ordering::AcqRel) < self.capacity {
+                shard.insert(tenant.clone(), entry);
+                return;
+            }
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            if let Some(other) = shard.keys().next().cloned() {
+                shard.remove(&other);
+                shard.insert(tenant.clone(), entry);
+                return;
+            }
+        }
+        // Full, and this shard is empty: make room in another (one lock at a time).
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(other) = shard.keys().next().cloned() {
+                shard.remove(&other);
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                break;
+            }
+        }
+        if self.shard(tenant).insert(tenant.clone(), entry).is_none() {
+            self.len.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn get(&self, tenant: &TenantId) -> Option<(Instant, RateHeaders)> {
+        self.shard(tenant).get(tenant).copied()
+    }
+
+    fn forget_idle(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
+            shard.retain(|_, (at, _)| at.elapsed() < LAST_DECISION_IDLE);
+            self.len.fetch_sub(before - shard.len(), Ordering::AcqRel);
+        }
+    }
 }
 
 /// The per-tenant rate limiter; cheap to clone.
@@ -133,7 +238,7 @@ pub struct RateLimiter {
     engine: Arc<Engine>,
     /// Each tenant's last decision on this node and when it was made, so
     /// [`RateLimiter::state`] can answer without taking tokens.
-    last: moka::sync::Cache<TenantId, (Instant, RateHeaders)>,
+    last: Arc<LastDecisions>,
     /// Where decisions are exported (`tenantry_rate_limit_decisions_total`).
     metrics: Option<Metrics>,
 }
@@ -153,12 +258,13 @@ impl RateLimiter {
     }
 
     fn with_engine(engine: Engine) -> Self {
-        RateLimiter { engine: Arc::new(engine), last: remembering(crate::cache::DEFAULT_ENTRIES), metrics: None }
+        let last = Arc::new(LastDecisions::new(crate::cache::DEFAULT_ENTRIES));
+        RateLimiter { engine: Arc::new(engine), last, metrics: None }
     }
 
     /// Remembers the last decision of at most `tenants` tenants (for GetQuota).
     pub fn remembering(mut self, tenants: u64) -> Self {
-        self.last = remembering(tenants);
+        self.last = Arc::new(LastDecisions::new(tenants));
         self
     }
 
@@ -201,7 +307,7 @@ impl RateLimiter {
             },
         };
         self.export(engine, decision.allowed);
-        self.last.insert(tenant.clone(), (Instant::now(), decision.headers));
+        self.last.record(tenant, decision.headers);
         Some(decision)
     }
 
@@ -265,6 +371,45 @@ impl RateLimiter {
                 Engine::Local(local) => local.forget_idle(),
                 Engine::Redis { fallback, .. } => fallback.forget_idle(),
             }
+            self.last.forget_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(remaining: u64) -> RateHeaders {
+        RateHeaders { limit: 10, remaining, reset: Duration::ZERO, window_seconds: 1 }
+    }
+
+    #[test]
+    fn header_numbers_read_the_same_shared_or_not() {
+        for value in [0, 1, 42, SHARED_NUMBERS - 1, SHARED_NUMBERS, 10_000_000] {
+            assert_eq!(header_number(value).to_str().unwrap(), value.to_string());
+        }
+    }
+
+    #[test]
+    fn last_decisions_update_in_place_and_stay_within_capacity_without_clearing() {
+        let last = LastDecisions::new(3);
+        let tenants: Vec<TenantId> = (0..10).map(|_| TenantId::generate()).collect();
+        last.record(&tenants[0], headers(9));
+        last.record(&tenants[0], headers(8));
+        assert_eq!(last.get(&tenants[0]).map(|(_, h)| h.remaining), Some(8));
+        for (i, tenant) in tenants.iter().enumerate() {
+            last.record(tenant, headers(i as u64));
+            // The newest tenant is always known, and the total never passes the capacity.
+            assert_eq!(last.get(tenant).map(|(_, h)| h.remaining), Some(i as u64));
+            let held: usize = last.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+            assert!(held <= 3, "{held} entries held with capacity 3");
+            assert_eq!(held, last.len.load(Ordering::Acquire));
+        }
+        last.forget_idle();
+        assert_eq!(
+            last.len.load(Ordering::Acquire),
+            last.shards.iter().map(|s| s.lock().unwrap().len()).sum::<usize>()
+        );
     }
 }

@@ -53,7 +53,8 @@ const MAX_BATCH: usize = 256;
 const SHARDS: usize = 64;
 
 /// KEYS[1]: the tenant's key. ARGV: microseconds per token, bucket size,
-/// then one cost per call, in arrival order. Returns four numbers per call:
+/// then the calls' costs in arrival order, comma-separated (one argument,
+/// however many calls). Returns four numbers per call:
 /// {allowed, remaining, retry after µs, reset µs}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
@@ -65,8 +66,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local out = {}
 local taken = false
-for i = 3, #ARGV do
-  local new_tat = tat + tonumber(ARGV[i]) * interval
+for cost in string.gmatch(ARGV[3], '%d+') do
+  local new_tat = tat + tonumber(cost) * interval
   if new_tat - tolerance > now then
     table.insert(out, 0)
     table.insert(out, math.floor((tolerance - (tat - now)) / interval))
@@ -90,7 +91,9 @@ return out
 /// A call waiting for its tenant's next batch.
 struct Waiter {
     cost: u32,
-    limits: Limits,
+    /// Its plan's rate and bucket (a batch uses its newest call's).
+    requests_per_second: u32,
+    bucket: u32,
     reply: oneshot::Sender<Result<Decision, ()>>,
 }
 
@@ -145,7 +148,9 @@ impl RedisLimiter {
             return Err(());
         }
         let (reply, decided) = oneshot::channel();
-        let waiter = Waiter { cost: cost.clamp(1, limits.bucket()), limits: limits.clone(), reply };
+        let bucket = limits.bucket();
+        let waiter =
+            Waiter { cost: cost.clamp(1, bucket), requests_per_second: limits.requests_per_second, bucket, reply };
         let start_batching = {
             let mut queues = inner.shard(tenant).lock().unwrap_or_else(|e| e.into_inner());
             match queues.get_mut(tenant) {
@@ -206,13 +211,17 @@ impl Inner {
         if self.now_ms() < self.unavailable_until.load(Ordering::Relaxed) {
             return Err(());
         }
-        let limits = &batch.last().expect("batches are never empty").limits;
-        let interval_us = (1_000_000 / u64::from(limits.requests_per_second.max(1))).max(1);
-        let bucket = limits.bucket();
-        let mut args = Vec::with_capacity(batch.len() + 2);
-        args.push(interval_us.to_string());
-        args.push(bucket.to_string());
-        args.extend(batch.iter().map(|w| w.cost.min(bucket).to_string()));
+        let newest = batch.last().expect("batches are never empty");
+        let interval_us = (1_000_000 / u64::from(newest.requests_per_second.max(1))).max(1);
+        let bucket = newest.bucket;
+        let mut costs = String::with_capacity(batch.len() * 2);
+        for waiter in batch {
+            if !costs.is_empty() {
+                costs.push(',');
+            }
+            let _ = std::fmt::Write::write_fmt(&mut costs, format_args!("{}", waiter.cost.min(bucket)));
+        }
+        let args = vec![interval_us.to_string(), bucket.to_string(), costs];
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(&self.client, key, args);
         match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
