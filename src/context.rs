@@ -26,7 +26,11 @@ impl RequestId {
 
     /// A new random id.
     pub fn generate() -> Self {
-        RequestId(format!("req_{}", crate::ids::random_token(20)))
+        use rand::{Rng, distr::Alphanumeric};
+        let mut id = String::with_capacity(24);
+        id.push_str("req_");
+        id.extend(rand::rng().sample_iter(Alphanumeric).take(20).map(char::from));
+        RequestId(id)
     }
 
     /// The id as text.

@@ -43,13 +43,48 @@ pub enum DbError {
     Query(#[from] sqlx::Error),
 }
 
+tokio::task_local! {
+    /// Set when the current call takes a connection from the pool.
+    static USED: std::cell::Cell<bool>;
+}
+
+/// Runs `call`, reporting whether it took a connection from a pool opened by
+/// [`connect`] (admission control gates the methods that do). Work the call
+/// spawns onto other tasks is not seen.
+pub async fn tracking_use<F: Future>(call: F) -> (F::Output, bool) {
+    USED.scope(std::cell::Cell::new(false), async {
+        let output = call.await;
+        (output, USED.with(std::cell::Cell::get))
+    })
+    .await
+}
+
+fn note_use() {
+    // Outside a tracked call (background tasks) there is nothing to note.
+    let _ = USED.try_with(|used| used.set(true));
+}
+
 /// Opens the pool and proves the server answers, failing fast otherwise.
+///
+/// A connection is not pinged before each use (sqlx's default): that is a
+/// round trip per call, and a connection that died (PostgreSQL restarted)
+/// fails its one call as UNAVAILABLE, which clients retry, and is then
+/// replaced. Each use is noted for [`tracking_use`].
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     config.validate()?;
     let options = config.connect_options()?;
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|_, _| {
+            note_use();
+            Box::pin(std::future::ready(Ok(true)))
+        })
+        .after_connect(|_, _| {
+            note_use();
+            Box::pin(std::future::ready(Ok(())))
+        })
         .max_lifetime(Some(config.max_lifetime))
         .idle_timeout(Some(config.idle_timeout))
         .connect_with(options)

@@ -2,12 +2,14 @@
 //! learned from their latency, with fair shares per tenant under saturation
 //! and a fast refusal while PostgreSQL is known to be down (DESIGN §10).
 //!
-//! **Which calls are gated.** Each method's latency is tracked (an
-//! exponentially weighted average). Methods answered from memory (a cached
-//! WhoAmI, GetQuota, GetJwks) stay under [`LIGHT`] and pass freely, so they
-//! keep being served while database-bound calls are shed. A method whose
-//! average rises past it (it waits on the database) is gated from then on,
-//! and passes freely again once it is fast.
+//! **Which calls are gated.** Each method's use of the database is tracked
+//! (an exponentially weighted share of its recent calls whose handler took a
+//! connection from the pool, [`crate::db::tracking_use`]). Methods answered
+//! from memory (a cached WhoAmI, GetQuota, GetJwks) pass freely, so they keep
+//! being served while database-bound calls are shed, however slow a
+//! saturated CPU makes them; a cache miss now and then does not make them
+//! gated. A method whose calls mostly use the database is gated from then
+//! on, and passes freely again once they mostly do not.
 //!
 //! **How many.** A gradient limit in the manner of Netflix's
 //! concurrency-limits (Gradient2): every [`WINDOW`] the gated calls' average
@@ -51,7 +53,7 @@ use std::{
 use http::Request;
 use tonic::body::Body;
 
-use super::guard::{Guard, context};
+use super::guard::{Guard, Handled, context};
 use crate::{
     error::ApiError,
     health::{DependencyState, Readiness},
@@ -60,8 +62,6 @@ use crate::{
     tenancy::TenantId,
 };
 
-/// A method whose average latency stays under this is answered from memory.
-pub const LIGHT: Duration = Duration::from_millis(5);
 /// How often the limit is recomputed.
 const WINDOW: Duration = Duration::from_millis(100);
 /// Latency up to this multiple of the minimum is not queueing.
@@ -101,21 +101,21 @@ pub struct Admission {
     metrics: Metrics,
 }
 
-/// A method's average latency, in nanoseconds (0: not measured yet).
+/// The share of a method's recent calls that used the database, in
+/// thousandths (an exponentially weighted average; 0 until measured).
 #[derive(Default)]
 struct MethodLatency(AtomicU64);
 
 impl MethodLatency {
     fn is_light(&self) -> bool {
-        self.0.load(Ordering::Relaxed) < LIGHT.as_nanos() as u64
+        self.0.load(Ordering::Relaxed) < 500
     }
 
-    fn observe(&self, latency: Duration) {
-        let sample = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
+    fn observe(&self, used_database: bool) {
+        let sample = if used_database { 1000 } else { 0 };
         let old = self.0.load(Ordering::Relaxed);
-        // Weight 1/8: quick to notice a method turning slow, steady otherwise.
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
-        self.0.store(new, Ordering::Relaxed);
+        // Weight 1/8: quick to notice a method turning database-bound, steady otherwise.
+        self.0.store(old - old / 8 + sample / 8, Ordering::Relaxed);
     }
 }
 
@@ -220,7 +220,6 @@ impl Admission {
 /// (rate limit, authorization) did no work, and its short latency must
 /// neither lower the minimum nor make its method look light.
 pub struct Admitted {
-    started: Instant,
     method: Option<Arc<MethodLatency>>,
     gated: Option<Gated>,
 }
@@ -236,10 +235,9 @@ impl Guard for Admission {
 
     async fn check(&self, request: &mut Request<Body>) -> Result<Admitted, ApiError> {
         let context = context(request)?;
-        let started = Instant::now();
         let latency = self.methods.get(&context.method.path);
         if latency.is_none_or(|l| l.is_light()) {
-            return Ok(Admitted { started, method: latency.cloned(), gated: None });
+            return Ok(Admitted { method: latency.cloned(), gated: None });
         }
         let limit = &self.limit;
         if self.readiness.postgres() == DependencyState::Down && !limit.may_probe() {
@@ -249,16 +247,19 @@ impl Guard for Admission {
         match limit.enter(&tenant) {
             Ok(()) => {
                 let gated = Some(Gated { limit: limit.clone(), tenant });
-                Ok(Admitted { started, method: latency.cloned(), gated })
+                Ok(Admitted { method: latency.cloned(), gated })
             }
             Err(reason) => Err(self.shed(&context.method, reason)),
         }
     }
 
-    fn admitted(&self, pass: Admitted, _response: &mut http::Response<Body>) {
-        let latency = pass.started.elapsed();
+    /// Learns from the handler only: what comes before it (a Redis
+    /// rate-limit round trip, waiting for a turn) says nothing about how
+    /// the method uses the database.
+    fn admitted(&self, pass: Admitted, _response: &mut http::Response<Body>, handled: Handled) {
+        let latency = handled.time;
         if let Some(method) = &pass.method {
-            method.observe(latency);
+            method.observe(handled.used_database);
         }
         if pass.gated.is_some()
             && let Some(new) = self.limit.sample(latency)
@@ -438,15 +439,17 @@ mod tests {
     }
 
     #[test]
-    fn methods_turn_gated_when_slow_and_free_again_when_fast() {
+    fn methods_turn_gated_when_they_use_the_database_and_free_again_when_not() {
         let method = MethodLatency::default();
         assert!(method.is_light());
+        method.observe(true);
+        assert!(method.is_light(), "one cache miss does not make a method gated");
         for _ in 0..20 {
-            method.observe(Duration::from_millis(50));
+            method.observe(true);
         }
         assert!(!method.is_light());
-        for _ in 0..60 {
-            method.observe(Duration::from_micros(200));
+        for _ in 0..20 {
+            method.observe(false);
         }
         assert!(method.is_light());
     }

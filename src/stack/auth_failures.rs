@@ -34,7 +34,7 @@ impl<G: Guard> Guard for CountAuthFailures<G> {
         result
     }
 
-    fn admitted(&self, pass: G::Pass, response: &mut http::Response<Body>) {
-        self.guard.admitted(pass, response);
+    fn admitted(&self, pass: G::Pass, response: &mut http::Response<Body>, handled: super::guard::Handled) {
+        self.guard.admitted(pass, response, handled);
     }
 }

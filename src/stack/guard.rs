@@ -12,6 +12,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use http::{Request, Response};
@@ -28,8 +29,9 @@ pub trait Guard: Send + Sync + 'static {
     /// Inspects (and may enrich) the request; an error refuses the call.
     fn check(&self, request: &mut Request<Body>) -> impl Future<Output = Result<Self::Pass, ApiError>> + Send;
 
-    /// Adjusts the response of a call this guard let through.
-    fn admitted(&self, _pass: Self::Pass, _response: &mut Response<Body>) {}
+    /// Adjusts the response of a call this guard let through, knowing what
+    /// its handler (everything below the guards) did.
+    fn admitted(&self, _pass: Self::Pass, _response: &mut Response<Body>, _handled: Handled) {}
 }
 
 /// Two guards run in order as one (one layer, one boxed future per call):
@@ -42,9 +44,9 @@ impl<A: Guard, B: Guard> Guard for (A, B) {
         Ok((first, self.1.check(request).await?))
     }
 
-    fn admitted(&self, (first, second): Self::Pass, response: &mut Response<Body>) {
-        self.1.admitted(second, response);
-        self.0.admitted(first, response);
+    fn admitted(&self, (first, second): Self::Pass, response: &mut Response<Body>, handled: Handled) {
+        self.1.admitted(second, response, handled);
+        self.0.admitted(first, response, handled);
     }
 }
 
@@ -56,9 +58,18 @@ impl<G: Guard> Guard for std::sync::Arc<G> {
         G::check(self, request).await
     }
 
-    fn admitted(&self, pass: Self::Pass, response: &mut Response<Body>) {
-        G::admitted(self, pass, response);
+    fn admitted(&self, pass: Self::Pass, response: &mut Response<Body>, handled: Handled) {
+        G::admitted(self, pass, response, handled);
     }
+}
+
+/// What the handler of an admitted call did.
+#[derive(Debug, Clone, Copy)]
+pub struct Handled {
+    /// How long it took to answer (to the response's headers).
+    pub time: Duration,
+    /// Whether it took a connection from the database pool.
+    pub used_database: bool,
 }
 
 /// The call's context; the observe layer inserts it before any guard runs.
@@ -170,8 +181,10 @@ where
                     return Err(error);
                 }
             };
-            let mut response = inner.call(request).await?;
-            guard.admitted(pass, &mut response);
+            let started = Instant::now();
+            let (response, used_database) = crate::db::tracking_use(inner.call(request)).await;
+            let mut response = response?;
+            guard.admitted(pass, &mut response, Handled { time: started.elapsed(), used_database });
             Ok(response)
         })
     }

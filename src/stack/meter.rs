@@ -62,7 +62,7 @@ impl Guard for Metering {
         Ok(Some(recording))
     }
 
-    fn admitted(&self, recording: Option<Recording>, response: &mut Response<Body>) {
+    fn admitted(&self, recording: Option<Recording>, response: &mut Response<Body>, _: super::guard::Handled) {
         let Some(mut recording) = recording else { return };
         recording.compute = Some(recording.started.elapsed());
         let body = std::mem::replace(response.body_mut(), Body::empty());

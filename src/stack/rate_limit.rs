@@ -45,7 +45,7 @@ impl Guard for RateLimit {
         }
     }
 
-    fn admitted(&self, headers: Option<RateHeaders>, response: &mut Response<Body>) {
+    fn admitted(&self, headers: Option<RateHeaders>, response: &mut Response<Body>, _: super::guard::Handled) {
         if let Some(headers) = headers {
             headers.write_headers(response.headers_mut());
         }
