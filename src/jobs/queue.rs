@@ -116,11 +116,44 @@ pub struct Enqueued {
 /// exists if and only if that transaction commits, and the workers' wake-up
 /// (NOTIFY) is delivered only then. Concurrent enqueues with one unique key
 /// serialize on a transaction-scoped advisory lock, so exactly one job is
-/// created. The same statement as [`enqueue_many`], for one job.
+/// created.
+///
+/// A job with a unique key goes through [`enqueue_many`]'s statements, so
+/// one rule decides who holds a key; a job without one is a plain
+/// single-row insert (half the database time of the batch statement for one
+/// row).
 pub async fn enqueue(conn: &mut PgConnection, new: NewJob) -> Result<Enqueued, JobError> {
     new.validate()?;
-    let mut enqueued = insert(conn, std::slice::from_ref(&new)).await?;
-    enqueued.pop().ok_or(JobError::Store(sqlx::Error::RowNotFound))
+    if new.unique_key.is_some() {
+        let mut enqueued = insert(conn, std::slice::from_ref(&new)).await?;
+        return enqueued.pop().ok_or(JobError::Store(sqlx::Error::RowNotFound));
+    }
+    let job: Job = sqlx::query_as(&format!(
+        "WITH ins AS (
+            INSERT INTO platform.jobs
+                (id, tenant_id, kind, queue, payload, priority, state, max_attempts, run_at, timeout_ms, traceparent)
+            VALUES ($1, $2, $3, $4, $5, $6,
+                    CASE WHEN COALESCE($7, now()) > now() THEN 'scheduled' ELSE 'available' END,
+                    $8, COALESCE($7, now()), $9, $10)
+            RETURNING {JOB_COLUMNS})
+         SELECT ins.* FROM ins
+           LEFT JOIN LATERAL (SELECT pg_notify('{AVAILABLE_CHANNEL}', ins.queue) WHERE ins.state = 'available') n
+             ON true"
+    ))
+    .bind(ids::new_id("job"))
+    .bind(new.tenant.as_ref())
+    .bind(&new.kind)
+    .bind(&new.queue)
+    .bind(&new.payload)
+    .bind(new.priority)
+    .bind(new.run_at)
+    .bind(new.max_attempts)
+    .bind(new.timeout.as_millis() as i64)
+    // The enqueuing call's trace, which the job's execution span links to.
+    .bind(crate::telemetry::traceparent(&tracing::Span::current()))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Enqueued { job, duplicate: false })
 }
 
 /// Enqueues `jobs` on `conn` (inside an open transaction, as [`enqueue`]) in
@@ -226,11 +259,11 @@ async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued
          SELECT i.ord, (h.holder IS NOT NULL AND h.holder <> i.id) AS duplicate, r.*
            FROM input i
            LEFT JOIN holders h ON h.ord = i.ord
-          CROSS JOIN LATERAL (
-                SELECT * FROM ins WHERE ins.id = COALESCE(h.holder, i.id)
-                UNION ALL
-                -- A live job from before this statement (its own inserts are not visible here).
-                SELECT {JOB_COLUMNS_J} FROM platform.jobs j WHERE j.id = h.holder) r
+           JOIN (SELECT * FROM ins
+                 UNION ALL
+                 -- The live jobs from before this statement (its own inserts are not visible here).
+                 SELECT {JOB_COLUMNS_J} FROM platform.jobs j WHERE j.id IN (SELECT holder FROM holders)) r
+             ON r.id = COALESCE(h.holder, i.id)
           CROSS JOIN woken
           ORDER BY i.ord"
     ))
