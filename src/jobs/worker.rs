@@ -2,12 +2,7 @@
 //! `--no-workers`) and by `tenantry worker`. One process runs:
 //!
 //! - a fetch loop that leases batches from the `tenantry` queue while it has
-//!   free slots, woken by NOTIFY with a polling fallback. A slot is free once
-//!   its handler has finished, so the next fetch overlaps the recording of
-//!   the last batch's completions (at most twice the concurrency of leases
-//!   are held: running, or done and waiting to be recorded); while jobs run
-//!   it waits up to 2 ms for a quarter of the slots rather than fetch a few
-//!   jobs per round trip;
+//!   free slots, woken by NOTIFY with a polling fallback;
 //! - one task per job, bounded by the job's timeout, panics caught;
 //! - a completer that records completions in batches (one statement for
 //!   many jobs; each fenced by its attempt);
@@ -21,10 +16,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -173,7 +165,6 @@ impl Workers {
         let Workers { pool, registry, config, events, worker_id, metrics } = self;
         let in_flight: InFlight = Arc::default();
         let slot_freed = Arc::new(Notify::new());
-        let running = Arc::new(AtomicUsize::new(0));
         let background = CancellationToken::new();
         let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
 
@@ -186,12 +177,9 @@ impl Workers {
         let kinds = registry.kinds();
         let mut tasks = JoinSet::new();
         let mut wake = events.subscribe_available();
-        // Since when the loop has been waiting for a fuller batch.
-        let mut filling_since: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let busy = running.load(Ordering::Acquire);
-            let free = free_slots(config.concurrency, busy, lock(&in_flight).len());
+            let free = config.concurrency.saturating_sub(lock(&in_flight).len());
             if free == 0 {
                 tokio::select! {
                     () = slot_freed.notified() => {}
@@ -199,21 +187,6 @@ impl Workers {
                 }
                 continue;
             }
-            // Short jobs free their slots in bursts: wait a moment for a
-            // fuller batch rather than pay a fetch for a few jobs. Never
-            // when idle, so a lone job starts at once.
-            if busy > 0 && free < min_batch(config.concurrency) {
-                let since = *filling_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() < BATCH_FILL {
-                    tokio::select! {
-                        () = slot_freed.notified() => {}
-                        () = tokio::time::sleep_until(since + BATCH_FILL) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
-            }
-            filling_since = None;
             let limit = free.min(500);
             let request = FetchRequest {
                 queue: BUILTIN_QUEUE,
@@ -243,7 +216,7 @@ impl Workers {
                     done_tx.clone(),
                     in_flight.clone(),
                     events.clone(),
-                    Slot::take(&running, &slot_freed),
+                    slot_freed.clone(),
                     job_metrics.clone(),
                 ));
             }
@@ -288,44 +261,6 @@ impl Workers {
     }
 }
 
-/// How long the fetch loop waits for a fuller batch while jobs run.
-const BATCH_FILL: Duration = Duration::from_millis(2);
-
-/// The smallest batch worth a fetch while jobs are running.
-fn min_batch(concurrency: usize) -> usize {
-    (concurrency / 4).clamp(1, 100)
-}
-
-/// Jobs the loop may lease now. A job's slot is free once its handler has
-/// finished (`running` counts the handlers), even before its completion is
-/// recorded, so the next fetch overlaps the recording; leases still held
-/// (`held`: running or waiting to be recorded) are bounded by twice the
-/// concurrency, so a slow completer holds the fetch back.
-fn free_slots(concurrency: usize, running: usize, held: usize) -> usize {
-    concurrency.saturating_sub(running).min((2 * concurrency).saturating_sub(held))
-}
-
-/// A running handler's slot: given back, waking the fetch loop, when dropped
-/// (also when its task is aborted).
-struct Slot {
-    running: Arc<AtomicUsize>,
-    freed: Arc<Notify>,
-}
-
-impl Slot {
-    fn take(running: &Arc<AtomicUsize>, freed: &Arc<Notify>) -> Slot {
-        running.fetch_add(1, Ordering::AcqRel);
-        Slot { running: running.clone(), freed: freed.clone() }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_one();
-    }
-}
-
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -350,7 +285,7 @@ async fn run_job(
     done: tokio::sync::mpsc::UnboundedSender<Done>,
     in_flight: InFlight,
     events: JobEvents,
-    slot: Slot,
+    slot_freed: Arc<Notify>,
     metrics: Option<crate::metrics::Metrics>,
 ) {
     let (id, attempt, timeout) = (job.id.clone(), job.attempt, job.timeout());
@@ -382,8 +317,6 @@ async fn run_job(
             if done.send((id.clone(), attempt, result)).is_err() {
                 lock(&in_flight).remove(&id);
             }
-            // The handler is done: its slot is free while the completer records it.
-            drop(slot);
             if let Some(metrics) = &metrics {
                 metrics.record_job_attempt(&kind, "completed", started.elapsed());
             }
@@ -405,7 +338,7 @@ async fn run_job(
             }
             lock(&in_flight).remove(&id);
             events.job_changed(&id);
-            drop(slot);
+            slot_freed.notify_one();
         }
     }
 }
