@@ -1,6 +1,8 @@
 //! Job queue throughput and latency on a real PostgreSQL (DATABASE_URL, or a
 //! private cluster started here), with the built-in workers of one process:
 //!
+//! 0. enqueue: one job per statement (`queue::enqueue`, 1,000 per
+//!    transaction) against one statement per 1,000 (`queue::enqueue_many`);
 //! 1. drain: a backlog of no-op jobs, platform-level (no tenant caps), then
 //!    spread over 10 tenants under their plan caps;
 //! 2. pipelined: producers enqueue (100 per transaction) while workers run,
@@ -34,7 +36,8 @@ fn noop(tenant: Option<TenantId>) -> NewJob {
     job
 }
 
-async fn enqueue_batch(pool: &PgPool, tenants: &[Option<TenantId>], from: usize, count: usize) {
+/// Enqueues jobs `from..from + count` in one transaction, one statement per job.
+async fn enqueue_one_by_one(pool: &PgPool, tenants: &[Option<TenantId>], from: usize, count: usize) {
     let mut tx = pool.begin().await.unwrap();
     for i in from..from + count {
         queue::enqueue(&mut tx, noop(tenants[i % tenants.len()].clone())).await.unwrap();
@@ -42,14 +45,51 @@ async fn enqueue_batch(pool: &PgPool, tenants: &[Option<TenantId>], from: usize,
     tx.commit().await.unwrap();
 }
 
-async fn remaining(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM platform.jobs WHERE state <> 'completed'").fetch_one(pool).await.unwrap()
+/// Enqueues jobs `from..from + count` in one transaction and one statement.
+async fn enqueue_batch(pool: &PgPool, tenants: &[Option<TenantId>], from: usize, count: usize) {
+    let mut tx = pool.begin().await.unwrap();
+    let jobs = (from..from + count).map(|i| noop(tenants[i % tenants.len()].clone())).collect();
+    queue::enqueue_many(&mut tx, jobs).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Whether any job is still to run: three probes of the partial indexes
+/// (available, running, waiting), so the bench's own polling costs the
+/// database next to nothing (a `count(*)` every 20 ms scanned the whole
+/// table and took a good part of a core from the workers it measured).
+async fn pending(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM platform.jobs WHERE queue = $1 AND state = 'available')
+             OR EXISTS (SELECT 1 FROM platform.jobs WHERE state = 'running')
+             OR EXISTS (SELECT 1 FROM platform.jobs WHERE state IN ('scheduled', 'retryable'))",
+    )
+    .bind(BUILTIN_QUEUE)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 async fn wait_drained(pool: &PgPool) {
-    while remaining(pool).await > 0 {
+    while pending(pool).await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Enqueues `total` jobs in transactions of 1,000 with `enqueue`; returns jobs/s.
+async fn enqueue_rate<F, Fut>(pool: &PgPool, total: usize, enqueue: F) -> f64
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    clear(pool).await;
+    let started = Instant::now();
+    let mut from = 0;
+    while from < total {
+        let count = 1000.min(total - from);
+        enqueue(from, count).await;
+        from += count;
+    }
+    total as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Starts the built-in workers of one process; returns their stop token and task.
@@ -95,9 +135,39 @@ async fn drain(pool: &PgPool, label: &str, tenants: &[Option<TenantId>], total: 
     let elapsed = started.elapsed();
     stop_workers(workers).await;
     println!(
-        "drain {label}: {total} no-op jobs in {elapsed:.2?} = {:.0} jobs/s (enqueue, 1000 per transaction: {:.0} jobs/s)",
+        "drain {label}: {total} no-op jobs in {elapsed:.2?} = {:.0} jobs/s (enqueued in batches of 1000: {:.0} jobs/s)",
         total as f64 / elapsed.as_secs_f64(),
         total as f64 / enqueue.as_secs_f64()
+    );
+}
+
+/// Enqueues 300 jobs one at a time into idle workers; prints the
+/// percentiles of enqueue -> attempt start.
+async fn idle_latency(pool: &PgPool) {
+    clear(pool).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..300 {
+        let mut tx = pool.begin().await.unwrap();
+        queue::enqueue(&mut tx, noop(None)).await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_drained(pool).await;
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM platform.jobs ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "idle latency enqueue -> start over {} jobs: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        at(1.0)
     );
 }
 
@@ -117,6 +187,15 @@ async fn main() {
             .unwrap();
         tenants.push(Some(id));
     }
+
+    // 0. Enqueue alone.
+    let single = enqueue_rate(&pool, total, |from, count| enqueue_one_by_one(&pool, &[None], from, count)).await;
+    let batched = enqueue_rate(&pool, total, |from, count| enqueue_batch(&pool, &[None], from, count)).await;
+    let tenant_batched = enqueue_rate(&pool, total, |from, count| enqueue_batch(&pool, &tenants, from, count)).await;
+    println!(
+        "enqueue {total} jobs, 1000 per transaction: one statement per job {single:.0} jobs/s; \
+         one statement per 1000 (enqueue_many) {batched:.0} jobs/s, over 10 tenants {tenant_batched:.0} jobs/s"
+    );
 
     // 1. Drain a backlog.
     drain(&pool, "platform-level", &[None], total).await;
@@ -145,37 +224,13 @@ async fn main() {
     wait_drained(&pool).await;
     let elapsed = started.elapsed();
     println!(
-        "pipelined: {} jobs enqueued (100 per transaction, 4 producers) and run in {elapsed:.2?} = {:.0} jobs/s end to end",
+        "pipelined: {} jobs enqueued (batches of 100, 4 producers) and run in {elapsed:.2?} = {:.0} jobs/s end to end",
         total / 4 * 4,
         (total / 4 * 4) as f64 / elapsed.as_secs_f64()
     );
 
     // 3. Idle latency: enqueue commit -> attempt start.
-    clear(&pool).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for _ in 0..300 {
-        let mut tx = pool.begin().await.unwrap();
-        queue::enqueue(&mut tx, noop(None)).await.unwrap();
-        tx.commit().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    wait_drained(&pool).await;
-    let mut latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM platform.jobs ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "idle latency enqueue -> start over {} jobs: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        at(0.5),
-        at(0.95),
-        at(0.99),
-        at(1.0)
-    );
+    idle_latency(&pool).await;
     stop_workers(workers).await;
 
     scratch.finish().await;

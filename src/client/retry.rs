@@ -57,6 +57,7 @@ pub const METHODS: &[(&str, Idempotency)] = &[
     ("AuthService/UnassignRole", IDEM),
     ("AuthService/ListAuditEvents", SAFE),
     ("JobsService/EnqueueJob", Idempotency::Keyed),
+    ("JobsService/EnqueueJobs", NOT), // a repeat would enqueue the items without a unique_key again
     ("JobsService/GetJob", SAFE),
     ("JobsService/ListJobs", SAFE),
     ("JobsService/CancelJob", IDEM),

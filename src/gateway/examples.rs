@@ -77,6 +77,12 @@ pub fn request_body(rpc: &str) -> Option<Value> {
             "delay": "30s",
             "uniqueKey": "welcome-ada",
         }),
+        "JobsService.EnqueueJobs" => json!({"requests": [
+            {"kind": "email.send", "payload": {"to": "ada@acme.example", "template": "welcome"},
+             "uniqueKey": "welcome-ada"},
+            {"kind": "email.send", "payload": {"to": "grace@acme.example", "template": "welcome"},
+             "uniqueKey": "welcome-grace"},
+        ]}),
         "JobsService.CancelJob" | "JobsService.RetryJob" => json!({}),
         "JobsService.LeaseJobs" => json!({
             "kinds": ["email.send"],

@@ -51,9 +51,12 @@ impl JobEvents {
         drop(self.available.send(Arc::from(queue)));
     }
 
-    /// Signals that job `id` changed.
+    /// Signals that job `id` changed (nothing to do, not even the id's
+    /// copy, while no watch is open: the workers call this twice per job).
     pub fn job_changed(&self, id: &str) {
-        drop(self.changed.send(Arc::from(id)));
+        if self.changed.receiver_count() > 0 {
+            drop(self.changed.send(Arc::from(id)));
+        }
     }
 
     /// Receives the ids of jobs changed through this process.

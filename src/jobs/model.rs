@@ -157,6 +157,9 @@ impl Job {
 pub enum JobError {
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
+    /// Item `index` (from 0) of a batch enqueue is invalid.
+    #[error("item {index}: {field}: {problem}")]
+    InvalidItem { index: usize, field: &'static str, problem: String },
     #[error("job {0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -178,6 +181,10 @@ impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         match error {
             JobError::Invalid { field, problem } => ApiError::invalid(field, problem),
+            // EnqueueJobs calls the batch's items `requests`.
+            JobError::InvalidItem { index, field, problem } => {
+                ApiError::invalid(format!("requests[{index}].{field}"), problem)
+            }
             JobError::NotFound(id) => ApiError::NotFound { resource: format!("job {id}") },
             JobError::LeaseLost(message) => {
                 ApiError::FailedPrecondition { reason: crate::error::Reason::JobLeaseLost, message }

@@ -205,6 +205,33 @@ fn new_job(tenant: &TenantId, request: pb::EnqueueJobRequest) -> Result<NewJob, 
     Ok(job)
 }
 
+/// Most jobs one EnqueueJobs call may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// Validates an EnqueueJobs request into the [`NewJob`]s of `tenant`; an
+/// invalid item is named by its index (`requests[3].kind`).
+fn new_jobs(tenant: &TenantId, request: pb::EnqueueJobsRequest) -> Result<Vec<NewJob>, ApiError> {
+    if request.requests.is_empty() {
+        return Err(ApiError::invalid("requests", "is required: 1 to 1,000 jobs"));
+    }
+    if request.requests.len() > MAX_BATCH {
+        return Err(ApiError::invalid("requests", "must hold at most 1,000 jobs"));
+    }
+    request
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            new_job(tenant, item).map_err(|error| match error {
+                ApiError::InvalidArgument { field, description } => {
+                    ApiError::invalid(format!("requests[{index}].{field}"), description)
+                }
+                other => other,
+            })
+        })
+        .collect()
+}
+
 /// A lease request's duration: unset 30 s, else between 5 s and 10 min.
 fn lease_duration(field: &'static str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>, ApiError> {
     let lease = duration_field(field, value)?;
@@ -236,6 +263,28 @@ impl JobsService for JobsApi {
             self.metrics.record_job_enqueued(&enqueued.job.kind);
         }
         Ok(Response::new(pb::EnqueueJobResponse { job: Some(job_to_pb(&enqueued.job)), duplicate: enqueued.duplicate }))
+    }
+
+    async fn enqueue_jobs(
+        &self,
+        request: Request<pb::EnqueueJobsRequest>,
+    ) -> Result<Response<pb::EnqueueJobsResponse>, Status> {
+        let ctx = context::of(&request)?;
+        let tenant = ctx.tenant()?.id.clone();
+        let jobs = new_jobs(&tenant, request.into_inner())?;
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let enqueued = queue::enqueue_many(&mut tx, jobs).await.map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let results = enqueued
+            .iter()
+            .map(|e| {
+                if !e.duplicate {
+                    self.metrics.record_job_enqueued(&e.job.kind);
+                }
+                pb::EnqueueJobResponse { job: Some(job_to_pb(&e.job)), duplicate: e.duplicate }
+            })
+            .collect();
+        Ok(Response::new(pb::EnqueueJobsResponse { results }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {

@@ -25,6 +25,7 @@ mod isolation;
 mod isolation_matrix;
 mod isolation_proptest;
 mod jobs;
+mod jobs_batch;
 mod jobs_crash;
 mod jobs_nodes;
 mod limits;

@@ -53,6 +53,7 @@ export const METHODS: Readonly<Record<string, Idempotency>> = {
   "AuthService/UnassignRole": IDEM,
   "AuthService/ListAuditEvents": SAFE,
   "JobsService/EnqueueJob": Idempotency.Keyed,
+  "JobsService/EnqueueJobs": NOT, // a repeat would enqueue the items without a uniqueKey again
   "JobsService/GetJob": SAFE,
   "JobsService/ListJobs": SAFE,
   "JobsService/CancelJob": IDEM,

@@ -152,6 +152,8 @@ pub const CASES: &[Case] = &[
     ),
     // JobsService
     case!("JobsService/EnqueueJob", Namespaced, workload::enqueue_job),
+    // After EnqueueJob: the attacker's own job from it may hold the key.
+    case!("JobsService/EnqueueJobs", Namespaced, workload::enqueue_jobs),
     case!("JobsService/GetJob", ForeignIds, workload::get_job),
     case!("JobsService/ListJobs", Listing, workload::list_jobs),
     case!("JobsService/CancelJob", ForeignIds, workload::cancel_job),

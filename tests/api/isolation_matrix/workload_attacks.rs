@@ -3,11 +3,11 @@
 //! [`super::cases`]).
 
 use tenantry::proto::tenantry::v1::{
-    CancelJobRequest, CompleteJobRequest, EnqueueJobRequest, FailJobRequest, GetJobRequest, GetQuotaRequest,
-    GetScalingPolicyRequest, GetScalingStatusRequest, GetTenantRequest, GetUsageRequest, HeartbeatJobRequest,
-    LeaseJobsRequest, ListJobsRequest, ListPlansRequest, ListScalingDecisionsRequest, MetricValue, RecordUsageRequest,
-    RetryJobRequest, ScalingPolicy, ScalingSignal, SimulateScalingRequest, SimulationSample, Tenant,
-    UpdateScalingPolicyRequest, UpdateTenantRequest, UsageEvent, WatchJobRequest,
+    CancelJobRequest, CompleteJobRequest, EnqueueJobRequest, EnqueueJobsRequest, FailJobRequest, GetJobRequest,
+    GetQuotaRequest, GetScalingPolicyRequest, GetScalingStatusRequest, GetTenantRequest, GetUsageRequest,
+    HeartbeatJobRequest, LeaseJobsRequest, ListJobsRequest, ListPlansRequest, ListScalingDecisionsRequest, MetricValue,
+    RecordUsageRequest, RetryJobRequest, ScalingPolicy, ScalingSignal, SimulateScalingRequest, SimulationSample,
+    Tenant, UpdateScalingPolicyRequest, UpdateTenantRequest, UsageEvent, WatchJobRequest,
 };
 use tonic::Code;
 
@@ -112,6 +112,28 @@ pub(super) async fn enqueue_job(d: &Duel<'_>) {
     assert!(!enqueued.duplicate, "{d}: the victim's unique key blocked the attacker's job: {enqueued:?}");
     reveals_nothing(d, "EnqueueJob", &enqueued);
     assert_eq!(enqueued.job.unwrap().tenant_id, d.attacker.id, "{d}");
+}
+
+pub(super) async fn enqueue_jobs(d: &Duel<'_>) {
+    let v = d.victim;
+    let item = || EnqueueJobRequest {
+        kind: v.kind.clone(),
+        queue: format!("{QUEUE}-probe"),
+        unique_key: v.unique_key.clone(),
+        ..Default::default()
+    };
+    let batch = EnqueueJobsRequest { requests: vec![item(), item()] };
+    let enqueued =
+        ok(d, "EnqueueJobs with the victim's kind and unique key", d.jobs().enqueue_jobs(d.req(batch)).await);
+    reveals_nothing(d, "EnqueueJobs", &enqueued);
+    let jobs: Vec<_> = enqueued.results.iter().map(|r| r.job.as_ref().unwrap()).collect();
+    // The key is held in the attacker's tenant only: by the first item, or
+    // by the attacker's own job from the EnqueueJob attack; never the victim's.
+    for job in &jobs {
+        assert_eq!(job.tenant_id, d.attacker.id, "{d}: {enqueued:?}");
+        assert_ne!(job.id, v.available_job.id, "{d}: the victim's job holds the attacker's key");
+    }
+    assert!(enqueued.results[1].duplicate && jobs[1].id == jobs[0].id, "{d}: {enqueued:?}");
 }
 
 fn victim_jobs<'a>(d: &'a Duel<'a>) -> [&'a str; 3] {

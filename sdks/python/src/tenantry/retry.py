@@ -68,6 +68,7 @@ METHODS: dict[str, Idempotency] = {
     "AuthService/ListAuditEvents": _SAFE,
     # JobsService
     "JobsService/EnqueueJob": Idempotency.KEYED,
+    "JobsService/EnqueueJobs": _NOT,  # a repeat would enqueue the items without a unique_key again
     "JobsService/GetJob": _SAFE,
     "JobsService/ListJobs": _SAFE,
     "JobsService/CancelJob": _IDEM,

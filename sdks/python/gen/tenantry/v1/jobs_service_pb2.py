@@ -27,15 +27,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantry/v1/jobs_service.proto\x12\x0btenantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x05\n\x03Job\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x12\n\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n\x05queue\x18\x04 \x01(\tR\x05queue\x12\x31\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x1a\n\x08priority\x18\x06 \x01(\x05R\x08priority\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x15.tenantry.v1.JobStateR\x05state\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12\x35\n\x08run_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07runTime\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12;\n\x0b\x66inish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishTime\x12\x1d\n\nunique_key\x18\x0e \x01(\tR\tuniqueKey\x12/\n\x06result\x18\x0f \x01(\x0b\x32\x17.google.protobuf.StructR\x06result\x12-\n\x06\x65rrors\x18\x10 \x03(\x0b\x32\x15.tenantry.v1.JobErrorR\x06\x65rrors\x12)\n\x10\x63\x61ncel_requested\x18\x11 \x01(\x08R\x0f\x63\x61ncelRequested\x12\x33\n\x07timeout\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\x1b\n\tworker_id\x18\x13 \x01(\tR\x08workerId\"y\n\x08JobError\x12\x18\n\x07\x61ttempt\x18\x01 \x01(\x05R\x07\x61ttempt\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nerror_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\terrorTime\"\x91\x01\n\tLeasedJob\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x46\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"\xbb\x03\n\x11\x45nqueueJobRequest\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x31\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x37\n\x08run_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\x07runTime\x12\x31\n\x05\x64\x65lay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00R\x05\x64\x65lay\x12!\n\x0cmax_attempts\x18\x07 \x01(\x05R\x0bmaxAttempts\x12\x1d\n\nunique_key\x18\x08 \x01(\tR\tuniqueKey\x12>\n\runique_window\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cuniqueWindow\x12\x33\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeoutB\n\n\x08schedule\"V\n\x12\x45nqueueJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\"&\n\rGetJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xa4\x01\n\x0fListJobsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.tenantry.v1.JobStateR\x05state\x12\x12\n\x04kind\x18\x04 \x01(\tR\x04kind\x12\x14\n\x05queue\x18\x05 \x01(\tR\x05queue\"`\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.tenantry.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"(\n\x0fRetryJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"6\n\x10RetryJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"(\n\x0fWatchJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"6\n\x10WatchJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xf8\x01\n\x10LeaseJobsRequest\x12\x14\n\x05kinds\x18\x01 \x03(\tR\x05kinds\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x19\n\x08max_jobs\x18\x03 \x01(\x05R\x07maxJobs\x12@\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\rleaseDuration\x12>\n\rwait_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cwaitDuration\x12\x1b\n\tworker_id\x18\x06 \x01(\tR\x08workerId\"?\n\x11LeaseJobsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.tenantry.v1.LeasedJobR\x04jobs\"\x88\x01\n\x13HeartbeatJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12@\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\rleaseDuration\"\x89\x01\n\x14HeartbeatJobResponse\x12\x46\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08R\x0f\x63\x61ncelRequested\"v\n\x12\x43ompleteJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06result\"9\n\x13\x43ompleteJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xbc\x01\n\x0e\x46\x61ilJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12#\n\rerror_message\x18\x03 \x01(\tR\x0c\x65rrorMessage\x12:\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryAfter\x12\x18\n\x07\x64iscard\x18\x05 \x01(\x08R\x07\x64iscard\"5\n\x0f\x46\x61ilJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job*\xd2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x01\x12\x17\n\x13JOB_STATE_AVAILABLE\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_RETRYABLE\x10\x04\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x17\n\x13JOB_STATE_DISCARDED\x10\x07\x32\x81\x06\n\x0bJobsService\x12M\n\nEnqueueJob\x12\x1e.tenantry.v1.EnqueueJobRequest\x1a\x1f.tenantry.v1.EnqueueJobResponse\x12\x41\n\x06GetJob\x12\x1a.tenantry.v1.GetJobRequest\x1a\x1b.tenantry.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.tenantry.v1.ListJobsRequest\x1a\x1d.tenantry.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.tenantry.v1.CancelJobRequest\x1a\x1e.tenantry.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.tenantry.v1.RetryJobRequest\x1a\x1d.tenantry.v1.RetryJobResponse\x12I\n\x08WatchJob\x12\x1c.tenantry.v1.WatchJobRequest\x1a\x1d.tenantry.v1.WatchJobResponse0\x01\x12J\n\tLeaseJobs\x12\x1d.tenantry.v1.LeaseJobsRequest\x1a\x1e.tenantry.v1.LeaseJobsResponse\x12S\n\x0cHeartbeatJob\x12 .tenantry.v1.HeartbeatJobRequest\x1a!.tenantry.v1.HeartbeatJobResponse\x12P\n\x0b\x43ompleteJob\x12\x1f.tenantry.v1.CompleteJobRequest\x1a .tenantry.v1.CompleteJobResponse\x12\x44\n\x07\x46\x61ilJob\x12\x1b.tenantry.v1.FailJobRequest\x1a\x1c.tenantry.v1.FailJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantry/v1/jobs_service.proto\x12\x0btenantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x05\n\x03Job\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x12\n\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n\x05queue\x18\x04 \x01(\tR\x05queue\x12\x31\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x1a\n\x08priority\x18\x06 \x01(\x05R\x08priority\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x15.tenantry.v1.JobStateR\x05state\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12\x35\n\x08run_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07runTime\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12;\n\x0b\x66inish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishTime\x12\x1d\n\nunique_key\x18\x0e \x01(\tR\tuniqueKey\x12/\n\x06result\x18\x0f \x01(\x0b\x32\x17.google.protobuf.StructR\x06result\x12-\n\x06\x65rrors\x18\x10 \x03(\x0b\x32\x15.tenantry.v1.JobErrorR\x06\x65rrors\x12)\n\x10\x63\x61ncel_requested\x18\x11 \x01(\x08R\x0f\x63\x61ncelRequested\x12\x33\n\x07timeout\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\x1b\n\tworker_id\x18\x13 \x01(\tR\x08workerId\"y\n\x08JobError\x12\x18\n\x07\x61ttempt\x18\x01 \x01(\x05R\x07\x61ttempt\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nerror_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\terrorTime\"\x91\x01\n\tLeasedJob\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x46\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"\xbb\x03\n\x11\x45nqueueJobRequest\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x31\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x37\n\x08run_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\x07runTime\x12\x31\n\x05\x64\x65lay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00R\x05\x64\x65lay\x12!\n\x0cmax_attempts\x18\x07 \x01(\x05R\x0bmaxAttempts\x12\x1d\n\nunique_key\x18\x08 \x01(\tR\tuniqueKey\x12>\n\runique_window\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cuniqueWindow\x12\x33\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeoutB\n\n\x08schedule\"V\n\x12\x45nqueueJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\"P\n\x12\x45nqueueJobsRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.tenantry.v1.EnqueueJobRequestR\x08requests\"P\n\x13\x45nqueueJobsResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32\x1f.tenantry.v1.EnqueueJobResponseR\x07results\"&\n\rGetJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xa4\x01\n\x0fListJobsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.tenantry.v1.JobStateR\x05state\x12\x12\n\x04kind\x18\x04 \x01(\tR\x04kind\x12\x14\n\x05queue\x18\x05 \x01(\tR\x05queue\"`\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.tenantry.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"(\n\x0fRetryJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"6\n\x10RetryJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"(\n\x0fWatchJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"6\n\x10WatchJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xf8\x01\n\x10LeaseJobsRequest\x12\x14\n\x05kinds\x18\x01 \x03(\tR\x05kinds\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x19\n\x08max_jobs\x18\x03 \x01(\x05R\x07maxJobs\x12@\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\rleaseDuration\x12>\n\rwait_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cwaitDuration\x12\x1b\n\tworker_id\x18\x06 \x01(\tR\x08workerId\"?\n\x11LeaseJobsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.tenantry.v1.LeasedJobR\x04jobs\"\x88\x01\n\x13HeartbeatJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12@\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\rleaseDuration\"\x89\x01\n\x14HeartbeatJobResponse\x12\x46\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08R\x0f\x63\x61ncelRequested\"v\n\x12\x43ompleteJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06result\"9\n\x13\x43ompleteJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job\"\xbc\x01\n\x0e\x46\x61ilJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12#\n\rerror_message\x18\x03 \x01(\tR\x0c\x65rrorMessage\x12:\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryAfter\x12\x18\n\x07\x64iscard\x18\x05 \x01(\x08R\x07\x64iscard\"5\n\x0f\x46\x61ilJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.tenantry.v1.JobR\x03job*\xd2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x01\x12\x17\n\x13JOB_STATE_AVAILABLE\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_RETRYABLE\x10\x04\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x17\n\x13JOB_STATE_DISCARDED\x10\x07\x32\xd3\x06\n\x0bJobsService\x12M\n\nEnqueueJob\x12\x1e.tenantry.v1.EnqueueJobRequest\x1a\x1f.tenantry.v1.EnqueueJobResponse\x12P\n\x0b\x45nqueueJobs\x12\x1f.tenantry.v1.EnqueueJobsRequest\x1a .tenantry.v1.EnqueueJobsResponse\x12\x41\n\x06GetJob\x12\x1a.tenantry.v1.GetJobRequest\x1a\x1b.tenantry.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.tenantry.v1.ListJobsRequest\x1a\x1d.tenantry.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.tenantry.v1.CancelJobRequest\x1a\x1e.tenantry.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.tenantry.v1.RetryJobRequest\x1a\x1d.tenantry.v1.RetryJobResponse\x12I\n\x08WatchJob\x12\x1c.tenantry.v1.WatchJobRequest\x1a\x1d.tenantry.v1.WatchJobResponse0\x01\x12J\n\tLeaseJobs\x12\x1d.tenantry.v1.LeaseJobsRequest\x1a\x1e.tenantry.v1.LeaseJobsResponse\x12S\n\x0cHeartbeatJob\x12 .tenantry.v1.HeartbeatJobRequest\x1a!.tenantry.v1.HeartbeatJobResponse\x12P\n\x0b\x43ompleteJob\x12\x1f.tenantry.v1.CompleteJobRequest\x1a .tenantry.v1.CompleteJobResponse\x12\x44\n\x07\x46\x61ilJob\x12\x1b.tenantry.v1.FailJobRequest\x1a\x1c.tenantry.v1.FailJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tenantry.v1.jobs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=3391
-  _globals['_JOBSTATE']._serialized_end=3601
+  _globals['_JOBSTATE']._serialized_start=3555
+  _globals['_JOBSTATE']._serialized_end=3765
   _globals['_JOB']._serialized_start=143
   _globals['_JOB']._serialized_end=908
   _globals['_JOBERROR']._serialized_start=910
@@ -46,42 +46,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENQUEUEJOBREQUEST']._serialized_end=1625
   _globals['_ENQUEUEJOBRESPONSE']._serialized_start=1627
   _globals['_ENQUEUEJOBRESPONSE']._serialized_end=1713
-  _globals['_GETJOBREQUEST']._serialized_start=1715
-  _globals['_GETJOBREQUEST']._serialized_end=1753
-  _globals['_GETJOBRESPONSE']._serialized_start=1755
-  _globals['_GETJOBRESPONSE']._serialized_end=1807
-  _globals['_LISTJOBSREQUEST']._serialized_start=1810
-  _globals['_LISTJOBSREQUEST']._serialized_end=1974
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1976
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2072
-  _globals['_CANCELJOBREQUEST']._serialized_start=2074
-  _globals['_CANCELJOBREQUEST']._serialized_end=2115
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2117
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2172
-  _globals['_RETRYJOBREQUEST']._serialized_start=2174
-  _globals['_RETRYJOBREQUEST']._serialized_end=2214
-  _globals['_RETRYJOBRESPONSE']._serialized_start=2216
-  _globals['_RETRYJOBRESPONSE']._serialized_end=2270
-  _globals['_WATCHJOBREQUEST']._serialized_start=2272
-  _globals['_WATCHJOBREQUEST']._serialized_end=2312
-  _globals['_WATCHJOBRESPONSE']._serialized_start=2314
-  _globals['_WATCHJOBRESPONSE']._serialized_end=2368
-  _globals['_LEASEJOBSREQUEST']._serialized_start=2371
-  _globals['_LEASEJOBSREQUEST']._serialized_end=2619
-  _globals['_LEASEJOBSRESPONSE']._serialized_start=2621
-  _globals['_LEASEJOBSRESPONSE']._serialized_end=2684
-  _globals['_HEARTBEATJOBREQUEST']._serialized_start=2687
-  _globals['_HEARTBEATJOBREQUEST']._serialized_end=2823
-  _globals['_HEARTBEATJOBRESPONSE']._serialized_start=2826
-  _globals['_HEARTBEATJOBRESPONSE']._serialized_end=2963
-  _globals['_COMPLETEJOBREQUEST']._serialized_start=2965
-  _globals['_COMPLETEJOBREQUEST']._serialized_end=3083
-  _globals['_COMPLETEJOBRESPONSE']._serialized_start=3085
-  _globals['_COMPLETEJOBRESPONSE']._serialized_end=3142
-  _globals['_FAILJOBREQUEST']._serialized_start=3145
-  _globals['_FAILJOBREQUEST']._serialized_end=3333
-  _globals['_FAILJOBRESPONSE']._serialized_start=3335
-  _globals['_FAILJOBRESPONSE']._serialized_end=3388
-  _globals['_JOBSSERVICE']._serialized_start=3604
-  _globals['_JOBSSERVICE']._serialized_end=4373
+  _globals['_ENQUEUEJOBSREQUEST']._serialized_start=1715
+  _globals['_ENQUEUEJOBSREQUEST']._serialized_end=1795
+  _globals['_ENQUEUEJOBSRESPONSE']._serialized_start=1797
+  _globals['_ENQUEUEJOBSRESPONSE']._serialized_end=1877
+  _globals['_GETJOBREQUEST']._serialized_start=1879
+  _globals['_GETJOBREQUEST']._serialized_end=1917
+  _globals['_GETJOBRESPONSE']._serialized_start=1919
+  _globals['_GETJOBRESPONSE']._serialized_end=1971
+  _globals['_LISTJOBSREQUEST']._serialized_start=1974
+  _globals['_LISTJOBSREQUEST']._serialized_end=2138
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2140
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2236
+  _globals['_CANCELJOBREQUEST']._serialized_start=2238
+  _globals['_CANCELJOBREQUEST']._serialized_end=2279
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2281
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2336
+  _globals['_RETRYJOBREQUEST']._serialized_start=2338
+  _globals['_RETRYJOBREQUEST']._serialized_end=2378
+  _globals['_RETRYJOBRESPONSE']._serialized_start=2380
+  _globals['_RETRYJOBRESPONSE']._serialized_end=2434
+  _globals['_WATCHJOBREQUEST']._serialized_start=2436
+  _globals['_WATCHJOBREQUEST']._serialized_end=2476
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2478
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2532
+  _globals['_LEASEJOBSREQUEST']._serialized_start=2535
+  _globals['_LEASEJOBSREQUEST']._serialized_end=2783
+  _globals['_LEASEJOBSRESPONSE']._serialized_start=2785
+  _globals['_LEASEJOBSRESPONSE']._serialized_end=2848
+  _globals['_HEARTBEATJOBREQUEST']._serialized_start=2851
+  _globals['_HEARTBEATJOBREQUEST']._serialized_end=2987
+  _globals['_HEARTBEATJOBRESPONSE']._serialized_start=2990
+  _globals['_HEARTBEATJOBRESPONSE']._serialized_end=3127
+  _globals['_COMPLETEJOBREQUEST']._serialized_start=3129
+  _globals['_COMPLETEJOBREQUEST']._serialized_end=3247
+  _globals['_COMPLETEJOBRESPONSE']._serialized_start=3249
+  _globals['_COMPLETEJOBRESPONSE']._serialized_end=3306
+  _globals['_FAILJOBREQUEST']._serialized_start=3309
+  _globals['_FAILJOBREQUEST']._serialized_end=3497
+  _globals['_FAILJOBRESPONSE']._serialized_start=3499
+  _globals['_FAILJOBRESPONSE']._serialized_end=3552
+  _globals['_JOBSSERVICE']._serialized_start=3768
+  _globals['_JOBSSERVICE']._serialized_end=4619
 # @@protoc_insertion_point(module_scope)

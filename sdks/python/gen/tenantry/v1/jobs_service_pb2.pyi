@@ -382,6 +382,56 @@ class EnqueueJobResponse(_message.Message):
 Global___EnqueueJobResponse: _TypeAlias = EnqueueJobResponse  # noqa: Y015
 
 @_typing.final
+class EnqueueJobsRequest(_message.Message):
+    """Request for JobsService.EnqueueJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnqueueJobRequest]:
+        """The jobs to enqueue, 1 to 1,000, each described as in EnqueueJob."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___EnqueueJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueJobsRequest: _TypeAlias = EnqueueJobsRequest  # noqa: Y015
+
+@_typing.final
+class EnqueueJobsResponse(_message.Message):
+    """Response for JobsService.EnqueueJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnqueueJobResponse]:
+        """One result per item of the request, in the same order: the new job, or
+        the job holding the item's `unique_key` with `duplicate: true`.
+        """
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___EnqueueJobResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueJobsResponse: _TypeAlias = EnqueueJobsResponse  # noqa: Y015
+
+@_typing.final
 class GetJobRequest(_message.Message):
     """Request for JobsService.GetJob."""
 

@@ -47,6 +47,11 @@ class JobsServiceStub:
                 request_serializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobRequest.SerializeToString,
                 response_deserializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobResponse.FromString,
                 _registered_method=True)
+        self.EnqueueJobs = channel.unary_unary(
+                '/tenantry.v1.JobsService/EnqueueJobs',
+                request_serializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsRequest.SerializeToString,
+                response_deserializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/tenantry.v1.JobsService/GetJob',
                 request_serializer=tenantry_dot_v1_dot_jobs__service__pb2.GetJobRequest.SerializeToString,
@@ -108,6 +113,19 @@ class JobsServiceServicer:
     def EnqueueJob(self, request, context):
         """Enqueues a job; once this returns, the job is durably stored. With a `unique_key` matching a live job, the
         existing job is returned with `duplicate: true` instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnqueueJobs(self, request, context):
+        """Enqueues up to 1,000 jobs in one transaction: once this returns, all of
+        them are durably stored; on any error none is. Each item is validated as
+        in EnqueueJob, and an invalid item fails the whole call with
+        INVALID_ARGUMENT naming it (`requests[3].kind`). Unique keys work as if
+        the items were enqueued one after another: an item whose `unique_key`
+        matches a live job, or an earlier item of the batch, creates nothing and
+        its result is that job with `duplicate: true`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +224,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     request_deserializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobRequest.FromString,
                     response_serializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobResponse.SerializeToString,
             ),
+            'EnqueueJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueJobs,
+                    request_deserializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsRequest.FromString,
+                    response_serializer=tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsResponse.SerializeToString,
+            ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=tenantry_dot_v1_dot_jobs__service__pb2.GetJobRequest.FromString,
@@ -287,6 +310,33 @@ class JobsService:
             '/tenantry.v1.JobsService/EnqueueJob',
             tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobRequest.SerializeToString,
             tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tenantry.v1.JobsService/EnqueueJobs',
+            tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsRequest.SerializeToString,
+            tenantry_dot_v1_dot_jobs__service__pb2.EnqueueJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,15 @@ class JobsServiceStub:
     """Enqueues a job; once this returns, the job is durably stored. With a `unique_key` matching a live job, the
     existing job is returned with `duplicate: true` instead.
     """
+    EnqueueJobs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.EnqueueJobsRequest, _jobs_service_pb2.EnqueueJobsResponse]
+    """Enqueues up to 1,000 jobs in one transaction: once this returns, all of
+    them are durably stored; on any error none is. Each item is validated as
+    in EnqueueJob, and an invalid item fails the whole call with
+    INVALID_ARGUMENT naming it (`requests[3].kind`). Unique keys work as if
+    the items were enqueued one after another: an item whose `unique_key`
+    matches a live job, or an earlier item of the batch, creates nothing and
+    its result is that job with `duplicate: true`.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobRequest, _jobs_service_pb2.GetJobResponse]
     """Returns one job of the tenant."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_service_pb2.ListJobsRequest, _jobs_service_pb2.ListJobsResponse]
@@ -109,6 +118,15 @@ class JobsServiceAsyncStub(JobsServiceStub):
     EnqueueJob: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.EnqueueJobRequest, _jobs_service_pb2.EnqueueJobResponse]  # type: ignore[assignment]
     """Enqueues a job; once this returns, the job is durably stored. With a `unique_key` matching a live job, the
     existing job is returned with `duplicate: true` instead.
+    """
+    EnqueueJobs: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.EnqueueJobsRequest, _jobs_service_pb2.EnqueueJobsResponse]  # type: ignore[assignment]
+    """Enqueues up to 1,000 jobs in one transaction: once this returns, all of
+    them are durably stored; on any error none is. Each item is validated as
+    in EnqueueJob, and an invalid item fails the whole call with
+    INVALID_ARGUMENT naming it (`requests[3].kind`). Unique keys work as if
+    the items were enqueued one after another: an item whose `unique_key`
+    matches a live job, or an earlier item of the batch, creates nothing and
+    its result is that job with `duplicate: true`.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_service_pb2.GetJobRequest, _jobs_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns one job of the tenant."""
@@ -177,6 +195,21 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_service_pb2.EnqueueJobResponse, _abc.Awaitable[_jobs_service_pb2.EnqueueJobResponse]]:
         """Enqueues a job; once this returns, the job is durably stored. With a `unique_key` matching a live job, the
         existing job is returned with `duplicate: true` instead.
+        """
+
+    @_abc_1.abstractmethod
+    def EnqueueJobs(
+        self,
+        request: _jobs_service_pb2.EnqueueJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_service_pb2.EnqueueJobsResponse, _abc.Awaitable[_jobs_service_pb2.EnqueueJobsResponse]]:
+        """Enqueues up to 1,000 jobs in one transaction: once this returns, all of
+        them are durably stored; on any error none is. Each item is validated as
+        in EnqueueJob, and an invalid item fails the whole call with
+        INVALID_ARGUMENT naming it (`requests[3].kind`). Unique keys work as if
+        the items were enqueued one after another: an item whose `unique_key`
+        matches a live job, or an earlier item of the batch, creates nothing and
+        its result is that job with `duplicate: true`.
         """
 
     @_abc_1.abstractmethod

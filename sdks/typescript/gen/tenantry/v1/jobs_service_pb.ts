@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tenantry/v1/jobs_service.proto.
  */
 export const file_tenantry_v1_jobs_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch50ZW5hbnRyeS92MS9qb2JzX3NlcnZpY2UucHJvdG8SC3RlbmFudHJ5LnYxIscECgNKb2ISCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEgwKBGtpbmQYAyABKAkSDQoFcXVldWUYBCABKAkSKAoHcGF5bG9hZBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBiABKAUSJAoFc3RhdGUYByABKA4yFS50ZW5hbnRyeS52MS5Kb2JTdGF0ZRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIsCghydW5fdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp1bmlxdWVfa2V5GA4gASgJEicKBnJlc3VsdBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJQoGZXJyb3JzGBAgAygLMhUudGVuYW50cnkudjEuSm9iRXJyb3ISGAoQY2FuY2VsX3JlcXVlc3RlZBgRIAEoCBIqCgd0aW1lb3V0GBIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCXdvcmtlcl9pZBgTIAEoCSJcCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg8KB21lc3NhZ2UYAiABKAkSLgoKZXJyb3JfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoJTGVhc2VkSm9iEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYhIPCgdhdHRlbXB0GAIgASgFEjUKEWxlYXNlX2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAgoRRW5xdWV1ZUpvYlJlcXVlc3QSDAoEa2luZBgBIAEoCRIoCgdwYXlsb2FkGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVxdWV1ZRgDIAEoCRIQCghwcmlvcml0eRgEIAEoBRIuCghydW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIqCgVkZWxheRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgAEhQKDG1heF9hdHRlbXB0cxgHIAEoBRISCgp1bmlxdWVfa2V5GAggASgJEjAKDXVuaXF1ZV93aW5kb3cYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHdGltZW91dBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIKCghzY2hlZHVsZSJGChJFbnF1ZXVlSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iEhEKCWR1cGxpY2F0ZRgCIAEoCCIfCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIvCg5HZXRKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC50ZW5hbnRyeS52MS5Kb2IiewoPTGlzdEpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiQKBXN0YXRlGAMgASgOMhUudGVuYW50cnkudjEuSm9iU3RhdGUSDAoEa2luZBgEIAEoCRINCgVxdWV1ZRgFIAEoCSJLChBMaXN0Sm9ic1Jlc3BvbnNlEh4KBGpvYnMYASADKAsyEC50ZW5hbnRyeS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjIKEUNhbmNlbEpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYiIhCg9SZXRyeUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjEKEFJldHJ5Sm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iIiEKD1dhdGNoSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiMQoQV2F0Y2hKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC50ZW5hbnRyeS52MS5Kb2IiugEKEExlYXNlSm9ic1JlcXVlc3QSDQoFa2luZHMYASADKAkSDQoFcXVldWUYAiABKAkSEAoIbWF4X2pvYnMYAyABKAUSMQoObGVhc2VfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNd2FpdF9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCgl3b3JrZXJfaWQYBiABKAkiOQoRTGVhc2VKb2JzUmVzcG9uc2USJAoEam9icxgBIAMoCzIWLnRlbmFudHJ5LnYxLkxlYXNlZEpvYiJpChNIZWFydGJlYXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgFEjEKDmxlYXNlX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKFEhlYXJ0YmVhdEpvYlJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIl4KEkNvbXBsZXRlSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRInCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjQKE0NvbXBsZXRlSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iIokBCg5GYWlsSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIVCg1lcnJvcl9tZXNzYWdlGAMgASgJEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2Rpc2NhcmQYBSABKAgiMAoPRmFpbEpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYirSAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSk9CX1NUQVRFX1NDSEVEVUxFRBABEhcKE0pPQl9TVEFURV9BVkFJTEFCTEUQAhIVChFKT0JfU1RBVEVfUlVOTklORxADEhcKE0pPQl9TVEFURV9SRVRSWUFCTEUQBBIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAUSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAGEhcKE0pPQl9TVEFURV9ESVNDQVJERUQQBzKBBgoLSm9ic1NlcnZpY2USTQoKRW5xdWV1ZUpvYhIeLnRlbmFudHJ5LnYxLkVucXVldWVKb2JSZXF1ZXN0Gh8udGVuYW50cnkudjEuRW5xdWV1ZUpvYlJlc3BvbnNlEkEKBkdldEpvYhIaLnRlbmFudHJ5LnYxLkdldEpvYlJlcXVlc3QaGy50ZW5hbnRyeS52MS5HZXRKb2JSZXNwb25zZRJHCghMaXN0Sm9icxIcLnRlbmFudHJ5LnYxLkxpc3RKb2JzUmVxdWVzdBodLnRlbmFudHJ5LnYxLkxpc3RKb2JzUmVzcG9uc2USSgoJQ2FuY2VsSm9iEh0udGVuYW50cnkudjEuQ2FuY2VsSm9iUmVxdWVzdBoeLnRlbmFudHJ5LnYxLkNhbmNlbEpvYlJlc3BvbnNlEkcKCFJldHJ5Sm9iEhwudGVuYW50cnkudjEuUmV0cnlKb2JSZXF1ZXN0Gh0udGVuYW50cnkudjEuUmV0cnlKb2JSZXNwb25zZRJJCghXYXRjaEpvYhIcLnRlbmFudHJ5LnYxLldhdGNoSm9iUmVxdWVzdBodLnRlbmFudHJ5LnYxLldhdGNoSm9iUmVzcG9uc2UwARJKCglMZWFzZUpvYnMSHS50ZW5hbnRyeS52MS5MZWFzZUpvYnNSZXF1ZXN0Gh4udGVuYW50cnkudjEuTGVhc2VKb2JzUmVzcG9uc2USUwoMSGVhcnRiZWF0Sm9iEiAudGVuYW50cnkudjEuSGVhcnRiZWF0Sm9iUmVxdWVzdBohLnRlbmFudHJ5LnYxLkhlYXJ0YmVhdEpvYlJlc3BvbnNlElAKC0NvbXBsZXRlSm9iEh8udGVuYW50cnkudjEuQ29tcGxldGVKb2JSZXF1ZXN0GiAudGVuYW50cnkudjEuQ29tcGxldGVKb2JSZXNwb25zZRJECgdGYWlsSm9iEhsudGVuYW50cnkudjEuRmFpbEpvYlJlcXVlc3QaHC50ZW5hbnRyeS52MS5GYWlsSm9iUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch50ZW5hbnRyeS92MS9qb2JzX3NlcnZpY2UucHJvdG8SC3RlbmFudHJ5LnYxIscECgNKb2ISCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEgwKBGtpbmQYAyABKAkSDQoFcXVldWUYBCABKAkSKAoHcGF5bG9hZBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBiABKAUSJAoFc3RhdGUYByABKA4yFS50ZW5hbnRyeS52MS5Kb2JTdGF0ZRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIsCghydW5fdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp1bmlxdWVfa2V5GA4gASgJEicKBnJlc3VsdBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJQoGZXJyb3JzGBAgAygLMhUudGVuYW50cnkudjEuSm9iRXJyb3ISGAoQY2FuY2VsX3JlcXVlc3RlZBgRIAEoCBIqCgd0aW1lb3V0GBIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCXdvcmtlcl9pZBgTIAEoCSJcCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg8KB21lc3NhZ2UYAiABKAkSLgoKZXJyb3JfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoJTGVhc2VkSm9iEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYhIPCgdhdHRlbXB0GAIgASgFEjUKEWxlYXNlX2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAgoRRW5xdWV1ZUpvYlJlcXVlc3QSDAoEa2luZBgBIAEoCRIoCgdwYXlsb2FkGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVxdWV1ZRgDIAEoCRIQCghwcmlvcml0eRgEIAEoBRIuCghydW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIqCgVkZWxheRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgAEhQKDG1heF9hdHRlbXB0cxgHIAEoBRISCgp1bmlxdWVfa2V5GAggASgJEjAKDXVuaXF1ZV93aW5kb3cYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHdGltZW91dBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIKCghzY2hlZHVsZSJGChJFbnF1ZXVlSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iEhEKCWR1cGxpY2F0ZRgCIAEoCCJGChJFbnF1ZXVlSm9ic1JlcXVlc3QSMAoIcmVxdWVzdHMYASADKAsyHi50ZW5hbnRyeS52MS5FbnF1ZXVlSm9iUmVxdWVzdCJHChNFbnF1ZXVlSm9ic1Jlc3BvbnNlEjAKB3Jlc3VsdHMYASADKAsyHy50ZW5hbnRyeS52MS5FbnF1ZXVlSm9iUmVzcG9uc2UiHwoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiLwoOR2V0Sm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iInsKD0xpc3RKb2JzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIkCgVzdGF0ZRgDIAEoDjIVLnRlbmFudHJ5LnYxLkpvYlN0YXRlEgwKBGtpbmQYBCABKAkSDQoFcXVldWUYBSABKAkiSwoQTGlzdEpvYnNSZXNwb25zZRIeCgRqb2JzGAEgAygLMhAudGVuYW50cnkudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIyChFDYW5jZWxKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC50ZW5hbnRyeS52MS5Kb2IiIQoPUmV0cnlKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIxChBSZXRyeUpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYiIhCg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjEKEFdhdGNoSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAudGVuYW50cnkudjEuSm9iIroBChBMZWFzZUpvYnNSZXF1ZXN0Eg0KBWtpbmRzGAEgAygJEg0KBXF1ZXVlGAIgASgJEhAKCG1heF9qb2JzGAMgASgFEjEKDmxlYXNlX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXdhaXRfZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJd29ya2VyX2lkGAYgASgJIjkKEUxlYXNlSm9ic1Jlc3BvbnNlEiQKBGpvYnMYASADKAsyFi50ZW5hbnRyeS52MS5MZWFzZWRKb2IiaQoTSGVhcnRiZWF0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJnChRIZWFydGJlYXRKb2JSZXNwb25zZRI1ChFsZWFzZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgCIAEoCCJeChJDb21wbGV0ZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSJwoGcmVzdWx0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI0ChNDb21wbGV0ZUpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLnRlbmFudHJ5LnYxLkpvYiKJAQoORmFpbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdkaXNjYXJkGAUgASgIIjAKD0ZhaWxKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC50ZW5hbnRyeS52MS5Kb2Iq0gEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0pPQl9TVEFURV9TQ0hFRFVMRUQQARIXChNKT0JfU1RBVEVfQVZBSUxBQkxFEAISFQoRSk9CX1NUQVRFX1JVTk5JTkcQAxIXChNKT0JfU1RBVEVfUkVUUllBQkxFEAQSFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBAFEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBhIXChNKT0JfU1RBVEVfRElTQ0FSREVEEAcy0wYKC0pvYnNTZXJ2aWNlEk0KCkVucXVldWVKb2ISHi50ZW5hbnRyeS52MS5FbnF1ZXVlSm9iUmVxdWVzdBofLnRlbmFudHJ5LnYxLkVucXVldWVKb2JSZXNwb25zZRJQCgtFbnF1ZXVlSm9icxIfLnRlbmFudHJ5LnYxLkVucXVldWVKb2JzUmVxdWVzdBogLnRlbmFudHJ5LnYxLkVucXVldWVKb2JzUmVzcG9uc2USQQoGR2V0Sm9iEhoudGVuYW50cnkudjEuR2V0Sm9iUmVxdWVzdBobLnRlbmFudHJ5LnYxLkdldEpvYlJlc3BvbnNlEkcKCExpc3RKb2JzEhwudGVuYW50cnkudjEuTGlzdEpvYnNSZXF1ZXN0Gh0udGVuYW50cnkudjEuTGlzdEpvYnNSZXNwb25zZRJKCglDYW5jZWxKb2ISHS50ZW5hbnRyeS52MS5DYW5jZWxKb2JSZXF1ZXN0Gh4udGVuYW50cnkudjEuQ2FuY2VsSm9iUmVzcG9uc2USRwoIUmV0cnlKb2ISHC50ZW5hbnRyeS52MS5SZXRyeUpvYlJlcXVlc3QaHS50ZW5hbnRyeS52MS5SZXRyeUpvYlJlc3BvbnNlEkkKCFdhdGNoSm9iEhwudGVuYW50cnkudjEuV2F0Y2hKb2JSZXF1ZXN0Gh0udGVuYW50cnkudjEuV2F0Y2hKb2JSZXNwb25zZTABEkoKCUxlYXNlSm9icxIdLnRlbmFudHJ5LnYxLkxlYXNlSm9ic1JlcXVlc3QaHi50ZW5hbnRyeS52MS5MZWFzZUpvYnNSZXNwb25zZRJTCgxIZWFydGJlYXRKb2ISIC50ZW5hbnRyeS52MS5IZWFydGJlYXRKb2JSZXF1ZXN0GiEudGVuYW50cnkudjEuSGVhcnRiZWF0Sm9iUmVzcG9uc2USUAoLQ29tcGxldGVKb2ISHy50ZW5hbnRyeS52MS5Db21wbGV0ZUpvYlJlcXVlc3QaIC50ZW5hbnRyeS52MS5Db21wbGV0ZUpvYlJlc3BvbnNlEkQKB0ZhaWxKb2ISGy50ZW5hbnRyeS52MS5GYWlsSm9iUmVxdWVzdBocLnRlbmFudHJ5LnYxLkZhaWxKb2JSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A background job.
@@ -376,6 +376,49 @@ export const EnqueueJobResponseSchema: GenMessage<EnqueueJobResponse> = /*@__PUR
   messageDesc(file_tenantry_v1_jobs_service, 4);
 
 /**
+ * Request for JobsService.EnqueueJobs.
+ *
+ * @generated from message tenantry.v1.EnqueueJobsRequest
+ */
+export type EnqueueJobsRequest = Message<"tenantry.v1.EnqueueJobsRequest"> & {
+  /**
+   * The jobs to enqueue, 1 to 1,000, each described as in EnqueueJob.
+   *
+   * @generated from field: repeated tenantry.v1.EnqueueJobRequest requests = 1;
+   */
+  requests: EnqueueJobRequest[];
+};
+
+/**
+ * Describes the message tenantry.v1.EnqueueJobsRequest.
+ * Use `create(EnqueueJobsRequestSchema)` to create a new message.
+ */
+export const EnqueueJobsRequestSchema: GenMessage<EnqueueJobsRequest> = /*@__PURE__*/
+  messageDesc(file_tenantry_v1_jobs_service, 5);
+
+/**
+ * Response for JobsService.EnqueueJobs.
+ *
+ * @generated from message tenantry.v1.EnqueueJobsResponse
+ */
+export type EnqueueJobsResponse = Message<"tenantry.v1.EnqueueJobsResponse"> & {
+  /**
+   * One result per item of the request, in the same order: the new job, or
+   * the job holding the item's `unique_key` with `duplicate: true`.
+   *
+   * @generated from field: repeated tenantry.v1.EnqueueJobResponse results = 1;
+   */
+  results: EnqueueJobResponse[];
+};
+
+/**
+ * Describes the message tenantry.v1.EnqueueJobsResponse.
+ * Use `create(EnqueueJobsResponseSchema)` to create a new message.
+ */
+export const EnqueueJobsResponseSchema: GenMessage<EnqueueJobsResponse> = /*@__PURE__*/
+  messageDesc(file_tenantry_v1_jobs_service, 6);
+
+/**
  * Request for JobsService.GetJob.
  *
  * @generated from message tenantry.v1.GetJobRequest
@@ -394,7 +437,7 @@ export type GetJobRequest = Message<"tenantry.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 5);
+  messageDesc(file_tenantry_v1_jobs_service, 7);
 
 /**
  * Response for JobsService.GetJob.
@@ -415,7 +458,7 @@ export type GetJobResponse = Message<"tenantry.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 6);
+  messageDesc(file_tenantry_v1_jobs_service, 8);
 
 /**
  * Request for JobsService.ListJobs.
@@ -466,7 +509,7 @@ export type ListJobsRequest = Message<"tenantry.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 7);
+  messageDesc(file_tenantry_v1_jobs_service, 9);
 
 /**
  * Response for JobsService.ListJobs.
@@ -494,7 +537,7 @@ export type ListJobsResponse = Message<"tenantry.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 8);
+  messageDesc(file_tenantry_v1_jobs_service, 10);
 
 /**
  * Request for JobsService.CancelJob.
@@ -515,7 +558,7 @@ export type CancelJobRequest = Message<"tenantry.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 9);
+  messageDesc(file_tenantry_v1_jobs_service, 11);
 
 /**
  * Response for JobsService.CancelJob.
@@ -536,7 +579,7 @@ export type CancelJobResponse = Message<"tenantry.v1.CancelJobResponse"> & {
  * Use `create(CancelJobResponseSchema)` to create a new message.
  */
 export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 10);
+  messageDesc(file_tenantry_v1_jobs_service, 12);
 
 /**
  * Request for JobsService.RetryJob.
@@ -557,7 +600,7 @@ export type RetryJobRequest = Message<"tenantry.v1.RetryJobRequest"> & {
  * Use `create(RetryJobRequestSchema)` to create a new message.
  */
 export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 11);
+  messageDesc(file_tenantry_v1_jobs_service, 13);
 
 /**
  * Response for JobsService.RetryJob.
@@ -578,7 +621,7 @@ export type RetryJobResponse = Message<"tenantry.v1.RetryJobResponse"> & {
  * Use `create(RetryJobResponseSchema)` to create a new message.
  */
 export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 12);
+  messageDesc(file_tenantry_v1_jobs_service, 14);
 
 /**
  * Request for JobsService.WatchJob.
@@ -599,7 +642,7 @@ export type WatchJobRequest = Message<"tenantry.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 13);
+  messageDesc(file_tenantry_v1_jobs_service, 15);
 
 /**
  * One message of the JobsService.WatchJob stream.
@@ -620,7 +663,7 @@ export type WatchJobResponse = Message<"tenantry.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 14);
+  messageDesc(file_tenantry_v1_jobs_service, 16);
 
 /**
  * Request for JobsService.LeaseJobs.
@@ -679,7 +722,7 @@ export type LeaseJobsRequest = Message<"tenantry.v1.LeaseJobsRequest"> & {
  * Use `create(LeaseJobsRequestSchema)` to create a new message.
  */
 export const LeaseJobsRequestSchema: GenMessage<LeaseJobsRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 15);
+  messageDesc(file_tenantry_v1_jobs_service, 17);
 
 /**
  * Response for JobsService.LeaseJobs.
@@ -700,7 +743,7 @@ export type LeaseJobsResponse = Message<"tenantry.v1.LeaseJobsResponse"> & {
  * Use `create(LeaseJobsResponseSchema)` to create a new message.
  */
 export const LeaseJobsResponseSchema: GenMessage<LeaseJobsResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 16);
+  messageDesc(file_tenantry_v1_jobs_service, 18);
 
 /**
  * Request for JobsService.HeartbeatJob.
@@ -735,7 +778,7 @@ export type HeartbeatJobRequest = Message<"tenantry.v1.HeartbeatJobRequest"> & {
  * Use `create(HeartbeatJobRequestSchema)` to create a new message.
  */
 export const HeartbeatJobRequestSchema: GenMessage<HeartbeatJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 17);
+  messageDesc(file_tenantry_v1_jobs_service, 19);
 
 /**
  * Response for JobsService.HeartbeatJob.
@@ -764,7 +807,7 @@ export type HeartbeatJobResponse = Message<"tenantry.v1.HeartbeatJobResponse"> &
  * Use `create(HeartbeatJobResponseSchema)` to create a new message.
  */
 export const HeartbeatJobResponseSchema: GenMessage<HeartbeatJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 18);
+  messageDesc(file_tenantry_v1_jobs_service, 20);
 
 /**
  * Request for JobsService.CompleteJob.
@@ -800,7 +843,7 @@ export type CompleteJobRequest = Message<"tenantry.v1.CompleteJobRequest"> & {
  * Use `create(CompleteJobRequestSchema)` to create a new message.
  */
 export const CompleteJobRequestSchema: GenMessage<CompleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 19);
+  messageDesc(file_tenantry_v1_jobs_service, 21);
 
 /**
  * Response for JobsService.CompleteJob.
@@ -821,7 +864,7 @@ export type CompleteJobResponse = Message<"tenantry.v1.CompleteJobResponse"> & {
  * Use `create(CompleteJobResponseSchema)` to create a new message.
  */
 export const CompleteJobResponseSchema: GenMessage<CompleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 20);
+  messageDesc(file_tenantry_v1_jobs_service, 22);
 
 /**
  * Request for JobsService.FailJob.
@@ -872,7 +915,7 @@ export type FailJobRequest = Message<"tenantry.v1.FailJobRequest"> & {
  * Use `create(FailJobRequestSchema)` to create a new message.
  */
 export const FailJobRequestSchema: GenMessage<FailJobRequest> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 21);
+  messageDesc(file_tenantry_v1_jobs_service, 23);
 
 /**
  * Response for JobsService.FailJob.
@@ -893,7 +936,7 @@ export type FailJobResponse = Message<"tenantry.v1.FailJobResponse"> & {
  * Use `create(FailJobResponseSchema)` to create a new message.
  */
 export const FailJobResponseSchema: GenMessage<FailJobResponse> = /*@__PURE__*/
-  messageDesc(file_tenantry_v1_jobs_service, 22);
+  messageDesc(file_tenantry_v1_jobs_service, 24);
 
 /**
  * Where a job is in its life.
@@ -988,6 +1031,22 @@ export const JobsService: GenService<{
     methodKind: "unary";
     input: typeof EnqueueJobRequestSchema;
     output: typeof EnqueueJobResponseSchema;
+  },
+  /**
+   * Enqueues up to 1,000 jobs in one transaction: once this returns, all of
+   * them are durably stored; on any error none is. Each item is validated as
+   * in EnqueueJob, and an invalid item fails the whole call with
+   * INVALID_ARGUMENT naming it (`requests[3].kind`). Unique keys work as if
+   * the items were enqueued one after another: an item whose `unique_key`
+   * matches a live job, or an earlier item of the batch, creates nothing and
+   * its result is that job with `duplicate: true`.
+   *
+   * @generated from rpc tenantry.v1.JobsService.EnqueueJobs
+   */
+  enqueueJobs: {
+    methodKind: "unary";
+    input: typeof EnqueueJobsRequestSchema;
+    output: typeof EnqueueJobsResponseSchema;
   },
   /**
    * Returns one job of the tenant.
