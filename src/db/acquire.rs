@@ -45,8 +45,8 @@ pub async fn begin(
     wait: Duration,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let connection = acquire(pool, metrics, wait).await?;
-    // `PgPool::begin` does exactly this after its own, untimed acquire.
-    Transaction::begin(connection, None).await
+    // `PgPool::begin` does this after its own, untimed acquire (cancel-safe here).
+    super::begin_on(connection, None).await
 }
 
 #[cfg(test)]

@@ -59,6 +59,28 @@ pub async fn tracking_use<F: Future>(call: F) -> (F::Output, bool) {
     .await
 }
 
+/// Begins a transaction on `connection` (with `statement` instead of
+/// `BEGIN` when given), safe to cancel. sqlx's begin is not: dropped after
+/// sending `BEGIN` but before its answer, it returns the connection to the
+/// pool inside a transaction sqlx does not know about (its rollback guard
+/// acts only once the transaction was counted), and the next borrower's
+/// statements run in it: a tenant's `search_path` seen by the next call, a
+/// platform write rolled back with someone else's transaction. So the
+/// begin runs in a task of its own and always finishes; if the caller went
+/// away, the finished transaction is dropped there, which rolls it back.
+pub async fn begin_on(
+    connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    statement: Option<String>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let begin = sqlx::Transaction::begin(connection, statement.map(Into::into));
+    tokio::spawn(tracing::Instrument::in_current_span(begin)).await.map_err(|_| sqlx::Error::WorkerCrashed)?
+}
+
+/// `pool.begin()`, safe to cancel (see [`begin_on`]).
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    begin_on(pool.acquire().await?, None).await
+}
+
 fn note_use() {
     // Outside a tracked call (background tasks) there is nothing to note.
     let _ = USED.try_with(|used| used.set(true));

@@ -102,7 +102,7 @@ pub async fn fetch(pool: &PgPool, request: &FetchRequest<'_>) -> Result<Vec<Job>
     if request.limit == 0 {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let staged = stage_due(&mut tx, request.queue).await?;
     // `None` stands for the platform-level jobs (no tenant).
     let tenants: Vec<Option<String>> = match request.tenant {
@@ -393,7 +393,7 @@ pub async fn fail(
 /// once the releasing worker can no longer act on them.
 pub async fn release(pool: &PgPool, leases: &[(String, i32)]) -> Result<u64, JobError> {
     let (ids, attempts): (Vec<String>, Vec<i32>) = leases.iter().cloned().unzip();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let queues: Vec<String> = sqlx::query_scalar(
         "UPDATE platform.jobs j
             SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'available' END,

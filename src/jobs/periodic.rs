@@ -59,7 +59,7 @@ pub async fn enqueue_once(pool: &PgPool, job: &PeriodicJob, key: &str) -> Result
     new.unique_window = Some(job.every * 2);
     new.max_attempts = 3;
     new.timeout = job.every.max(Duration::from_secs(60));
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     queue::enqueue(&mut tx, new).await?;
     tx.commit().await?;
     Ok(())

@@ -389,7 +389,7 @@ pub async fn cancel(pool: &PgPool, tenant: &TenantId, id: &str) -> Result<Job, J
 /// Makes the tenant's job run again as soon as possible (see the RPC docs);
 /// a running job cannot be retried.
 pub async fn retry(pool: &PgPool, tenant: &TenantId, id: &str) -> Result<Job, JobError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let updated: Option<Job> = sqlx::query_as(&format!(
         "UPDATE platform.jobs j
             SET state = 'available', run_at = now(), finished_at = NULL, cancel_requested = false,

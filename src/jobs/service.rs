@@ -256,7 +256,7 @@ impl JobsService for JobsApi {
         let ctx = context::of(&request)?;
         let tenant = ctx.tenant()?.id.clone();
         let new = new_job(&tenant, request.into_inner())?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut tx = crate::db::begin(&self.pool).await.map_err(ApiError::from)?;
         let enqueued = queue::enqueue(&mut tx, new).await.map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         if !enqueued.duplicate {
@@ -272,7 +272,7 @@ impl JobsService for JobsApi {
         let ctx = context::of(&request)?;
         let tenant = ctx.tenant()?.id.clone();
         let jobs = new_jobs(&tenant, request.into_inner())?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut tx = crate::db::begin(&self.pool).await.map_err(ApiError::from)?;
         let enqueued = queue::enqueue_many(&mut tx, jobs).await.map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         let results = enqueued

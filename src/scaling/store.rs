@@ -297,7 +297,7 @@ impl Evaluation {
 pub async fn evaluate(pool: &PgPool, tenant: &TenantId) -> Result<Evaluation, ScalingError> {
     let (policy, _) = load_policy(pool, tenant).await?;
     let values = metrics::measure(pool, tenant, policy.evaluation_interval).await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     sqlx::query(
         "INSERT INTO platform.scaling_state (tenant_id, current_replicas, desired_replicas)
          VALUES ($1, $2, $2) ON CONFLICT (tenant_id) DO NOTHING",

@@ -25,7 +25,7 @@ pub async fn tenants_due_for_purge(pool: &PgPool, limit: i64) -> Result<Vec<Tena
 /// Returns false when the tenant is not (or no longer) due, e.g. because it
 /// was purged concurrently by another node.
 pub async fn purge_tenant(pool: &PgPool, tenant: &TenantId) -> Result<bool, TenancyError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let due: Option<String> = sqlx::query_scalar(
         "SELECT id FROM platform.tenants
          WHERE id = $1 AND state = 'deleted' AND purged_at IS NULL AND purge_after <= now()

@@ -175,7 +175,7 @@ impl TenantService for TenantApi {
             (Some(_), None) => return Err(ApiError::invalid("owner_password", "is required with owner_email").into()),
             (None, Some(_)) => return Err(ApiError::invalid("owner_email", "is required with owner_password").into()),
         };
-        let tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let tx = crate::db::begin(&self.pool).await.map_err(ApiError::from)?;
         let (tenant, mut scoped) = store::provision(tx, &new, deadline).await?;
         let owner = match owner {
             Some((email, hash)) => {

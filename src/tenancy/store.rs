@@ -178,7 +178,7 @@ pub struct TenantChanges {
 
 /// Applies `changes` to a live (not deleted) tenant.
 pub async fn update(pool: &PgPool, id: &TenantId, changes: &TenantChanges) -> Result<Tenant, TenancyError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     if let Some(plan) = &changes.plan_id {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM platform.plans WHERE id = $1)")
             .bind(plan)
@@ -222,7 +222,7 @@ pub enum Transition {
 
 /// Moves a tenant through its lifecycle; deleted tenants cannot move.
 pub async fn transition(pool: &PgPool, id: &TenantId, change: Transition) -> Result<Tenant, TenancyError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM platform.tenants WHERE id = $1 FOR UPDATE")
         .bind(id.as_str())
         .fetch_optional(&mut *tx)

@@ -82,7 +82,7 @@ impl TenantTx {
             db.system = "postgresql",
             db.operation.name = "BEGIN",
         );
-        let tx = Transaction::begin(connection, Some(statement.into())).instrument(begin).await?;
+        let tx = crate::db::begin_on(connection, Some(statement)).instrument(begin).await?;
         Ok(TenantTx { tx, tenant: tenant.clone(), span })
     }
 
