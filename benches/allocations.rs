@@ -149,7 +149,7 @@ fn main() {
         sqlx::query(
             "INSERT INTO platform.plans (id, display_name, requests_per_second, burst, monthly_request_quota,
                  max_concurrent_jobs, min_replicas, max_replicas)
-             VALUES ('bench', 'Bench', 1000000, 1000000, 0, 1, 1, 1)",
+             VALUES ('bench', 'Bench', 200000, 4000, 0, 1, 1, 1)",
         )
         .execute(&scratch.pool)
         .await
