@@ -15,7 +15,8 @@
 //! in one system call, a few milliseconds after the first line of a batch.
 //! When stderr cannot keep up and the buffer holds [`MAX_BUFFERED`] bytes,
 //! `INFO` and quieter lines are dropped and counted (the writer reports the
-//! count in a `WARN` line); `WARN` and `ERROR` lines are always kept.
+//! count in a `WARN` line); `WARN` and `ERROR` lines are kept up to four
+//! times that, which only a stderr that takes nothing at all reaches.
 //! [`flush`] writes what is buffered before the process exits.
 
 use std::{
@@ -38,6 +39,10 @@ use tracing_subscriber::{layer::Context, registry::LookupSpan};
 
 /// Bytes the sink holds before it drops `INFO` and quieter lines.
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// Bytes it holds before it drops `WARN` and `ERROR` lines too: only when
+/// stderr has stopped taking anything (a pipe nobody reads), so memory stays
+/// bounded even then.
+pub const MAX_BUFFERED_ERRORS: usize = 4 * MAX_BUFFERED;
 
 /// How long the writer lets a batch gather after its first line.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
@@ -325,7 +330,8 @@ impl Sink {
 
     fn push(&self, line: &[u8], level: Level) {
         let mut buffered = self.buffered.lock().unwrap_or_else(|e| e.into_inner());
-        if buffered.len() + line.len() > MAX_BUFFERED && level > Level::WARN {
+        let limit = if level > Level::WARN { MAX_BUFFERED } else { MAX_BUFFERED_ERRORS };
+        if buffered.len() + line.len() > limit {
             drop(buffered);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -468,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_buffer_drops_info_lines_but_keeps_warnings_and_says_how_many() {
+    fn a_full_buffer_drops_info_lines_keeps_errors_to_their_own_bound_and_says_how_many() {
         let captured = Captured::default();
         // No writer thread: the test decides when the buffer is written.
         let sink = Sink {
@@ -481,12 +487,26 @@ mod tests {
         sink.push(&big, Level::INFO);
         sink.push(b"{\"level\":\"INFO\"}\n", Level::INFO);
         sink.push(b"{\"level\":\"ERROR\"}\n", Level::ERROR);
+        let kept = sink.buffered.lock().unwrap().len();
+        // Past the errors' own bound even they are dropped: memory stays bounded.
+        let mut held = kept;
+        while held < MAX_BUFFERED_ERRORS {
+            sink.push(&big[..1024 * 1024], Level::ERROR);
+            held = sink.buffered.lock().unwrap().len();
+            assert!(held <= MAX_BUFFERED_ERRORS);
+            if sink.dropped.load(Ordering::Relaxed) > 1 {
+                break;
+            }
+        }
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 2, "one INFO line, then one ERROR past the bound");
+        // Only what matters to the rest of the test is written out.
+        sink.buffered.lock().unwrap().truncate(kept);
         sink.write_out(&mut Vec::new());
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let tail: Vec<&str> = text.trim().lines().collect();
         assert_eq!(tail[tail.len() - 2].trim(), "{\"level\":\"ERROR\"}");
         let report: serde_json::Value = serde_json::from_str(tail[tail.len() - 1]).unwrap();
-        assert_eq!(report["dropped"], 1);
+        assert_eq!(report["dropped"], 2);
         assert_eq!(report["level"], "WARN");
     }
 }
