@@ -52,10 +52,8 @@ BARE_BIN=${BARE_BIN:-target/release/examples/bare_echo}
 
 DB=tenantry_hot_path_$$
 WORK=$(mktemp -d)
-QUERY=""
-[[ "$BASE" == *\?* ]] && QUERY="?${BASE#*\?}"
-URL="${BASE%%\?*}"
-URL="${URL%/*}/$DB$QUERY"
+source benches/support/scratch_db.sh
+URL=$(scratch_url "$BASE" "$DB")
 PIDS=()
 psql -q "$BASE" -c "CREATE DATABASE $DB"
 cleanup() {

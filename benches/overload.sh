@@ -22,10 +22,8 @@ GRPC=127.0.0.1:${GRPC_PORT:-50071}
 HTTP=127.0.0.1:${HTTP_PORT:-8091}
 DB=tenantry_overload_$$
 WORK=$(mktemp -d)
-QUERY=""
-[[ "$BASE" == *\?* ]] && QUERY="?${BASE#*\?}"
-URL="${BASE%%\?*}"
-URL="${URL%/*}/$DB$QUERY"
+source "$(dirname "$0")/support/scratch_db.sh"
+URL=$(scratch_url "$BASE" "$DB")
 
 psql -q "$BASE" -c "CREATE DATABASE $DB"
 cleanup() {
