@@ -88,10 +88,10 @@ fn note_use() {
 
 /// Opens the pool and proves the server answers, failing fast otherwise.
 ///
-/// A connection is not pinged before each use (sqlx's default): that is a
-/// round trip per call, and a connection that died (PostgreSQL restarted)
-/// fails its one call as UNAVAILABLE, which clients retry, and is then
-/// replaced. Each use is noted for [`tracking_use`].
+/// Connections are not pinged before each use, as sqlx does by default:
+/// that is a round trip per call, and a connection that died (PostgreSQL
+/// restarted) fails its one call as UNAVAILABLE, which clients retry, and is
+/// then replaced. Each use is noted for [`tracking_use`].
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     config.validate()?;
     let options = config.connect_options()?;
