@@ -178,7 +178,7 @@ where
             static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
         }
         let metadata = event.metadata();
-        LINE.with_borrow_mut(|line| {
+        let write = |line: &mut String| {
             line.clear();
             line.push_str("{\"timestamp\":\"");
             push_timestamp(line, SystemTime::now());
@@ -203,6 +203,12 @@ where
             }
             line.push_str("}\n");
             self.sink.push(line.as_bytes(), *metadata.level());
+        };
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => write(&mut line),
+            // Re-entered on this thread while formatting (tracing does not
+            // dispatch nested events today; never panic if it ever does).
+            Err(_) => write(&mut String::new()),
         });
     }
 }
@@ -451,6 +457,31 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert!(lines[2].get("span").is_none(), "{}", lines[2]);
         assert_eq!(lines[2]["value"], serde_json::Value::Null);
+    }
+
+    /// A `Debug` value that logs while it is formatted.
+    struct Chatty;
+
+    impl std::fmt::Debug for Chatty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            tracing::warn!("logged from inside Debug");
+            f.write_str("chatty")
+        }
+    }
+
+    #[test]
+    fn a_value_that_logs_while_formatted_leaves_the_line_whole() {
+        let captured = Captured::default();
+        let sink = Sink::start(Box::new(captured.clone()));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(JsonLog { sink: sink.clone() }), || {
+            tracing::info!(value = ?Chatty, "outer");
+        });
+        let lines = lines(&captured, &sink);
+        // tracing itself drops the nested event (no re-entrant dispatch); the
+        // outer line is whole and nothing panicked.
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["message"], "outer");
+        assert_eq!(lines[0]["value"], "chatty");
     }
 
     #[test]
