@@ -130,17 +130,19 @@ where
         }
     }
 
-    /// The cached value, or `load`'s, stored for the next caller.
-    pub async fn get_or_load<E, F>(&self, key: K, load: F) -> Result<V, E>
+    /// The cached value, or `load`'s, stored for the next caller. A hit
+    /// only borrows `key`; a miss copies it to store the load.
+    pub async fn get_or_load<E, F>(&self, key: &K, load: F) -> Result<V, E>
     where
+        K: Clone,
         F: Future<Output = Result<V, E>>,
     {
-        if let Some(hit) = self.get(&key) {
+        if let Some(hit) = self.get(key) {
             return Ok(hit);
         }
         let ticket = self.ticket();
         let value = load.await?;
-        self.store(ticket, key, value.clone());
+        self.store(ticket, key.clone(), value.clone());
         Ok(value)
     }
 

@@ -26,10 +26,9 @@ impl RequestId {
 
     /// A new random id.
     pub fn generate() -> Self {
-        use rand::{Rng, distr::Alphanumeric};
         let mut id = String::with_capacity(24);
         id.push_str("req_");
-        id.extend(rand::rng().sample_iter(Alphanumeric).take(20).map(char::from));
+        crate::ids::push_random_token(&mut id, 20);
         RequestId(id)
     }
 

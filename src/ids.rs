@@ -10,7 +10,15 @@ const ID_LENGTH: usize = 24;
 /// A random alphanumeric string from the thread's CSPRNG (seeded by the OS);
 /// 43 characters carry more than 256 bits.
 pub fn random_token(len: usize) -> String {
-    rand::rng().sample_iter(Alphanumeric).take(len).map(char::from).collect()
+    let mut token = String::with_capacity(len);
+    push_random_token(&mut token, len);
+    token
+}
+
+/// Appends `len` random alphanumeric characters to `out` (an id with a
+/// prefix in one allocation).
+pub fn push_random_token(out: &mut String, len: usize) {
+    out.extend(rand::rng().sample_iter(Alphanumeric).take(len).map(char::from));
 }
 
 /// A new id with its prefix, like `ten_0b5k…` (prefix, `_`, 24 of `[0-9a-z]`).

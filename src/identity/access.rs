@@ -126,13 +126,9 @@ impl IdentityCache {
 
     /// A user's current access, by `(tenant, user id)`.
     pub async fn user(&self, key: &UserKey, deadline: Instant) -> Result<Arc<UserAccess>, IdentityError> {
-        // A hit borrows the key; only a miss copies it to store the load.
-        if let Some(hit) = self.users.get(key) {
-            return Ok(hit);
-        }
         let (tenant, user_id) = key;
         self.users
-            .get_or_load(key.clone(), async {
+            .get_or_load(key, async {
                 let mut tx = TenantTx::begin(&self.pool, tenant, deadline).await?;
                 let access = Arc::new(load_user(&mut tx, user_id).await?);
                 tx.commit().await?;

@@ -77,14 +77,19 @@ pub struct RateHeaders {
     pub window_seconds: u32,
 }
 
+/// The rate-limit headers' names, in [`RateHeaders::values`]' order.
+const NAMES: [&str; 4] = ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-window"];
+/// The same names, made at compile time (no parsing per call).
+const HEADER_NAMES: [http::HeaderName; 4] = [
+    http::HeaderName::from_static(NAMES[0]),
+    http::HeaderName::from_static(NAMES[1]),
+    http::HeaderName::from_static(NAMES[2]),
+    http::HeaderName::from_static(NAMES[3]),
+];
+
 impl RateHeaders {
-    fn values(&self) -> [(&'static str, u64); 4] {
-        [
-            ("x-ratelimit-limit", self.limit),
-            ("x-ratelimit-remaining", self.remaining),
-            ("x-ratelimit-reset", crate::error::retry_after_seconds(self.reset)),
-            ("x-ratelimit-window", u64::from(self.window_seconds)),
-        ]
+    fn values(&self) -> [u64; 4] {
+        [self.limit, self.remaining, crate::error::retry_after_seconds(self.reset), u64::from(self.window_seconds)]
     }
 
     /// The window of a bucket of `bucket` tokens refilled one per `per_token`.
@@ -94,22 +99,14 @@ impl RateHeaders {
 
     /// Writes the values into gRPC metadata (refusals).
     pub fn write_metadata(&self, metadata: &mut MetadataMap) {
-        for (name, value) in self.values() {
+        for (name, value) in NAMES.into_iter().zip(self.values()) {
             metadata.insert(name, value.into());
         }
     }
 
-    /// Writes the values into HTTP response headers (admitted calls), with
-    /// names made at compile time (no parsing per call).
+    /// Writes the values into HTTP response headers (admitted calls).
     pub fn write_headers(&self, headers: &mut http::HeaderMap) {
-        const NAMES: [http::HeaderName; 4] = [
-            http::HeaderName::from_static("x-ratelimit-limit"),
-            http::HeaderName::from_static("x-ratelimit-remaining"),
-            http::HeaderName::from_static("x-ratelimit-reset"),
-            http::HeaderName::from_static("x-ratelimit-window"),
-        ];
-        for (name, (text, value)) in NAMES.into_iter().zip(self.values()) {
-            debug_assert_eq!(name.as_str(), text);
+        for (name, value) in HEADER_NAMES.into_iter().zip(self.values()) {
             headers.insert(name, header_number(value));
         }
     }

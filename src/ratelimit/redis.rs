@@ -26,6 +26,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
@@ -219,7 +220,7 @@ impl Inner {
             if !costs.is_empty() {
                 costs.push(',');
             }
-            let _ = std::fmt::Write::write_fmt(&mut costs, format_args!("{}", waiter.cost.min(bucket)));
+            let _ = write!(costs, "{}", waiter.cost.min(bucket));
         }
         let args = vec![interval_us.to_string(), bucket.to_string(), costs];
         self.round_trips.fetch_add(1, Ordering::Relaxed);

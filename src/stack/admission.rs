@@ -95,7 +95,7 @@ pub struct LimitBounds {
 
 /// See the module docs.
 pub struct Admission {
-    methods: HashMap<String, Arc<MethodLatency>>,
+    methods: HashMap<String, Arc<DatabaseUse>>,
     limit: Arc<Limit>,
     readiness: Arc<Readiness>,
     metrics: Metrics,
@@ -104,9 +104,9 @@ pub struct Admission {
 /// The share of a method's recent calls that used the database, in
 /// thousandths (an exponentially weighted average; 0 until measured).
 #[derive(Default)]
-struct MethodLatency(AtomicU64);
+struct DatabaseUse(AtomicU64);
 
-impl MethodLatency {
+impl DatabaseUse {
     fn is_light(&self) -> bool {
         self.0.load(Ordering::Relaxed) < 500
     }
@@ -220,7 +220,7 @@ impl Admission {
 /// (rate limit, authorization) did no work, and its short latency must
 /// neither lower the minimum nor make its method look light.
 pub struct Admitted {
-    method: Option<Arc<MethodLatency>>,
+    method: Option<Arc<DatabaseUse>>,
     gated: Option<Gated>,
 }
 
@@ -235,9 +235,9 @@ impl Guard for Admission {
 
     async fn check(&self, request: &mut Request<Body>) -> Result<Admitted, ApiError> {
         let context = context(request)?;
-        let latency = self.methods.get(&context.method.path);
-        if latency.is_none_or(|l| l.is_light()) {
-            return Ok(Admitted { method: latency.cloned(), gated: None });
+        let method = self.methods.get(&context.method.path);
+        if method.is_none_or(|m| m.is_light()) {
+            return Ok(Admitted { method: method.cloned(), gated: None });
         }
         let limit = &self.limit;
         if self.readiness.postgres() == DependencyState::Down && !limit.may_probe() {
@@ -247,7 +247,7 @@ impl Guard for Admission {
         match limit.enter(&tenant) {
             Ok(()) => {
                 let gated = Some(Gated { limit: limit.clone(), tenant });
-                Ok(Admitted { method: latency.cloned(), gated })
+                Ok(Admitted { method: method.cloned(), gated })
             }
             Err(reason) => Err(self.shed(&context.method, reason)),
         }
@@ -257,12 +257,11 @@ impl Guard for Admission {
     /// rate-limit round trip, waiting for a turn) says nothing about how
     /// the method uses the database.
     fn admitted(&self, pass: Admitted, _response: &mut http::Response<Body>, handled: Handled) {
-        let latency = handled.time;
         if let Some(method) = &pass.method {
             method.observe(handled.used_database);
         }
         if pass.gated.is_some()
-            && let Some(new) = self.limit.sample(latency)
+            && let Some(new) = self.limit.sample(handled.time)
         {
             self.metrics.set_concurrency_limit(new);
         }
@@ -440,7 +439,7 @@ mod tests {
 
     #[test]
     fn methods_turn_gated_when_they_use_the_database_and_free_again_when_not() {
-        let method = MethodLatency::default();
+        let method = DatabaseUse::default();
         assert!(method.is_light());
         method.observe(true);
         assert!(method.is_light(), "one cache miss does not make a method gated");

@@ -11,7 +11,7 @@ use super::guard::{Guard, context, context_mut};
 use crate::{
     error::ApiError,
     policy::TenantScope,
-    tenancy::{TenantDirectory, TenantId, TenantState},
+    tenancy::{TenantDirectory, TenantState},
 };
 
 /// The header a platform admin names a tenant with.
@@ -56,26 +56,23 @@ impl Guard for TenantContext {
         let Some(principal) = context.principal() else {
             return Ok(());
         };
-        // The credential's own tenant id (a shared string: no copy per call).
-        let own_id: TenantId;
-        let key: &str = match (principal.tenant(), named.as_deref()) {
-            // A tenant-bound credential acts in its own tenant; naming
-            // another one is refused, not silently ignored.
-            (Some(own), Some(named)) if named != own.as_str() => {
-                let resolved = self.directory.resolve(named).await.map_err(ApiError::from)?;
-                if resolved.is_none_or(|t| &t.id != own) {
-                    return Err(ApiError::PermissionDenied {
-                        reason: crate::error::Reason::TenantMismatch,
-                        message: "the credential belongs to another tenant than x-tenant-id names".into(),
-                    });
-                }
-                own_id = own.clone();
-                own_id.as_str()
+        // The credential's own tenant (a shared string: the clone copies nothing).
+        let own = principal.tenant().cloned();
+        // A tenant-bound credential acts in its own tenant; naming another
+        // one is refused, not silently ignored.
+        if let (Some(own), Some(named)) = (&own, named.as_deref())
+            && named != own.as_str()
+        {
+            let resolved = self.directory.resolve(named).await.map_err(ApiError::from)?;
+            if resolved.is_none_or(|t| &t.id != own) {
+                return Err(ApiError::PermissionDenied {
+                    reason: crate::error::Reason::TenantMismatch,
+                    message: "the credential belongs to another tenant than x-tenant-id names".into(),
+                });
             }
-            (Some(own), _) => {
-                own_id = own.clone();
-                own_id.as_str()
-            }
+        }
+        let key: &str = match (&own, named.as_deref()) {
+            (Some(own), _) => own.as_str(),
             (None, Some(named)) => named,
             (None, None) if scope == TenantScope::Required => {
                 return Err(ApiError::invalid(
