@@ -31,12 +31,13 @@ use moka::{Expiry, sync::Cache};
 /// Entries each per-node cache of tenant-keyed state holds by default
 /// (`--cache-entries`): the tenant directory, plans, users, API keys,
 /// verified tokens, the quota map and the limiter's last decisions. At
-/// 3.5-6 KiB per tenant across them, a node's tenant state stays near
-/// 150 MiB however many tenants it serves (benches/node_memory.rs, figures in
-/// docs/scaling-out.md); tenants beyond it are served with a point query on
-/// a miss. Raise it when more tenants than this are active on a node within
-/// a minute and memory allows.
-pub const DEFAULT_ENTRIES: u64 = 20_000;
+/// 7-9 KiB per tenant across them, a node's tenant state stays within about
+/// 20 MiB however many tenants it serves: measured 75 MiB of RSS after
+/// calling 1,000 tenants and 95 MiB after 100,000 (benches/node_memory.rs,
+/// docs/scaling-out.md). A tenant past the bound is served with point
+/// queries on a miss; raise it when more tenants than this are active on a
+/// node within a minute and memory allows.
+pub const DEFAULT_ENTRIES: u64 = 2_048;
 
 /// How long a cached value may be trusted without a notification.
 pub trait Ttl {
