@@ -239,20 +239,24 @@ async fn ten_thousand_idle_tenants_are_not_evaluated_and_their_idle_cost_is_meas
     // One run of the scaling job finds no tenant to evaluate.
     let due = tenantry::scaling::store::tenants_due(&app.pool, 100_000).await.unwrap();
     assert!(due.is_empty(), "{} idle tenants would be evaluated", due.len());
-    // Settle (start-up work, the first periodic runs), then measure.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Settle (start-up work, the first periodic runs), then measure. A
+    // backend reports its commits to pg_stat_database up to 10 s after
+    // them when it goes idle (PostgreSQL's PGSTAT_IDLE_INTERVAL), so the
+    // settling outlasts that: start-up commits are not counted as idle cost.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let before = commits(&app.pool).await;
     tokio::time::sleep(WINDOW).await;
     let after = commits(&app.pool).await;
     // The two reads above are transactions too; they are not the server's.
     let per_second = (after - before - 2) as f64 / WINDOW.as_secs_f64();
     println!("idle cost with 10,000 tenants: {per_second:.2} transactions/s ({} in {WINDOW:?})", after - before - 2);
-    // Issue 14's budget is 5 transactions/s. On a quiet machine this
-    // measures 3.7; run beside the whole suite it measured 9-12, so the
-    // figure is reported here (and in the issue) rather than asserted in a
-    // suite that shares the machine: performance is measured alone, not by
-    // timed assertions. What makes it cheap is asserted: no idle tenant is
-    // evaluated (above) and no decision is stored (below).
+    // Issue 14's budget is 5 transactions/s. Alone this measures 2.0, and
+    // 2.1 with three CPU hogs beside it (docs/scaling.md); it is reported
+    // rather than asserted because it counts what the server does in a
+    // window of wall time, which a loaded suite stretches: performance is
+    // measured alone, not by timed assertions. What makes it cheap is
+    // asserted: no idle tenant is evaluated (above) and no decision is
+    // stored (below).
     eprintln!("idle cost budget: 5 transactions/s; measured {per_second:.2}");
     let decisions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM platform.scaling_decisions").fetch_one(&app.pool).await.unwrap();
