@@ -46,6 +46,8 @@ pub const MAX_BUFFERED_ERRORS: usize = 4 * MAX_BUFFERED;
 
 /// How long the writer lets a batch gather after its first line.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Bytes each of the sink's two buffers keeps between batches.
+const BATCH_CAPACITY: usize = 64 * 1024;
 
 /// The layer (see the module docs).
 pub struct JsonLog {
@@ -320,7 +322,7 @@ impl Sink {
     /// A sink writing to `out` from a thread of its own.
     fn start(out: Box<dyn std::io::Write + Send>) -> Arc<Sink> {
         let sink = Arc::new(Sink {
-            buffered: Mutex::new(Vec::with_capacity(64 * 1024)),
+            buffered: Mutex::new(Vec::with_capacity(BATCH_CAPACITY)),
             arrived: Condvar::new(),
             writing: Mutex::new(out),
             dropped: AtomicU64::new(0),
@@ -353,7 +355,7 @@ impl Sink {
     /// The writer thread: waits for a first line, lets the batch gather,
     /// writes it.
     fn run(&self) {
-        let mut batch = Vec::with_capacity(64 * 1024);
+        let mut batch = Vec::with_capacity(BATCH_CAPACITY);
         loop {
             {
                 let buffered = self.buffered.lock().unwrap_or_else(|e| e.into_inner());
@@ -381,6 +383,9 @@ impl Sink {
         // Nowhere to report a failed write to: the log is what failed.
         let _ = out.write_all(batch).and_then(|()| out.flush());
         batch.clear();
+        // A burst grows the two buffers towards the bound; give that back
+        // once it has been written instead of keeping it resident.
+        batch.shrink_to(BATCH_CAPACITY);
     }
 }
 
@@ -457,6 +462,27 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert!(lines[2].get("span").is_none(), "{}", lines[2]);
         assert_eq!(lines[2]["value"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_written_burst_does_not_stay_resident_in_the_buffers() {
+        let captured = Captured::default();
+        let sink = Sink::start(Box::new(captured.clone()));
+        let line = [b'x'; 1023].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        // 2 MiB at once, as a flood of refusals logs it.
+        let mut batch = Vec::new();
+        for _ in 0..2048 {
+            sink.push(&line, Level::INFO);
+        }
+        sink.write_out(&mut batch);
+        // The writer thread may have taken part of the burst; all of it is out.
+        sink.write_out(&mut Vec::new());
+        assert_eq!(captured.0.lock().unwrap().len(), 2048 * line.len());
+        assert!(batch.is_empty() && batch.capacity() <= BATCH_CAPACITY, "{}", batch.capacity());
+        let buffered = sink.buffered.lock().unwrap().capacity();
+        // The buffer swapped in is the writer's (shrunk after its own
+        // batch) or this test's empty one.
+        assert!(buffered <= BATCH_CAPACITY, "{buffered}");
     }
 
     /// A `Debug` value that logs while it is formatted.
