@@ -9,7 +9,8 @@
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres benches/overload.sh
 #
 # Settings: BIN (target/release/tenantry), RUNS (3), SECONDS_PER_RUN (15),
-# CLIENTS (200), STREAMS (100: streams per client), GRPC_PORT, HTTP_PORT.
+# CLIENTS (200), STREAMS (100: streams per client), IDLE_SECONDS (30: the quiet
+# after each run, then RSS is read again), GRPC_PORT, HTTP_PORT.
 set -euo pipefail
 
 BIN=${BIN:-target/release/tenantry}
@@ -18,6 +19,7 @@ RUNS=${RUNS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
 CLIENTS=${CLIENTS:-200}
 STREAMS=${STREAMS:-100}
+IDLE_SECONDS=${IDLE_SECONDS:-30}
 GRPC=127.0.0.1:${GRPC_PORT:-50071}
 HTTP=127.0.0.1:${HTTP_PORT:-8091}
 DB=tenantry_overload_$$
@@ -65,4 +67,6 @@ for run in $(seq "$RUNS"); do
         END { printf "  goodput %.0f OK/s\n", ok / secs }' "$WORK/before" "$WORK/after"
     sort -n -k3 "$WORK/requests" | awk '{ d[NR] = $3 } END { if (NR) printf "  p50 %.1f ms, p99 %.1f ms over %d responses\n", d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR }'
     echo "  RSS after run $run: $(ps -o rss= -p "$SERVER") KiB"
+    sleep "$IDLE_SECONDS"
+    echo "  RSS after $IDLE_SECONDS s idle: $(ps -o rss= -p "$SERVER") KiB"
 done
