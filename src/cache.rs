@@ -32,8 +32,8 @@ use moka::{Expiry, sync::Cache};
 /// (`--cache-entries`): the tenant directory, plans, users, API keys,
 /// verified tokens, the quota map and the limiter's last decisions. At
 /// 7-9 KiB per tenant across them, a node's tenant state stays within about
-/// 20 MiB however many tenants it serves: measured 75 MiB of RSS after
-/// calling 1,000 tenants and 95 MiB after 100,000 (benches/node_memory.rs,
+/// 20 MiB however many tenants it serves: measured 41 MiB of RSS after
+/// calling 1,000 tenants and 67 MiB after 100,000 (benches/node_memory.rs,
 /// docs/scaling-out.md). A tenant past the bound is served with point
 /// queries on a miss; raise it when more tenants than this are active on a
 /// node within a minute and memory allows.
