@@ -319,14 +319,19 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// A sink writing to `out` from a thread of its own.
-    fn start(out: Box<dyn std::io::Write + Send>) -> Arc<Sink> {
-        let sink = Arc::new(Sink {
+    /// A sink writing to `out` when someone calls [`Sink::write_out`].
+    fn new(out: Box<dyn std::io::Write + Send>) -> Sink {
+        Sink {
             buffered: Mutex::new(Vec::with_capacity(BATCH_CAPACITY)),
             arrived: Condvar::new(),
             writing: Mutex::new(out),
             dropped: AtomicU64::new(0),
-        });
+        }
+    }
+
+    /// A sink writing to `out` from a thread of its own.
+    fn start(out: Box<dyn std::io::Write + Send>) -> Arc<Sink> {
+        let sink = Arc::new(Sink::new(out));
         let writer = sink.clone();
         let started = std::thread::Builder::new().name("log-writer".into()).spawn(move || writer.run());
         if let Err(error) = started {
@@ -468,12 +473,7 @@ mod tests {
     fn a_written_burst_does_not_stay_resident_in_the_buffers() {
         let captured = Captured::default();
         // No writer thread: this test takes the batch itself.
-        let sink = Sink {
-            buffered: Mutex::new(Vec::with_capacity(BATCH_CAPACITY)),
-            arrived: Condvar::new(),
-            writing: Mutex::new(Box::new(captured.clone())),
-            dropped: AtomicU64::new(0),
-        };
+        let sink = Sink::new(Box::new(captured.clone()));
         let line = [b'x'; 1023].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
         // 2 MiB at once, as a flood of refusals logs it.
         for _ in 0..2048 {
