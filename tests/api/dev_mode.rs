@@ -1,7 +1,8 @@
 //! `tenantry serve --dev`, the README's first command, run as a real process:
 //! boots on an empty data directory inside a private (0700) directory, as in
-//! root's home, again on the same one, stops its private PostgreSQL on
-//! SIGTERM, and a second one on the same data directory refuses at once.
+//! root's home, again on the same one, with transparent huge pages off for
+//! the server and its private PostgreSQL, stops that PostgreSQL on SIGTERM,
+//! and a second one on the same data directory refuses at once.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Stdio, time::Duration};
 
@@ -100,13 +101,20 @@ async fn serve_dev_boots_on_an_empty_data_dir_in_a_private_home_and_again_on_the
 
     let first = start(&data_dir).await;
     admin_call_reaches_the_handler(&first).await;
+    // The binary turns transparent huge pages off for itself, and its
+    // private PostgreSQL inherits that (docs/reliability.md, "RSS").
+    let pid_file = data_dir.join("postgres/data/postmaster.pid");
+    let postgres = std::fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().to_owned();
+    for pid in [first.child.id().unwrap().to_string(), postgres] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.lines().any(|l| l == "THP_enabled:\t0"), "pid {pid} may use huge pages:\n{status}");
+    }
     let key_file = data_dir.join("admin-api-key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the admin key file is private");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), first.key);
     let first_key = first.key.clone();
     terminate(first).await;
-    let pid_file = data_dir.join("postgres/data/postmaster.pid");
     assert!(!pid_file.exists(), "the private cluster stopped with the server");
 
     let second = start(&data_dir).await;
