@@ -9,7 +9,10 @@
 //! - an **idle timeout**: a connection with no call in flight (streams
 //!   included) for that long is closed gracefully (HTTP/2 GOAWAY);
 //! - **HTTP/2 keepalive pings**, so dead peers are found;
-//! - bounds on HTTP/2 streams per connection and on header size.
+//! - bounds on HTTP/2 streams per connection and on header size;
+//! - **coalesced writes**: the socket is offered to hyper as not supporting
+//!   vectored writes (see [`Coalesced`]), so many small responses leave in
+//!   one system call.
 //!
 //! Every request carries the client's address (tonic's `TcpConnectInfo` and
 //! axum's `ConnectInfo`), as the handlers and the login throttle expect.
@@ -37,7 +40,11 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{BoxError, Service};
 
@@ -112,8 +119,10 @@ where
         let service = Tracked { inner: service.clone(), activity: activity.clone(), local, remote };
         let (builder, closing) = (builder.clone(), closing.clone());
         connections.spawn(async move {
-            let connection =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(Coalesced { stream, yielded: false }),
+                TowerToHyperService::new(service),
+            );
             tokio::pin!(connection);
             let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(50)));
             let mut closing_down = false;
@@ -144,6 +153,60 @@ where
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// A connection's socket, offered to hyper as one without vectored writes.
+///
+/// With vectored writes, h2 keeps any DATA frame of 256 bytes or more out
+/// of its write buffer and writes it, chained to what is buffered, before
+/// it buffers another frame: one `writev` per response for nearly every
+/// unary answer (WhoAmI's is 452 bytes), so 1.4 system calls per call under
+/// load. Without them it copies frames below 1 KiB into its 16 KiB buffer,
+/// and the answers of the streams that finished together leave in one
+/// `write` (docs/performance.md, "Hot path"). HTTP/1 (hyper's "flatten"
+/// strategy) likewise writes the head and a small body in one call.
+///
+/// Before each write it also lets the connection's task go once to the back
+/// of the runtime's queue (waking itself, so nothing waits on the socket):
+/// the calls whose handlers are about to finish add their answers to the
+/// same buffer, and one write carries them all.
+struct Coalesced {
+    stream: TcpStream,
+    /// Whether this write already gave way once.
+    yielded: bool,
+}
+
+impl AsyncRead for Coalesced {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Coalesced {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if written.is_ready() {
+            self.yielded = false;
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
 }
 
 /// Calls in flight on one connection, and when the last one ended.
@@ -243,5 +306,57 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::AtomicUsize,
+        task::{Wake, Waker},
+    };
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_gives_way_once_then_goes_out_whole_and_is_not_vectored() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut coalesced = Coalesced { stream: server, yielded: false };
+        assert!(!coalesced.is_write_vectored(), "h2 must copy small frames into its buffer");
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        for answer in [&b"first"[..], b"second"] {
+            let before = wakes.0.load(Ordering::SeqCst);
+            let first = Pin::new(&mut coalesced).poll_write(&mut cx, answer);
+            assert!(first.is_pending(), "the first attempt gives way");
+            assert_eq!(
+                wakes.0.load(Ordering::SeqCst),
+                before + 1,
+                "and wakes its task, so nothing waits on the socket"
+            );
+            let second = Pin::new(&mut coalesced).poll_write(&mut cx, answer);
+            assert!(matches!(second, Poll::Ready(Ok(n)) if n == answer.len()), "{second:?}");
+        }
+        drop(coalesced);
+        let mut received = Vec::new();
+        let mut client = client;
+        client.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, b"firstsecond");
     }
 }
