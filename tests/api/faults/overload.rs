@@ -8,8 +8,10 @@
 //! sustained flood, not the synchronized first wave a slice starts with),
 //! while every answer, the onset's included, is checked for its code. Under the flood refusals are UNAVAILABLE or
 //! RESOURCE_EXHAUSTED and never INTERNAL or UNKNOWN, and a second tenant's
-//! calls during one tenant's flood succeed at least 95 % of the time, and
-//! the flood's goodput does not collapse (see the note at its assertion).
+//! calls during one tenant's flood succeed at least 95 % of the time, a
+//! call answered from memory (WhoAmI) keeps succeeding while database-bound
+//! calls are shed, and the flood's goodput stays at 90 % of the baseline or
+//! more (median round).
 //!
 //! The clients behave as the SDKs do (`tenantry::client::retry`): a refused
 //! call is retried after the RetryInfo delay the server sent, plus jitter.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tenantry::{
     client::retry::RetryPolicy,
-    proto::tenantry::v1::{ListUsersRequest, auth_service_client::AuthServiceClient},
+    proto::tenantry::v1::{ListUsersRequest, WhoAmIRequest, auth_service_client::AuthServiceClient},
 };
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
@@ -35,7 +37,7 @@ const LEVEL: Duration = Duration::from_secs(1);
 /// the same background load on a shared machine.
 const SLICE: Duration = Duration::from_secs(2);
 /// Baseline and flood slices, each (odd: the median round is asserted).
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 /// The start of each slice, left out of its goodput (every answer in it is
 /// still checked).
 const ONSET: Duration = Duration::from_millis(500);
@@ -156,21 +158,21 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
         "the flood was shed"
     );
     // Goodput under the flood, round by round (a baseline slice and the
-    // flood slice after it). Issue 13 asks for 90 %: on a quiet machine the
-    // rounds reach it (docs/reliability.md), but beside the rest of the suite
-    // on two shared cores single rounds range from 24 % to 190 %, so the
-    // median round is held to a floor that catches a collapse (before the
-    // pushback control loop, release floods fell to 1 %) without failing on
-    // a neighbour's compile. The ratio is printed for every run.
+    // flood slice after it), against issue 13's 90 %. The median round is
+    // held to it: beside the rest of the suite on two shared cores a single
+    // round can land far from the others either way (a neighbour's compile
+    // during one slice), and the interleaving gives both phases the same
+    // machine only on average.
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     let percents: Vec<String> = ratios.iter().map(|r| format!("{:.0} %", 100.0 * r)).collect();
     eprintln!("goodput under the flood per round: {percents:?}; median {:.0} % (target 90 %)", 100.0 * median);
-    assert!(median >= 0.5, "goodput under the flood collapsed to {:.0} % (rounds {percents:?})", 100.0 * median);
+    assert!(median >= 0.9, "goodput under the flood fell to {:.0} % (rounds {percents:?})", 100.0 * median);
 
-    let (flood, mut quiet) = tokio::join!(
+    let (flood, mut quiet, from_memory) = tokio::join!(
         run(&app.channel, &flooder, flood_clients, FLOOD, Duration::ZERO),
-        run(&app.channel, &bystander, 2, FLOOD, Duration::ZERO)
+        run(&app.channel, &bystander, 2, FLOOD, Duration::ZERO),
+        who_am_i(&app.channel, &flooder, FLOOD)
     );
     let quiet_p99 = quiet.p99();
     eprintln!(
@@ -184,6 +186,12 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
     assert_clean(&quiet.tally, "bystander");
     assert!(quiet.tally.total() >= 20, "the bystander made calls: {:?}", quiet.tally);
     assert!(quiet.ok_ratio() >= 0.95, "the bystander's calls during another's flood: {:?}", quiet.tally);
+    // WhoAmI needs no database (the key and the tenant are cached), so it is
+    // never gated: the flooding tenant itself still gets it while its
+    // database-bound calls are shed.
+    eprintln!("WhoAmI during the flood: {from_memory:?}");
+    assert!(from_memory.total() >= 20, "WhoAmI was called: {from_memory:?}");
+    assert_eq!(from_memory.count(Code::Ok), from_memory.total(), "calls served from memory are not shed");
 
     let errors = server_errors(&app).await;
     assert!(errors.is_empty(), "{errors:#?}");
@@ -248,4 +256,17 @@ async fn run(channel: &Channel, tenant: &TenantHandle, workers: usize, length: D
     }
     phase.elapsed = started.elapsed().saturating_sub(onset);
     phase
+}
+
+/// One client calling WhoAmI in `tenant` in a closed loop for `length`.
+async fn who_am_i(channel: &Channel, tenant: &TenantHandle, length: Duration) -> Tally {
+    let until = Instant::now() + length;
+    let mut client = AuthServiceClient::new(channel.clone());
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let mut request = tenant.as_admin(WhoAmIRequest {});
+        request.set_timeout(Duration::from_secs(5));
+        tally.add(client.who_am_i(request).await.map_or_else(|status| status.code(), |_| Code::Ok));
+    }
+    tally
 }
