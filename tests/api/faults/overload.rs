@@ -159,10 +159,10 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
     );
     // Goodput under the flood, round by round (a baseline slice and the
     // flood slice after it), against issue 13's 90 %. The median round is
-    // held to it: beside the rest of the suite on two shared cores a single
-    // round can land far from the others either way (a neighbour's compile
-    // during one slice), and the interleaving gives both phases the same
-    // machine only on average.
+    // held to it: this case runs in a test binary of its own, alone, but on
+    // a shared machine a single round can still land far from the others
+    // either way, and the interleaving gives both phases the same machine
+    // only on average.
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     let percents: Vec<String> = ratios.iter().map(|r| format!("{:.0} %", 100.0 * r)).collect();
