@@ -10,7 +10,11 @@
 #
 # Settings: BIN (target/release/tenantry), RUNS (3), SECONDS_PER_RUN (15),
 # CLIENTS (200), STREAMS (100: streams per client), IDLE_SECONDS (30: the quiet
-# after each run, then RSS is read again), GRPC_PORT, HTTP_PORT.
+# after each run, then RSS is read again), GRPC_PORT, HTTP_PORT, ACCESS_LOG (1:
+# the server writes its access log, RUST_LOG=info, and each run prints the
+# server-side latency of its calls by code, first byte in to status out, from
+# the log's latency_ms: how fast refusals are; the log costs the server CPU, so
+# goodput is lower than without it).
 set -euo pipefail
 
 BIN=${BIN:-target/release/tenantry}
@@ -37,7 +41,7 @@ trap cleanup EXIT
 
 "$BIN" keys generate --out-dir "$WORK/keys" >/dev/null 2>&1
 export TENANTRY_JWT_PRIVATE_KEY_FILE="$WORK/keys/jwt-signing-key.pem"
-DATABASE_URL=$URL RUST_LOG=warn "$BIN" serve --migrate --no-workers --grpc-addr "$GRPC" --http-addr "$HTTP" \
+DATABASE_URL=$URL RUST_LOG=$([[ ${ACCESS_LOG:-0} == 1 ]] && echo info || echo warn) "$BIN" serve --migrate --no-workers --grpc-addr "$GRPC" --http-addr "$HTTP" \
     --log-format json >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do curl -fs "http://$HTTP/readyz" >/dev/null && break; sleep 0.2; done
@@ -55,6 +59,7 @@ codes() {
 
 for run in $(seq "$RUNS"); do
     codes >"$WORK/before"
+    logged=$(wc -l <"$WORK/server.log")
     rm -f "$WORK/requests"
     h2load -c "$CLIENTS" -m "$STREAMS" -D "$SECONDS_PER_RUN" -d "$WORK/empty" --log-file="$WORK/requests" \
         -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $KEY" \
@@ -66,6 +71,24 @@ for run in $(seq "$RUNS"); do
         { n = $2 - before[$1]; printf "  %s %d\n", $1, n; if ($1 == "OK") ok = n }
         END { printf "  goodput %.0f OK/s\n", ok / secs }' "$WORK/before" "$WORK/after"
     sort -n -k3 "$WORK/requests" | awk '{ d[NR] = $3 } END { if (NR) printf "  p50 %.1f ms, p99 %.1f ms over %d responses\n", d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR }'
+    if [[ ${ACCESS_LOG:-0} == 1 ]]; then
+        tail -n +$((logged + 1)) "$WORK/server.log" | python3 -c '
+import collections, json, sys
+latencies = collections.defaultdict(list)
+for line in sys.stdin:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        continue
+    if "latency_ms" in entry and "code" in entry:
+        latencies[entry["code"]].append(entry["latency_ms"])
+for code, v in sorted(latencies.items()):
+    v.sort()
+    n = len(v)
+    over = sum(x > 10 for x in v)
+    print(f"  server-side {code}: p50 {v[n // 2]:.2f} ms, p99 {v[n * 99 // 100]:.2f} ms, max {v[-1]:.2f} ms; {over} of {n} over 10 ms")
+'
+    fi
     echo "  RSS after run $run: $(ps -o rss= -p "$SERVER") KiB"
     sleep "$IDLE_SECONDS"
     echo "  RSS after $IDLE_SECONDS s idle: $(ps -o rss= -p "$SERVER") KiB"
