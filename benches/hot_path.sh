@@ -31,7 +31,10 @@
 # BARE_BIN (the binaries), BIN_B (a second tenantry binary, measured as
 # variant `alt` next to jwt: an A/B of a change in one run), PERF_OUT
 # (a file: `perf record` (flat) the server of PERF_VARIANT, default jwt, while
-# it is measured; read it with `perf report -i FILE`).
+# it is measured; read it with `perf report -i FILE`), SYSCALLS (1: count each
+# gRPC variant's server system calls and context switches per call with
+# `perf stat`; exact counts, unlike the timings, so a change to how the server
+# reads and writes shows at once; needs perf's syscall tracepoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -139,11 +142,25 @@ run() { # variant pid addr path body token metrics_http method [clients streams]
         perf record -F 1999 -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
         perf=$!
     fi
+    local counting=""
+    if [[ ${SYSCALLS:-0} == 1 && $CHECKED == 1 ]]; then
+        perf stat -x, -e context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
+            -p "$pid" -o "$WORK/syscalls" &
+        counting=$!
+    fi
     h2load -n "$CALLS" -c "$clients" -m "$streams" -d "$body" --log-file="$WORK/requests" \
         -H 'content-type: application/grpc' -H 'te: trailers' ${token:+-H "authorization: Bearer $token"} \
         "http://$addr$path" >"$WORK/h2load" 2>&1 || { cat "$WORK/h2load" >&2; exit 1; }
     after_cpu=$(cpu_ticks "$pid")
     if [[ -n $perf ]]; then kill -INT "$perf"; wait "$perf" || true; fi
+    if [[ -n $counting ]]; then
+        kill -INT "$counting"
+        wait "$counting" || true
+        awk -F, -v v="$variant" -v n="$CALLS" '$3 != "" && $1 ~ /^[0-9]+$/ {
+            name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^raw_syscalls:sys_enter$/, "all system calls", name)
+            printf "%s%s %.3f", sep, name, $1 / n; sep = ", " }
+            END { print " per call (" v ")" }' "$WORK/syscalls"
+    fi
     if [[ -n $http ]]; then
         after=$(ok_calls "$http" "$method")
         read -r ok0 bad0 <<<"$before"
