@@ -163,8 +163,9 @@ where
 /// unary answer (WhoAmI's is 452 bytes), so 1.4 system calls per call under
 /// load. Without them it copies frames below 1 KiB into its 16 KiB buffer,
 /// and the answers of the streams that finished together leave in one
-/// `write` (docs/performance.md, "Hot path"). HTTP/1 (hyper's "flatten"
-/// strategy) likewise writes the head and a small body in one call.
+/// system call (docs/performance.md, "Hot path"). HTTP/1 still writes a
+/// response in one call: hyper copies the body behind the head ("flatten")
+/// instead of writing the two as one vectored write.
 ///
 /// Before each write it also lets the connection's task go once to the back
 /// of the runtime's queue (waking itself, so nothing waits on the socket):
