@@ -4,8 +4,8 @@
 //! machine to itself: cargo runs test binaries one after another, while inside
 //! the `api` binary the other tests run beside it. There, on two cores, a
 //! neighbour's server start or password hashing during one slice moved single
-//! rounds from 30 % to 127 % (median 87 %); alone, the median rounds were
-//! 103–119 % (2026-12-02, docs/reliability.md).
+//! rounds from 30 % to 127 % (the flood at 80 % of the baseline over all
+//! rounds); alone, 94–131 % in 14 runs (2026-12-02, docs/reliability.md).
 
 // The case uses only part of the shared harness.
 #[allow(dead_code)]
