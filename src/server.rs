@@ -163,7 +163,11 @@ where
 /// unary answer (WhoAmI's is 452 bytes), so 1.4 system calls per call under
 /// load. Without them it copies frames below 1 KiB into its 16 KiB buffer,
 /// and the answers of the streams that finished together leave in one
-/// system call (docs/performance.md, "Hot path"). HTTP/1 still writes a
+/// system call (docs/performance.md, "Hot path"). The price is paid by
+/// frames of 1 KiB or more: h2 still writes each on its own, now as two
+/// writes (what is buffered, then the payload) where it was one `writev`.
+/// Answers are mostly far smaller; a large one is many 16 KiB frames, each
+/// one more system call. HTTP/1 still writes a
 /// response in one call: hyper copies the body behind the head ("flatten")
 /// instead of writing the two as one vectored write.
 ///
