@@ -60,7 +60,9 @@ URL=$(scratch_url "$BASE" "$DB")
 PIDS=()
 psql -q "$BASE" -c "CREATE DATABASE $DB"
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    # A process killed by the signal exits non-zero (the bare echo does): not
+    # a failure here, and under `set -e` it would end the cleanup early.
+    for pid in "${PIDS[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
     psql -q "$BASE" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
     rm -rf "$WORK"
 }

@@ -33,7 +33,7 @@ URL=$(scratch_url "$BASE" "$DB")
 
 psql -q "$BASE" -c "CREATE DATABASE $DB"
 cleanup() {
-    [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    if [[ -n "${SERVER:-}" ]]; then { kill "$SERVER" && wait "$SERVER"; } 2>/dev/null || true; fi
     psql -q "$BASE" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
     rm -rf "$WORK"
 }
