@@ -12,10 +12,15 @@
 //! - bounds on HTTP/2 streams per connection and on header size;
 //! - **coalesced writes**: the socket is offered to hyper as not supporting
 //!   vectored writes (see [`Coalesced`]), so many small responses leave in
-//!   one system call.
+//!   one system call;
+//! - **held reads**: admission control may hold a connection whose client
+//!   keeps sending calls it is told to retry later (see [`Pace`]); the
+//!   server then reads nothing more from it for a while, so refusals cannot
+//!   take the CPU that serves.
 //!
 //! Every request carries the client's address (tonic's `TcpConnectInfo` and
-//! axum's `ConnectInfo`), as the handlers and the login throttle expect.
+//! axum's `ConnectInfo`), as the handlers and the login throttle expect, and
+//! its connection's [`Pace`].
 //! [`serve`] returns once `closing` is cancelled and every connection has
 //! finished its calls.
 
@@ -24,10 +29,10 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
@@ -44,6 +49,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
+    time::Sleep,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{BoxError, Service};
@@ -67,6 +73,18 @@ pub struct ConnectionLimits {
     /// limit with a proper status; this one protects memory).
     pub max_header_list_bytes: u32,
 }
+
+impl ConnectionLimits {
+    /// The longest a connection's reads may be held: well within the time a
+    /// ping may go unanswered and an HTTP/1 client may take over its
+    /// headers, so holding never closes a connection.
+    fn longest_hold(&self) -> Duration {
+        MAX_HOLD.min(self.keepalive_timeout / 2).min(self.header_read_timeout / 2)
+    }
+}
+
+/// The longest a connection's reads are ever held at once.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// Serves `service` on `listener` until `closing` is cancelled, then closes
 /// every connection gracefully and returns once their calls have finished.
@@ -116,11 +134,12 @@ where
         };
         stream.set_nodelay(true).ok();
         let activity = Activity::new();
-        let service = Tracked { inner: service.clone(), activity: activity.clone(), local, remote };
+        let pace = Pace::new(limits.longest_hold());
+        let service = Tracked { inner: service.clone(), activity: activity.clone(), pace: pace.clone(), local, remote };
         let (builder, closing) = (builder.clone(), closing.clone());
         connections.spawn(async move {
             let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(Coalesced { stream, yielded: false }),
+                TokioIo::new(Coalesced::new(stream, pace)),
                 TowerToHyperService::new(service),
             );
             tokio::pin!(connection);
@@ -175,14 +194,38 @@ where
 /// of the runtime's queue (waking itself, so nothing waits on the socket):
 /// the calls whose handlers are about to finish add their answers to the
 /// same buffer, and one write carries them all.
+///
+/// Reads wait while the connection's [`Pace`] holds them; writes never do,
+/// so the answers of calls in flight still go out.
 struct Coalesced {
     stream: TcpStream,
     /// Whether this write already gave way once.
     yielded: bool,
+    pace: Pace,
+    /// The timer of the current hold.
+    hold: Option<Pin<Box<Sleep>>>,
+}
+
+impl Coalesced {
+    fn new(stream: TcpStream, pace: Pace) -> Self {
+        Coalesced { stream, yielded: false, pace, hold: None }
+    }
 }
 
 impl AsyncRead for Coalesced {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        // A hold may be extended while it runs: wait until none is left.
+        while let Some(until) = self.pace.held_until() {
+            let until = tokio::time::Instant::from_std(until);
+            match &mut self.hold {
+                Some(hold) if hold.deadline() == until => {}
+                Some(hold) => hold.as_mut().reset(until),
+                None => self.hold = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+            if let Some(hold) = &mut self.hold {
+                ready!(hold.as_mut().poll(cx));
+            }
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -211,6 +254,66 @@ impl AsyncWrite for Coalesced {
 
     fn is_write_vectored(&self) -> bool {
         false
+    }
+}
+
+/// When a connection may be read again: admission control holds the reads
+/// of a connection whose client keeps sending calls faster than refusals
+/// may be answered (`stack::admission`, "Holding"), one hold at most
+/// `longest` (see [`ConnectionLimits::longest_hold`]). Every request of the
+/// connection carries it as an extension.
+///
+/// Holding a connection's reads is the server's side of RetryInfo: a client
+/// that ignores the delay it was told, and sends the refused call again at
+/// once, is not read again for a while. Its calls in flight are still
+/// answered, and TCP's flow control tells it to stop sending.
+#[derive(Clone)]
+pub struct Pace(Arc<PaceState>);
+
+struct PaceState {
+    /// Microseconds since [`PACE_EPOCH`] until which reads are held; 0: none.
+    until_us: AtomicU64,
+    longest: Duration,
+    /// The period this connection last had a call refused in.
+    refused_in: AtomicU64,
+}
+
+/// The origin of [`PaceState::until_us`].
+static PACE_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Pace {
+    /// A connection read freely, whose holds last at most `longest`.
+    pub fn new(longest: Duration) -> Self {
+        Pace(Arc::new(PaceState { until_us: AtomicU64::new(0), longest, refused_in: AtomicU64::new(u64::MAX) }))
+    }
+
+    /// Holds the connection's reads for `hold` from now (at most the
+    /// connection's longest hold); a longer hold already running stays.
+    pub fn hold(&self, hold: Duration) {
+        let until = PACE_EPOCH.elapsed() + hold.min(self.0.longest);
+        let until_us = (until.as_micros() as u64).max(1);
+        self.0.until_us.fetch_max(until_us, Ordering::AcqRel);
+    }
+
+    /// Notes a refusal in `period` (admission control's count): whether it
+    /// is the connection's first there.
+    pub fn refused_in(&self, period: u64) -> bool {
+        self.0.refused_in.swap(period, Ordering::Relaxed) != period
+    }
+
+    /// Until when reads are held, if they are.
+    fn held_until(&self) -> Option<Instant> {
+        let until_us = self.0.until_us.load(Ordering::Acquire);
+        if until_us == 0 {
+            return None;
+        }
+        let until = *PACE_EPOCH + Duration::from_micros(until_us);
+        if until > Instant::now() {
+            return Some(until);
+        }
+        // Over: later reads need not look at the clock (a newer hold wins).
+        let _ = self.0.until_us.compare_exchange(until_us, 0, Ordering::AcqRel, Ordering::Relaxed);
+        None
     }
 }
 
@@ -256,6 +359,7 @@ impl Drop for InFlight {
 struct Tracked<S> {
     inner: S,
     activity: Activity,
+    pace: Pace,
     local: SocketAddr,
     remote: SocketAddr,
 }
@@ -283,6 +387,7 @@ where
             remote_addr: Some(self.remote),
         });
         extensions.insert(axum::extract::ConnectInfo(self.remote));
+        extensions.insert(self.pace.clone());
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -340,7 +445,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let mut coalesced = Coalesced { stream: server, yielded: false };
+        let mut coalesced = Coalesced::new(server, Pace::new(MAX_HOLD));
         assert!(!coalesced.is_write_vectored(), "h2 must copy small frames into its buffer");
         let wakes = Arc::new(Wakes::default());
         let waker = Waker::from(wakes.clone());
@@ -363,5 +468,36 @@ mod tests {
         let mut client = client;
         client.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, b"firstsecond");
+    }
+
+    #[tokio::test]
+    async fn a_held_connection_is_read_only_after_its_hold_and_answers_meanwhile() {
+        use tokio::io::AsyncWriteExt;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let pace = Pace::new(Duration::from_millis(300));
+        let mut coalesced = Coalesced::new(server, pace.clone());
+        client.write_all(b"call").await.unwrap();
+
+        let mut buf = [0_u8; 16];
+        let n = coalesced.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"call", "a connection nobody held is read at once");
+
+        client.write_all(b"again").await.unwrap();
+        pace.hold(Duration::from_secs(60)); // capped at the connection's longest hold
+        let started = Instant::now();
+        let n = coalesced.read(&mut buf).await.unwrap();
+        let held = started.elapsed();
+        assert_eq!(&buf[..n], b"again");
+        assert!(held >= Duration::from_millis(290), "read after the hold: {held:?}");
+        assert!(held < Duration::from_secs(30), "the hold is capped: {held:?}");
+        assert!(pace.held_until().is_none(), "the hold is over");
+
+        pace.hold(Duration::from_millis(200));
+        coalesced.write_all(b"answer").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"answer", "a held connection still writes");
     }
 }

@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Full};
 use tonic::{Status, body::Body, transport::server::TcpConnectInfo};
 use tower::ServiceExt;
 
+use crate::server::Pace;
+
 pub use crate::stack::StackService;
 
 /// Request headers passed to the stack as gRPC metadata under their own name.
@@ -46,12 +48,13 @@ pub enum Event {
 
 /// Calls `grpc_path` through the stack with `message` and the request's
 /// credentials, tenant, deadline, trace context and `Grpc-Metadata-*`; the
-/// client's address goes where tonic puts it for gRPC calls.
+/// client's address (from `connection`, the HTTP request's extensions) goes
+/// where tonic puts it for gRPC calls, with the connection's [`Pace`].
 pub async fn call(
     stack: &StackService,
     grpc_path: &str,
     headers: &HeaderMap,
-    remote_addr: Option<SocketAddr>,
+    connection: &http::Extensions,
     message: Bytes,
     max: usize,
     span: crate::stack::observe::CallSpan,
@@ -68,7 +71,11 @@ pub async fn call(
     metadata.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     metadata.insert(header::TE, HeaderValue::from_static("trailers"));
     copy_request_metadata(headers, metadata);
+    let remote_addr = connection.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     request.extensions_mut().insert(TcpConnectInfo { local_addr: None, remote_addr });
+    if let Some(pace) = connection.get::<Pace>() {
+        request.extensions_mut().insert(pace.clone());
+    }
     request.extensions_mut().insert(span);
 
     let response = match stack.clone().oneshot(request).await {

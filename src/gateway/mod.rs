@@ -40,7 +40,7 @@ pub mod streaming;
 pub mod template;
 pub mod transcode;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -265,8 +265,8 @@ impl Gateway {
             Ok(body) => body,
             Err((response, refusal)) => return (*response, Some(refusal)),
         };
-        let remote = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let request = Incoming { headers: &parts.headers, remote, query: &query, body: &body, pretty, span };
+        let connection = &parts.extensions;
+        let request = Incoming { headers: &parts.headers, connection, query: &query, body: &body, pretty, span };
         self.call(&route, &captures, request).await
     }
 
@@ -312,7 +312,7 @@ impl Gateway {
         captures: &Captures,
         request: Incoming<'_>,
     ) -> (Response, Option<GatewayRefusal>) {
-        let Incoming { headers, remote, query, body, pretty, span } = request;
+        let Incoming { headers, connection, query, body, pretty, span } = request;
         let transcoding =
             || tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_request", otel.kind = "internal");
         let deny = self.inner.deny_unknown_fields;
@@ -326,7 +326,7 @@ impl Gateway {
         let encoded = Bytes::from(prost::Message::encode_to_vec(&message));
         let max = self.inner.max_body_bytes;
         let reply =
-            call::call(&self.inner.stack, &route.grpc_path, headers, remote, encoded, max, CallSpan(span)).await;
+            call::call(&self.inner.stack, &route.grpc_path, headers, connection, encoded, max, CallSpan(span)).await;
         let call::Reply { metadata, mut body } = reply;
         if route.rpc.is_server_streaming() {
             return (stream_response(metadata, body, route.rpc.output(), Framing::from_accept(headers)).await, None);
@@ -383,7 +383,8 @@ fn refusal_of(error: &ApiError) -> GatewayRefusal {
 /// What the call needs from the HTTP request, once routed.
 struct Incoming<'a> {
     headers: &'a HeaderMap,
-    remote: Option<SocketAddr>,
+    /// The HTTP request's extensions: its connection's address and pace.
+    connection: &'a http::Extensions,
     query: &'a [(String, String)],
     body: &'a [u8],
     pretty: bool,

@@ -31,6 +31,21 @@
 //! still admitted, up to [`BURST`] times the limit, so one tenant's flood
 //! cannot starve another's calls.
 //!
+//! **Holding.** Clients that ignore RetryInfo (h2load, a script retrying at
+//! once) would otherwise resend every refused call immediately, and a flood
+//! of them spends the CPU on refusals. Refusals therefore share a budget,
+//! [`HOLD_BUDGET`] per call served, metered like a rate limit (GCRA, with
+//! [`HOLD_TOLERANCE`] of burst). A refusal over it holds the reads of its
+//! connection ([`crate::server::Pace`]) until the budget has room again:
+//! the calls in flight there are still answered, and nothing more is read
+//! from that client meanwhile, for at most the delay the client was told.
+//! Only while more connections have calls refused than the limit admits
+//! calls: then others are ready to take the slots a held connection leaves,
+//! where holding the one or few connections of a flood would leave the
+//! slots idle (measured: 4,202 → 100 OK/s for one h2load connection).
+//! Clients that honour RetryInfo are kept by the pushback near
+//! [`SHED_TARGET`], half the budget, so they are not held.
+//!
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
 //! are refused at once, except one call every [`PROBE_EVERY`] that tries it,
 //! so the first success after it is back is not held up by the probe.
@@ -59,6 +74,7 @@ use crate::{
     health::{DependencyState, Readiness},
     metrics::{Metrics, ShedReason},
     policy::{MethodPolicy, PolicyTable},
+    server::Pace,
     tenancy::TenantId,
 };
 
@@ -79,6 +95,12 @@ const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
 const SHED_TARGET: f64 = 0.25;
 /// The longest retry delay a shed call is given.
 const MAX_PUSHBACK: Duration = Duration::from_secs(10);
+/// Refusals per call served before connections are held (see the module docs).
+const HOLD_BUDGET: f64 = 2.0 * SHED_TARGET;
+/// Refusals per second allowed however few calls are served.
+const MIN_REFUSAL_RATE: f64 = 100.0;
+/// How far refusals may run ahead of the budget before a connection is held.
+const HOLD_TOLERANCE: Duration = Duration::from_secs(3);
 /// How long a client should wait while PostgreSQL is down.
 const DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -133,6 +155,16 @@ struct Limit {
     shed: AtomicUsize,
     /// The retry delay told to shed calls, in milliseconds (see [`Limit::sample`]).
     pushback_ms: AtomicU64,
+    /// The refusal budget as a GCRA: nanoseconds of budget one refusal
+    /// takes (set every window), and when the budget is spent up to, in
+    /// nanoseconds since `epoch`.
+    refusal_cost_ns: AtomicU64,
+    refusals_due_ns: AtomicU64,
+    /// Connections with a call refused in the current second (since
+    /// `epoch`), and in the one before.
+    refusing_second: AtomicU64,
+    refusing: AtomicUsize,
+    refusing_before: AtomicUsize,
     epoch: Instant,
     window: Window,
     tenants: TenantCounts,
@@ -249,7 +281,14 @@ impl Guard for Admission {
                 let gated = Some(Gated { limit: limit.clone(), tenant });
                 Ok(Admitted { method: method.cloned(), gated })
             }
-            Err(reason) => Err(self.shed(&context.method, reason)),
+            Err(reason) => {
+                if let Some(pace) = request.extensions().get::<Pace>()
+                    && let Some(hold) = limit.hold(pace)
+                {
+                    pace.hold(hold);
+                }
+                Err(self.shed(&context.method, reason))
+            }
         }
     }
 
@@ -285,6 +324,11 @@ impl Limit {
             last_probe: AtomicU64::new(NEVER),
             shed: AtomicUsize::new(0),
             pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
+            refusal_cost_ns: AtomicU64::new((1e9 / MIN_REFUSAL_RATE) as u64),
+            refusals_due_ns: AtomicU64::new(0),
+            refusing_second: AtomicU64::new(0),
+            refusing: AtomicUsize::new(0),
+            refusing_before: AtomicUsize::new(0),
             epoch: Instant::now(),
             window: Window {
                 started_ms: AtomicU64::new(0),
@@ -326,6 +370,46 @@ impl Limit {
         })
     }
 
+    /// Counts a refusal on the connection `pace` and says how long to hold
+    /// that connection, if at all: only past the refusal budget, and only
+    /// while more connections had calls refused, this second or the last
+    /// (a hold lasts at most one), than the limit admits calls.
+    fn hold(&self, pace: &Pace) -> Option<Duration> {
+        let second = self.now_ms() / 1000;
+        let last = self.refusing_second.load(Ordering::Relaxed);
+        if last != second
+            && self.refusing_second.compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            let before = self.refusing.swap(0, Ordering::Relaxed);
+            self.refusing_before.store(if second == last + 1 { before } else { 0 }, Ordering::Relaxed);
+        }
+        if pace.refused_in(second) {
+            self.refusing.fetch_add(1, Ordering::Relaxed);
+        }
+        // Never longer than the client was told to wait.
+        let told = Duration::from_millis(self.pushback_ms.load(Ordering::Relaxed));
+        let hold = self.over_budget()?.min(told);
+        let connections = self.refusing.load(Ordering::Relaxed).max(self.refusing_before.load(Ordering::Relaxed));
+        (connections > self.limit.load(Ordering::Relaxed)).then_some(hold)
+    }
+
+    /// Takes one refusal from the budget; past its tolerance, says how long
+    /// the refused call's connection is held so that it fits again.
+    fn over_budget(&self) -> Option<Duration> {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let cost = self.refusal_cost_ns.load(Ordering::Relaxed);
+        let tolerance = HOLD_TOLERANCE.as_nanos() as u64;
+        // Never further ahead than a hold can pay back.
+        let ceiling = now + tolerance + crate::server::MAX_HOLD.as_nanos() as u64;
+        let previous = self
+            .refusals_due_ns
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |due| Some((due.max(now) + cost).min(ceiling)))
+            .unwrap_or_else(|due| due);
+        let due = (previous.max(now) + cost).min(ceiling);
+        let over = due.saturating_sub(now + tolerance);
+        (over > 0).then(|| Duration::from_nanos(over))
+    }
+
     /// Whether this call may try PostgreSQL while it is reported down.
     fn may_probe(&self) -> bool {
         let now = self.now_ms();
@@ -362,6 +446,10 @@ impl Limit {
         // target, so the delay settles where returning clients are shed at
         // that rate (a flood twice as large is told to wait twice as long).
         let ratio = self.shed.swap(0, Ordering::Relaxed) as f64 / f64::from(samples);
+        // The refusal budget follows the calls served.
+        let served_per_second = f64::from(samples) / (now.saturating_sub(started).max(1) as f64 / 1000.0);
+        let refusals_per_second = (HOLD_BUDGET * served_per_second).max(MIN_REFUSAL_RATE);
+        self.refusal_cost_ns.store((1e9 / refusals_per_second) as u64, Ordering::Relaxed);
         // Up fast, down slowly: the clients told to wait are still out
         // there, and come back only after the delay they were given.
         let factor = (ratio / SHED_TARGET).clamp(0.9, 4.0);
@@ -451,6 +539,39 @@ mod tests {
             method.observe(false);
         }
         assert!(method.is_light());
+    }
+
+    #[test]
+    fn refusals_over_the_budget_hold_their_connection_at_most_the_longest_hold() {
+        let limit = Limit::new(LimitBounds { min: 4, initial: 4, max: 1000 });
+        limit.refusal_cost_ns.store(1_000_000, Ordering::Relaxed); // 1,000 refusals a second
+        let tolerated = (HOLD_TOLERANCE.as_millis() as usize).saturating_sub(10);
+        assert!((0..tolerated).all(|_| limit.over_budget().is_none()), "a burst within the tolerance is free");
+        let holds: Vec<Duration> = (0..5_000).filter_map(|_| limit.over_budget()).collect();
+        assert!(holds.len() > 4_000, "past it every refusal holds its connection: {}", holds.len());
+        let longest = holds.iter().max().copied().unwrap_or_default();
+        assert!(longest <= crate::server::MAX_HOLD, "{longest:?}");
+        assert!(longest > crate::server::MAX_HOLD / 2, "holds grow with the debt: {longest:?}");
+        assert!(holds.windows(2).take(100).all(|w| w[1] >= w[0]), "each refusal adds to the debt");
+    }
+
+    #[test]
+    fn only_floods_on_more_connections_than_the_limit_are_held() {
+        let limit = Limit::new(LimitBounds { min: 4, initial: 4, max: 1000 });
+        limit.pushback_ms.store(MAX_PUSHBACK.as_millis() as u64, Ordering::Relaxed);
+        limit.refusal_cost_ns.store(HOLD_TOLERANCE.as_nanos() as u64, Ordering::Relaxed); // one refusal spends it
+        let few: Vec<Pace> = (0..4).map(|_| Pace::new(crate::server::MAX_HOLD)).collect();
+        for _ in 0..3 {
+            for pace in &few {
+                assert_eq!(limit.hold(pace), None, "holding one of 4 connections would leave slots idle");
+            }
+        }
+        // Nine in all: however a second's turn splits them, one second has more than 4.
+        let more: Vec<Pace> = (0..5).map(|_| Pace::new(crate::server::MAX_HOLD)).collect();
+        let holds: Vec<Option<Duration>> = more.iter().map(|pace| limit.hold(pace)).collect();
+        let last = holds.last().copied().flatten();
+        assert!(last.is_some_and(|h| h > Duration::ZERO && h <= crate::server::MAX_HOLD), "{holds:?}");
+        assert!(limit.hold(&few[0]).is_some(), "then every refusal over the budget holds its connection");
     }
 
     #[test]
