@@ -217,14 +217,11 @@ impl AsyncRead for Coalesced {
         // A hold may be extended while it runs: wait until none is left.
         while let Some(until) = self.pace.held_until() {
             let until = tokio::time::Instant::from_std(until);
-            match &mut self.hold {
-                Some(hold) if hold.deadline() == until => {}
-                Some(hold) => hold.as_mut().reset(until),
-                None => self.hold = Some(Box::pin(tokio::time::sleep_until(until))),
+            let hold = self.hold.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if hold.deadline() != until {
+                hold.as_mut().reset(until);
             }
-            if let Some(hold) = &mut self.hold {
-                ready!(hold.as_mut().poll(cx));
-            }
+            ready!(hold.as_mut().poll(cx));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
