@@ -30,9 +30,9 @@ use std::{
     pin::Pin,
     sync::{
         Arc, LazyLock, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll, ready},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -84,7 +84,7 @@ impl ConnectionLimits {
 }
 
 /// The longest a connection's reads are ever held at once.
-pub(crate) const MAX_HOLD: Duration = Duration::from_secs(1);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(2);
 
 /// Serves `service` on `listener` until `closing` is cancelled, then closes
 /// every connection gracefully and returns once their calls have finished.
@@ -221,7 +221,13 @@ impl AsyncRead for Coalesced {
             if hold.deadline() != until {
                 hold.as_mut().reset(until);
             }
-            ready!(hold.as_mut().poll(cx));
+            if hold.as_mut().poll(cx).is_pending() {
+                // Released early (admission control has free slots), or not.
+                self.pace.wake_on_release(cx.waker());
+                if self.pace.held_until().is_some() {
+                    return Poll::Pending;
+                }
+            }
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
@@ -263,7 +269,8 @@ impl AsyncWrite for Coalesced {
 /// Holding a connection's reads is the server's side of RetryInfo: a client
 /// that ignores the delay it was told, and sends the refused call again at
 /// once, is not read again for a while. Its calls in flight are still
-/// answered, and TCP's flow control tells it to stop sending.
+/// answered, and TCP's flow control tells it to stop sending. A hold ends
+/// early when admission control has slots to fill ([`Pace::release`]).
 #[derive(Clone)]
 pub struct Pace(Arc<PaceState>);
 
@@ -273,6 +280,10 @@ struct PaceState {
     longest: Duration,
     /// The period this connection last had a call refused in.
     refused_in: AtomicU64,
+    /// Whether admission control has the connection in its queue of held ones.
+    queued: AtomicBool,
+    /// The reader to wake when a hold ends early.
+    reader: Mutex<Option<Waker>>,
 }
 
 /// The origin of [`PaceState::until_us`].
@@ -281,7 +292,13 @@ static PACE_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 impl Pace {
     /// A connection read freely, whose holds last at most `longest`.
     pub fn new(longest: Duration) -> Self {
-        Pace(Arc::new(PaceState { until_us: AtomicU64::new(0), longest, refused_in: AtomicU64::new(u64::MAX) }))
+        Pace(Arc::new(PaceState {
+            until_us: AtomicU64::new(0),
+            longest,
+            refused_in: AtomicU64::new(u64::MAX),
+            queued: AtomicBool::new(false),
+            reader: Mutex::new(None),
+        }))
     }
 
     /// Holds the connection's reads for `hold` from now (at most the
@@ -296,6 +313,31 @@ impl Pace {
     /// is the connection's first there.
     pub fn refused_in(&self, period: u64) -> bool {
         self.0.refused_in.swap(period, Ordering::Relaxed) != period
+    }
+
+    /// Marks the connection as in admission control's queue of held
+    /// connections: whether it was not already.
+    pub fn enqueue(&self) -> bool {
+        !self.0.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends a hold early and wakes the reader: whether one was running.
+    /// The connection leaves admission control's queue.
+    pub fn release(&self) -> bool {
+        self.0.queued.store(false, Ordering::Release);
+        let until_us = self.0.until_us.swap(0, Ordering::AcqRel);
+        let held = u128::from(until_us) > PACE_EPOCH.elapsed().as_micros();
+        if let Some(reader) = self.0.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reader.wake();
+        }
+        held
+    }
+
+    fn wake_on_release(&self, waker: &Waker) {
+        let mut reader = self.0.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if !reader.as_ref().is_some_and(|r| r.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
     }
 
     /// Until when reads are held, if they are.
@@ -496,5 +538,27 @@ mod tests {
         coalesced.write_all(b"answer").await.unwrap();
         let n = client.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"answer", "a held connection still writes");
+
+        // Released early (admission control has idle slots): read at once.
+        let pace = Pace::new(Duration::from_secs(20));
+        let (mut client, server) = {
+            let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            (client, listener.accept().await.unwrap().0)
+        };
+        let mut coalesced = Coalesced::new(server, pace.clone());
+        pace.hold(Duration::from_secs(20));
+        client.write_all(b"early").await.unwrap();
+        let started = Instant::now();
+        let release = tokio::spawn({
+            let pace = pace.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                pace.release()
+            }
+        });
+        let n = coalesced.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"early");
+        assert!(release.await.unwrap(), "the hold was still running when it was ended");
+        assert!(started.elapsed() < Duration::from_secs(10), "read when released: {:?}", started.elapsed());
     }
 }

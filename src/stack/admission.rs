@@ -44,7 +44,11 @@
 //! where holding the one or few connections of a flood would leave the
 //! slots idle (measured: 4,202 → 100 OK/s for one h2load connection).
 //! Clients that honour RetryInfo are kept by the pushback near
-//! [`SHED_TARGET`], half the budget, so they are not held.
+//! [`SHED_TARGET`], half the budget, so they are not held. Held connections
+//! queue, and when slots go idle (fewer than the limit in flight) a call
+//! ending releases the one held longest early, at most one every
+//! [`RELEASE_SPACING`]: holds bound the refusals, and the released
+//! connections' calls keep the slots full.
 //!
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
 //! are refused at once, except one call every [`PROBE_EVERY`] that tries it,
@@ -56,7 +60,7 @@
 //! to enter, once to leave) and tenants never wait on each other.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex,
@@ -74,7 +78,7 @@ use crate::{
     health::{DependencyState, Readiness},
     metrics::{Metrics, ShedReason},
     policy::{MethodPolicy, PolicyTable},
-    server::Pace,
+    server::{MAX_HOLD, Pace},
     tenancy::TenantId,
 };
 
@@ -103,6 +107,12 @@ const MIN_REFUSAL_RATE: f64 = 100.0;
 const HOLD_TOLERANCE: Duration = Duration::from_secs(3);
 /// How long a client should wait while PostgreSQL is down.
 const DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Held connections released early for idle slots: at most one this often
+/// (the released connection's calls take about this long to arrive).
+const RELEASE_SPACING: Duration = Duration::from_millis(2);
+/// Most held connections queued for an early release; past it the oldest
+/// is released.
+const MAX_HELD: usize = 10_000;
 
 /// The limit's bounds and starting point.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +159,12 @@ struct Limit {
     bounds: LimitBounds,
     limit: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Held connections, longest held first, and when one was last
+    /// released early (nanoseconds since `epoch`).
+    held: Mutex<VecDeque<Pace>>,
+    last_release_ns: AtomicU64,
+    /// When a call was last shed (nanoseconds since `epoch`).
+    last_shed_ns: AtomicU64,
     /// Milliseconds since `epoch` of the last call let through while PostgreSQL is down.
     last_probe: AtomicU64,
     /// Calls shed in the current window.
@@ -160,9 +176,9 @@ struct Limit {
     /// nanoseconds since `epoch`.
     refusal_cost_ns: AtomicU64,
     refusals_due_ns: AtomicU64,
-    /// Connections with a call refused in the current second (since
-    /// `epoch`), and in the one before.
-    refusing_second: AtomicU64,
+    /// Connections with a call refused in the current period of
+    /// [`MAX_HOLD`] (counted since `epoch`), and in the one before.
+    refusing_period: AtomicU64,
     refusing: AtomicUsize,
     refusing_before: AtomicUsize,
     epoch: Instant,
@@ -282,10 +298,12 @@ impl Guard for Admission {
                 Ok(Admitted { method: method.cloned(), gated })
             }
             Err(reason) => {
+                limit.last_shed_ns.store(limit.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if let Some(pace) = request.extensions().get::<Pace>()
                     && let Some(hold) = limit.hold(pace)
                 {
                     pace.hold(hold);
+                    limit.queue_held(pace);
                 }
                 Err(self.shed(&context.method, reason))
             }
@@ -311,6 +329,7 @@ impl Drop for Gated {
     fn drop(&mut self) {
         self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.limit.tenants.leave(&self.tenant);
+        self.limit.release_if_idle();
     }
 }
 
@@ -321,12 +340,15 @@ impl Limit {
             bounds,
             limit: AtomicUsize::new(bounds.initial),
             in_flight: AtomicUsize::new(0),
+            held: Mutex::default(),
+            last_release_ns: AtomicU64::new(0),
+            last_shed_ns: AtomicU64::new(0),
             last_probe: AtomicU64::new(NEVER),
             shed: AtomicUsize::new(0),
             pushback_ms: AtomicU64::new(SHED_RETRY_AFTER.as_millis() as u64),
             refusal_cost_ns: AtomicU64::new((1e9 / MIN_REFUSAL_RATE) as u64),
             refusals_due_ns: AtomicU64::new(0),
-            refusing_second: AtomicU64::new(0),
+            refusing_period: AtomicU64::new(0),
             refusing: AtomicUsize::new(0),
             refusing_before: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -370,20 +392,64 @@ impl Limit {
         })
     }
 
+    /// Queues a connection just held, for [`Limit::release_if_idle`].
+    fn queue_held(&self, pace: &Pace) {
+        if !pace.enqueue() {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= MAX_HELD
+            && let Some(oldest) = held.pop_front()
+        {
+            oldest.release();
+        }
+        held.push_back(pace.clone());
+    }
+
+    /// Ends the hold of the connection held longest while slots are idle
+    /// (fewer than the limit in flight) and the demand that is read has run
+    /// out (no call shed for [`RELEASE_SPACING`]): holds keep refusals
+    /// within their budget, not slots empty. At most one every
+    /// [`RELEASE_SPACING`], so the calls of one arrive before another is
+    /// let go, except when the last call in flight ends: no later one would
+    /// release anything before the holds run out.
+    fn release_if_idle(&self) {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        if in_flight >= self.limit.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let spacing = RELEASE_SPACING.as_nanos() as u64;
+        let last = self.last_release_ns.load(Ordering::Relaxed);
+        let recent = last.max(self.last_shed_ns.load(Ordering::Relaxed));
+        if (in_flight > 0 && now < recent + spacing)
+            || self.last_release_ns.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections whose hold ran out meanwhile are reading already.
+        while let Some(pace) = held.pop_front() {
+            if pace.release() {
+                break;
+            }
+        }
+    }
+
     /// Counts a refusal on the connection `pace` and says how long to hold
     /// that connection, if at all: only past the refusal budget, and only
-    /// while more connections had calls refused, this second or the last
-    /// (a hold lasts at most one), than the limit admits calls.
+    /// while more connections had calls refused, in this period or the last
+    /// (a period is as long as the longest hold), than the limit admits calls.
     fn hold(&self, pace: &Pace) -> Option<Duration> {
-        let second = self.now_ms() / 1000;
-        let last = self.refusing_second.load(Ordering::Relaxed);
-        if last != second
-            && self.refusing_second.compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        let period = self.now_ms() / MAX_HOLD.as_millis() as u64;
+        let last = self.refusing_period.load(Ordering::Relaxed);
+        if last != period
+            && self.refusing_period.compare_exchange(last, period, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             let before = self.refusing.swap(0, Ordering::Relaxed);
-            self.refusing_before.store(if second == last + 1 { before } else { 0 }, Ordering::Relaxed);
+            self.refusing_before.store(if period == last + 1 { before } else { 0 }, Ordering::Relaxed);
         }
-        if pace.refused_in(second) {
+        if pace.refused_in(period) {
             self.refusing.fetch_add(1, Ordering::Relaxed);
         }
         // Never longer than the client was told to wait.
@@ -400,7 +466,7 @@ impl Limit {
         let cost = self.refusal_cost_ns.load(Ordering::Relaxed);
         let tolerance = HOLD_TOLERANCE.as_nanos() as u64;
         // Never further ahead than a hold can pay back.
-        let ceiling = now + tolerance + crate::server::MAX_HOLD.as_nanos() as u64;
+        let ceiling = now + tolerance + MAX_HOLD.as_nanos() as u64;
         let previous = self
             .refusals_due_ns
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |due| Some((due.max(now) + cost).min(ceiling)))
@@ -550,8 +616,8 @@ mod tests {
         let holds: Vec<Duration> = (0..5_000).filter_map(|_| limit.over_budget()).collect();
         assert!(holds.len() > 4_000, "past it every refusal holds its connection: {}", holds.len());
         let longest = holds.iter().max().copied().unwrap_or_default();
-        assert!(longest <= crate::server::MAX_HOLD, "{longest:?}");
-        assert!(longest > crate::server::MAX_HOLD / 2, "holds grow with the debt: {longest:?}");
+        assert!(longest <= MAX_HOLD, "{longest:?}");
+        assert!(longest > MAX_HOLD / 2, "holds grow with the debt: {longest:?}");
         assert!(holds.windows(2).take(100).all(|w| w[1] >= w[0]), "each refusal adds to the debt");
     }
 
@@ -560,18 +626,44 @@ mod tests {
         let limit = Limit::new(LimitBounds { min: 4, initial: 4, max: 1000 });
         limit.pushback_ms.store(MAX_PUSHBACK.as_millis() as u64, Ordering::Relaxed);
         limit.refusal_cost_ns.store(HOLD_TOLERANCE.as_nanos() as u64, Ordering::Relaxed); // one refusal spends it
-        let few: Vec<Pace> = (0..4).map(|_| Pace::new(crate::server::MAX_HOLD)).collect();
+        let few: Vec<Pace> = (0..4).map(|_| Pace::new(MAX_HOLD)).collect();
         for _ in 0..3 {
             for pace in &few {
                 assert_eq!(limit.hold(pace), None, "holding one of 4 connections would leave slots idle");
             }
         }
-        // Nine in all: however a second's turn splits them, one second has more than 4.
-        let more: Vec<Pace> = (0..5).map(|_| Pace::new(crate::server::MAX_HOLD)).collect();
+        // Nine in all: however a period's turn splits them, one period has more than 4.
+        let more: Vec<Pace> = (0..5).map(|_| Pace::new(MAX_HOLD)).collect();
         let holds: Vec<Option<Duration>> = more.iter().map(|pace| limit.hold(pace)).collect();
         let last = holds.last().copied().flatten();
-        assert!(last.is_some_and(|h| h > Duration::ZERO && h <= crate::server::MAX_HOLD), "{holds:?}");
+        assert!(last.is_some_and(|h| h > Duration::ZERO && h <= MAX_HOLD), "{holds:?}");
         assert!(limit.hold(&few[0]).is_some(), "then every refusal over the budget holds its connection");
+    }
+
+    #[test]
+    fn idle_slots_end_the_hold_of_the_connection_held_longest() {
+        let limit = Arc::new(Limit::new(LimitBounds { min: 2, initial: 2, max: 2 }));
+        let (first, second) = (Pace::new(MAX_HOLD), Pace::new(MAX_HOLD));
+        for pace in [&first, &second, &first] {
+            pace.hold(MAX_HOLD);
+            limit.queue_held(pace);
+        }
+        assert_eq!(limit.held.lock().map(|h| h.len()).ok(), Some(2), "each connection queued once");
+        assert!(limit.enter(&None).is_ok() && limit.enter(&None).is_ok());
+        std::thread::sleep(RELEASE_SPACING);
+        drop(Gated { limit: limit.clone(), tenant: None });
+        assert!(!first.release(), "the slot it freed ended the first connection's hold");
+        assert_eq!(limit.held.lock().map(|h| h.len()).ok(), Some(1), "one connection at a time");
+        // The next freed slot, too soon after, releases nothing more while
+        // calls are in flight, and the last one's does.
+        first.hold(MAX_HOLD);
+        limit.queue_held(&first);
+        assert!(limit.enter(&None).is_ok());
+        drop(Gated { limit: limit.clone(), tenant: None });
+        assert_eq!(limit.held.lock().map(|h| h.len()).ok(), Some(2), "at most one every RELEASE_SPACING");
+        drop(Gated { limit: limit.clone(), tenant: None });
+        assert!(!second.release(), "the last call in flight ended: released at once");
+        assert!(first.release(), "the other still held");
     }
 
     #[test]
