@@ -212,6 +212,14 @@ impl Coalesced {
     }
 }
 
+impl Drop for Coalesced {
+    /// A closed connection may still be queued as held; its task need not
+    /// outlive it there.
+    fn drop(&mut self) {
+        self.pace.0.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 impl AsyncRead for Coalesced {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         // A hold may be extended while it runs: wait until none is left.
