@@ -45,9 +45,9 @@
 //! slots idle (measured: 4,202 → 100 OK/s for one h2load connection).
 //! Clients that honour RetryInfo are kept by the pushback near
 //! [`SHED_TARGET`], half the budget, so they are not held. Held connections
-//! queue, and when slots go idle (fewer than the limit in flight) a call
-//! ending releases the one held longest early, at most one every
-//! [`RELEASE_SPACING`]: holds bound the refusals, and the released
+//! queue, and when slots go idle (fewer than the limit in flight, no call
+//! shed lately) a call ending releases the one held longest early, at most
+//! one every [`RELEASE_SPACING`]: holds bound the refusals, and the released
 //! connections' calls keep the slots full.
 //!
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
@@ -254,6 +254,7 @@ impl Admission {
             ShedReason::DbDown => ("the database is unavailable; retry with backoff", DOWN_RETRY_AFTER),
             _ => {
                 self.limit.shed.fetch_add(1, Ordering::Relaxed);
+                self.limit.last_shed_ns.store(self.limit.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 let pushback = Duration::from_millis(self.limit.pushback_ms.load(Ordering::Relaxed));
                 ("the server is saturated; retry with backoff", pushback)
             }
@@ -298,7 +299,6 @@ impl Guard for Admission {
                 Ok(Admitted { method: method.cloned(), gated })
             }
             Err(reason) => {
-                limit.last_shed_ns.store(limit.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if let Some(pace) = request.extensions().get::<Pace>()
                     && let Some(hold) = limit.hold(pace)
                 {
