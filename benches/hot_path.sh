@@ -29,11 +29,12 @@
 # client), VARIANTS (all of the above, in this order), LOG (the full servers' RUST_LOG; unset means their default),
 # BUILD (1: cargo build --release first; 0 to use what is built), BIN and
 # BARE_BIN (the binaries), BIN_B (a second tenantry binary, measured as
-# variant `alt` next to jwt: an A/B of a change in one run), PERF_OUT
+# variant `alt` next to jwt, `altredis` next to redis and `altrest` next to
+# rest: an A/B of a change in one run), PERF_OUT
 # (a file: `perf record` (flat) the server of PERF_VARIANT, default jwt, while
 # it is measured; read it with `perf report -i FILE`), SYSCALLS (1: count each
 # gRPC variant's server system calls and context switches per call with
-# `perf stat`; exact counts, unlike the timings, so a change to how the server
+# `perf stat`, REST's too; exact counts, unlike the timings, so a change to how the server
 # reads and writes shows at once; needs perf's syscall tracepoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,10 +96,14 @@ start_full() { # name [bin] [env...]
 }
 start_full local -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local
 start_full redis REDIS_URL="$REDIS"
-# An A/B comparison: BIN_B serves variant `alt` (WhoAmI, JWT, in-process limits).
+# An A/B comparison: BIN_B serves variant `alt` (WhoAmI, JWT, in-process
+# limits) next to jwt, `altredis` next to redis (its own server with the
+# Redis limiter) and `altrest` next to rest, each where the variant it
+# mirrors is measured.
 if [[ -n ${BIN_B:-} ]]; then
     start_full alt --bin "$BIN_B" -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local
-    VARIANTS="${VARIANTS/jwt/jwt alt}"
+    [[ " $VARIANTS " == *" redis "* ]] && start_full altredis --bin "$BIN_B" REDIS_URL="$REDIS"
+    VARIANTS=$(sed -E 's/(^| )jwt( |$)/\1jwt alt\2/; s/(^| )redis( |$)/\1redis altredis\2/; s/(^| )rest( |$)/\1rest altrest\2/' <<<"$VARIANTS")
 fi
 BARE=127.0.0.1:$(free_port)
 "$BARE_BIN" "$BARE" >/dev/null 2>&1 &
@@ -133,6 +138,26 @@ ok_calls() { # http method
 }
 TICK=$(getconf CLK_TCK)
 
+# SYSCALLS=1: the server's system calls and context switches per call.
+COUNTING=""
+count_syscalls_start() { # pid
+    COUNTING=""
+    if [[ ${SYSCALLS:-0} == 1 && $CHECKED == 1 ]]; then
+        perf stat -x, -e context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait \
+            -p "$1" -o "$WORK/syscalls" &
+        COUNTING=$!
+    fi
+}
+count_syscalls_end() { # variant calls
+    [[ -n $COUNTING ]] || return 0
+    kill -INT "$COUNTING"
+    wait "$COUNTING" || true
+    awk -F, -v v="$1" -v n="$2" '$3 != "" && $1 ~ /^[0-9]+$/ {
+        name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^raw_syscalls:sys_enter$/, "all system calls", name)
+        printf "%s%s %.3f", sep, name, $1 / n; sep = ", " }
+        END { print " per call (" v ")" }' "$WORK/syscalls"
+}
+
 run() { # variant pid addr path body token metrics_http method [clients streams]
     local variant=$1 pid=$2 addr=$3 path=$4 body=$5 token=$6 http=${7:-} method=${8:-}
     local clients=${9:-$CLIENTS} streams=${10:-$STREAMS}
@@ -144,25 +169,13 @@ run() { # variant pid addr path body token metrics_http method [clients streams]
         perf record -F 1999 -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
         perf=$!
     fi
-    local counting=""
-    if [[ ${SYSCALLS:-0} == 1 && $CHECKED == 1 ]]; then
-        perf stat -x, -e context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
-            -p "$pid" -o "$WORK/syscalls" &
-        counting=$!
-    fi
+    count_syscalls_start "$pid"
     h2load -n "$CALLS" -c "$clients" -m "$streams" -d "$body" --log-file="$WORK/requests" \
         -H 'content-type: application/grpc' -H 'te: trailers' ${token:+-H "authorization: Bearer $token"} \
         "http://$addr$path" >"$WORK/h2load" 2>&1 || { cat "$WORK/h2load" >&2; exit 1; }
     after_cpu=$(cpu_ticks "$pid")
     if [[ -n $perf ]]; then kill -INT "$perf"; wait "$perf" || true; fi
-    if [[ -n $counting ]]; then
-        kill -INT "$counting"
-        wait "$counting" || true
-        awk -F, -v v="$variant" -v n="$CALLS" '$3 != "" && $1 ~ /^[0-9]+$/ {
-            name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^raw_syscalls:sys_enter$/, "all system calls", name)
-            printf "%s%s %.3f", sep, name, $1 / n; sep = ", " }
-            END { print " per call (" v ")" }' "$WORK/syscalls"
-    fi
+    count_syscalls_end "$variant" "$CALLS"
     if [[ -n $http ]]; then
         after=$(ok_calls "$http" "$method")
         read -r ok0 bad0 <<<"$before"
@@ -171,7 +184,7 @@ run() { # variant pid addr path body token metrics_http method [clients streams]
             echo "$variant: the server counted $((ok1 - ok0)) OK and $((bad1 - bad0)) other calls of $CALLS" >&2
             curl -fs "http://$http/metrics" | grep "^tenantry_rpc_calls_total{.*method=\"$method\"" >&2
             local server=local
-            [[ $variant == redis || $variant == alt ]] && server=$variant
+            [[ $variant == redis || $variant == alt || $variant == altredis ]] && server=$variant
             grep '"code":' "$WORK/$server.log" | grep -v '"code":"OK"' | tail -3 >&2
             exit 1
         fi
@@ -185,20 +198,21 @@ run() { # variant pid addr path body token metrics_http method [clients streams]
         >>"$WORK/results"
 }
 
-run_rest() { # variant: WhoAmI over REST (the gateway), wrk with CLIENTS x 2 kept-alive connections
-    local variant=$1 before_cpu after_cpu before after seconds=${REST_SECONDS:-3}
-    before=$(ok_calls "$local_HTTP" WhoAmI)
-    before_cpu=$(cpu_ticks "$local_PID")
+run_rest() { # variant pid http: WhoAmI over REST (the gateway), wrk with CLIENTS x 2 kept-alive connections
+    local variant=$1 pid=$2 http=$3 before_cpu after_cpu before after seconds=${REST_SECONDS:-3}
+    before=$(ok_calls "$http" WhoAmI)
+    before_cpu=$(cpu_ticks "$pid")
     local perf=""
     if [[ -n ${PERF_OUT:-} && $CHECKED == 1 && $variant == "${PERF_VARIANT:-jwt}" ]]; then
-        perf record -F 1999 -p "$local_PID" -o "$PERF_OUT" >/dev/null 2>&1 &
+        perf record -F 1999 -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
         perf=$!
     fi
+    count_syscalls_start "$pid"
     wrk -t 1 -c $((CLIENTS * 2)) -d "${seconds}s" --latency -H "authorization: Bearer $JWT" \
-        "http://$local_HTTP/v1/auth/whoami" >"$WORK/wrk" 2>&1 || { cat "$WORK/wrk" >&2; exit 1; }
-    after_cpu=$(cpu_ticks "$local_PID")
+        "http://$http/v1/auth/whoami" >"$WORK/wrk" 2>&1 || { cat "$WORK/wrk" >&2; exit 1; }
+    after_cpu=$(cpu_ticks "$pid")
     if [[ -n $perf ]]; then kill -INT "$perf"; wait "$perf" || true; fi
-    after=$(ok_calls "$local_HTTP" WhoAmI)
+    after=$(ok_calls "$http" WhoAmI)
     read -r ok0 bad0 <<<"$before"
     read -r ok1 bad1 <<<"$after"
     if ((CHECKED && bad1 != bad0)); then
@@ -206,6 +220,7 @@ run_rest() { # variant: WhoAmI over REST (the gateway), wrk with CLIENTS x 2 kep
         exit 1
     fi
     local n=$((ok1 - ok0))
+    count_syscalls_end "$variant" "$n"
     awk -v v="$variant" -v n="$n" -v secs="$seconds" -v ticks=$((after_cpu - before_cpu)) -v hz="$TICK" '
         function ms(x) { if (x ~ /us$/) return x / 1000; if (x ~ /ms$/) return x + 0; if (x ~ /s$/) return x * 1000; return x }
         $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
@@ -221,8 +236,10 @@ run_variant() {
     key) run key "$local_PID" "$local_GRPC" /tenantry.v1.AuthService/WhoAmI "$WORK/whoami" "$KEY" "$local_HTTP" WhoAmI ;;
     redis) run redis "$redis_PID" "$redis_GRPC" /tenantry.v1.AuthService/WhoAmI "$WORK/whoami" "$JWT" "$redis_HTTP" WhoAmI ;;
     # 16 in flight: fewer than the pool's connections, so admission control never sheds.
-    rest) command -v wrk >/dev/null && run_rest rest ;;
+    rest) command -v wrk >/dev/null && run_rest rest "$local_PID" "$local_HTTP" ;;
     alt) run alt "$alt_PID" "$alt_GRPC" /tenantry.v1.AuthService/WhoAmI "$WORK/whoami" "$JWT" "$alt_HTTP" WhoAmI ;;
+    altredis) run altredis "$altredis_PID" "$altredis_GRPC" /tenantry.v1.AuthService/WhoAmI "$WORK/whoami" "$JWT" "$altredis_HTTP" WhoAmI ;;
+    altrest) command -v wrk >/dev/null && run_rest altrest "$alt_PID" "$alt_HTTP" ;;
     getuser) run getuser "$local_PID" "$local_GRPC" /tenantry.v1.AuthService/GetUser "$WORK/getuser" "$JWT" "$local_HTTP" GetUser 4 4 ;;
     *) echo "unknown variant $1" >&2; exit 1 ;;
     esac
@@ -269,6 +286,10 @@ lines = [
     ("GetUser (one tenant read) / WhoAmI", "getuser", "jwt", 0, ""),
     ("A/B: BIN_B / BIN, WhoAmI JWT", "alt", "jwt", 0, ""),
     ("A/B: BIN_B / BIN, CPU per call", "alt", "jwt", 3, ""),
+    ("A/B: BIN_B / BIN, Redis limiter", "altredis", "redis", 0, ""),
+    ("A/B: BIN_B / BIN, Redis CPU per call", "altredis", "redis", 3, ""),
+    ("A/B: BIN_B / BIN, REST", "altrest", "rest", 0, ""),
+    ("A/B: BIN_B / BIN, REST CPU per call", "altrest", "rest", 3, ""),
     ("bare echo CPU / WhoAmI JWT CPU", "bare", "jwt", 3, ""),
 ]
 for label, a, b, i, goal in lines:

@@ -16,15 +16,15 @@ use crate::server::Pace;
 pub use crate::stack::StackService;
 
 /// Request headers passed to the stack as gRPC metadata under their own name.
-const FORWARDED: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "x-tenant-id",
-    "x-request-id",
-    "grpc-timeout",
-    "traceparent",
-    "tracestate",
-    "user-agent",
+static FORWARDED: [HeaderName; 8] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-tenant-id"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("grpc-timeout"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    header::USER_AGENT,
 ];
 
 /// Prefix of headers mapped to and from arbitrary gRPC metadata.
@@ -92,14 +92,14 @@ pub async fn call(
 
 /// Copies the forwarded headers and `Grpc-Metadata-*` into gRPC metadata.
 pub fn copy_request_metadata(from: &HeaderMap, to: &mut HeaderMap) {
-    for name in FORWARDED {
-        for value in from.get_all(*name) {
-            to.append(*name, value.clone());
+    for name in &FORWARDED {
+        for value in from.get_all(name) {
+            to.append(name.clone(), value.clone());
         }
     }
     for (name, value) in from {
         let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) else { continue };
-        if is_transport(key) || FORWARDED.contains(&key) {
+        if is_transport(key) || FORWARDED.iter().any(|n| n == key) {
             continue;
         }
         if let Ok(key) = HeaderName::from_bytes(key.as_bytes()) {

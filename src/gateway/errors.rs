@@ -62,8 +62,12 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
         if is_transport(name) {
             continue;
         }
-        if matches!(name, "x-request-id" | "retry-after" | "ratelimit" | "ratelimit-policy") {
-            to.insert(HeaderName::from_bytes(name.as_bytes()).expect("a valid name stays valid"), value.clone());
+        if let Some(same) = AS_IS.iter().find(|n| *n == name) {
+            to.insert(same.clone(), value.clone());
+            continue;
+        }
+        if let Some((_, prefixed)) = PREFIXED.iter().find(|(n, _)| *n == name) {
+            to.append(prefixed.clone(), value.clone());
             continue;
         }
         if let Ok(prefixed) = HeaderName::from_bytes(format!("{METADATA_PREFIX}{name}").as_bytes()) {
@@ -71,6 +75,23 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
         }
     }
 }
+
+/// Metadata passed on under its own name.
+static AS_IS: [HeaderName; 4] = [
+    HeaderName::from_static("x-request-id"),
+    header::RETRY_AFTER,
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("ratelimit-policy"),
+];
+
+/// The metadata most answers carry, with their `Grpc-Metadata-*` names
+/// built once.
+static PREFIXED: [(&str, HeaderName); 4] = [
+    ("x-ratelimit-limit", HeaderName::from_static("grpc-metadata-x-ratelimit-limit")),
+    ("x-ratelimit-remaining", HeaderName::from_static("grpc-metadata-x-ratelimit-remaining")),
+    ("x-ratelimit-reset", HeaderName::from_static("grpc-metadata-x-ratelimit-reset")),
+    ("x-ratelimit-window", HeaderName::from_static("grpc-metadata-x-ratelimit-window")),
+];
 
 /// `Retry-After` in seconds: the stack's `retry-after` metadata, else `RetryInfo`.
 fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
@@ -86,21 +107,21 @@ fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
 /// The IETF `RateLimit-Policy` / `RateLimit` headers, on every response that
 /// carries the stack's rate-limit metadata.
 fn ratelimit_headers(metadata: &HeaderMap, to: &mut HeaderMap) {
-    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let policy = text("ratelimit-policy").or_else(|| {
+    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let policy = text("ratelimit-policy").map(str::to_owned).or_else(|| {
         let limit = text("x-ratelimit-limit")?;
         Some(match text("x-ratelimit-window") {
             Some(window) => format!("\"default\";q={limit};w={window}"),
             None => format!("\"default\";q={limit}"),
         })
     });
-    let current = text("ratelimit").or_else(|| {
-        let remaining = text("x-ratelimit-remaining").unwrap_or_else(|| "0".into());
+    let current = text("ratelimit").map(str::to_owned).or_else(|| {
+        let remaining = text("x-ratelimit-remaining").unwrap_or("0");
         let reset = text("x-ratelimit-reset")?;
         Some(format!("\"default\";r={remaining};t={reset}"))
     });
     for (name, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()) {
             to.insert(HeaderName::from_static(name), value);
         }
     }

@@ -39,6 +39,7 @@ pub mod routes;
 pub mod streaming;
 pub mod template;
 pub mod transcode;
+pub mod wire_json;
 
 use std::{sync::Arc, time::Instant};
 
@@ -158,12 +159,13 @@ impl Gateway {
 
     /// Handles one HTTP request.
     pub async fn handle(&self, request: Request) -> Response {
-        let headers = request.headers().clone();
-        if let Some(preflight) = self.inner.cors.preflight(request.method(), &headers) {
+        let cors = &self.inner.cors;
+        if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
             return preflight;
         }
+        let origin = cors.allow(request.headers());
         let mut response = self.dispatch(request).await;
-        self.inner.cors.decorate(&headers, &mut response);
+        cors.decorate(origin, &mut response);
         response
     }
 
@@ -345,7 +347,7 @@ impl Gateway {
                 let output = route.rpc.output();
                 let transcoding =
                     tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_response", otel.kind = "internal");
-                match transcoding.in_scope(|| transcode::response_json(output, &message, pretty)) {
+                match transcoding.in_scope(|| transcode::response_json(output, &message, pretty, route.plain_output)) {
                     Ok(json) => {
                         let mut response = Response::new(Body::from(json));
                         response

@@ -38,6 +38,9 @@ pub struct Route {
     pub grpc_path: String,
     /// 0 for the main rule, n for the n-th additional binding.
     pub binding: usize,
+    /// Whether the response's JSON is written straight from its wire bytes
+    /// ([`super::wire_json::plain`]).
+    pub plain_output: bool,
 }
 
 /// Why the descriptor's HTTP rules are unusable.
@@ -189,7 +192,8 @@ fn route(rpc: &MethodDescriptor, binding: usize, rule: &HttpRule) -> Result<Rout
         return Err(invalid(rpc, "`response_body` is not supported: responses are the whole message"));
     }
     let grpc_path = format!("/{}/{}", rpc.parent_service().full_name(), rpc.name());
-    Ok(Route { method, template, body, rpc: rpc.clone(), grpc_path, binding })
+    let plain_output = super::wire_json::plain(&rpc.output());
+    Ok(Route { method, template, body, rpc: rpc.clone(), grpc_path, binding, plain_output })
 }
 
 /// The field at a path of proto field names, through singular messages.

@@ -100,7 +100,7 @@ pub async fn stream_response(
                 None => body.next().await,
             };
             let frame = match event {
-                Event::Message(encoded) => match response_json(output.clone(), &encoded, false) {
+                Event::Message(encoded) => match response_json(output.clone(), &encoded, false, false) {
                     Ok(json) => framing.message(&json),
                     Err(error) => {
                         let _ = sender.send(Ok(framing.error(&Status::from(error)))).await;

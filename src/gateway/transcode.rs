@@ -140,8 +140,21 @@ fn take_field_masks(
 /// no presence emitted even at its zero value (`"remaining": 0`, `"tenants":
 /// []`), as grpc-gateway's `EmitUnpopulated` does: a zero count or quota is an
 /// answer, not a missing one. Fields with presence (messages, `optional`,
-/// oneof members) appear when set. docs/rest.md, "Zero values".
-pub fn response_json(output: MessageDescriptor, encoded: &[u8], pretty: bool) -> Result<Vec<u8>, ApiError> {
+/// oneof members) appear when set. docs/rest.md, "Zero values". With `plain`
+/// (the route's [`Route::plain_output`]) compact JSON is written straight
+/// from the bytes (`super::wire_json`), the same JSON without the decode.
+pub fn response_json(
+    output: MessageDescriptor,
+    encoded: &[u8],
+    pretty: bool,
+    plain: bool,
+) -> Result<Vec<u8>, ApiError> {
+    if plain && !pretty {
+        let mut out = Vec::with_capacity(encoded.len() * 2 + 16);
+        if super::wire_json::write(&output, encoded, &mut out).is_some() {
+            return Ok(out);
+        }
+    }
     let message = DynamicMessage::decode(output, encoded).map_err(ApiError::internal)?;
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(encoded.len() * 2 + 16);
@@ -411,7 +424,7 @@ mod tests {
         message.set_field_by_name("monthly_request_quota", Proto::U64(7));
         message.set_field_by_name("display_name", Proto::String("Pro".into()));
         let bytes = prost::Message::encode_to_vec(&message);
-        let out: Value = serde_json::from_slice(&response_json(plan, &bytes, false).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&response_json(plan, &bytes, false, false).unwrap()).unwrap();
         assert_eq!(out["displayName"], "Pro");
         assert_eq!(out["monthlyRequestQuota"], "7");
     }
@@ -420,15 +433,15 @@ mod tests {
     fn zero_values_are_present_and_unset_messages_are_not() {
         let pool = RouteTable::embedded().unwrap().pool().clone();
         let plan = pool.get_message_by_name("tenantry.v1.Plan").unwrap();
-        let out: Value = serde_json::from_slice(&response_json(plan, &[], false).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&response_json(plan, &[], false, false).unwrap()).unwrap();
         assert_eq!(out["requestsPerSecond"], 0);
         assert_eq!(out["monthlyRequestQuota"], "0");
         assert_eq!(out["id"], "");
         let list = pool.get_message_by_name("tenantry.v1.ListTenantsResponse").unwrap();
-        let out: Value = serde_json::from_slice(&response_json(list, &[], false).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&response_json(list, &[], false, false).unwrap()).unwrap();
         assert_eq!(out, serde_json::json!({"tenants": [], "nextPageToken": ""}));
         let tenant = pool.get_message_by_name("tenantry.v1.Tenant").unwrap();
-        let out: Value = serde_json::from_slice(&response_json(tenant, &[], false).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&response_json(tenant, &[], false, false).unwrap()).unwrap();
         assert!(out.get("createTime").is_none() && out["labels"] == serde_json::json!({}), "{out}");
     }
 }
