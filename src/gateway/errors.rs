@@ -58,16 +58,16 @@ pub fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Respons
 pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
     ratelimit_headers(metadata, to);
     for (name, value) in metadata {
+        if AS_IS.contains(name) {
+            to.insert(name.clone(), value.clone());
+            continue;
+        }
+        if let Some((_, prefixed)) = PREFIXED.iter().find(|(n, _)| n == name) {
+            to.append(prefixed.clone(), value.clone());
+            continue;
+        }
         let name = name.as_str();
         if is_transport(name) {
-            continue;
-        }
-        if let Some(same) = AS_IS.iter().find(|n| *n == name) {
-            to.insert(same.clone(), value.clone());
-            continue;
-        }
-        if let Some((_, prefixed)) = PREFIXED.iter().find(|(n, _)| *n == name) {
-            to.append(prefixed.clone(), value.clone());
             continue;
         }
         if let Ok(prefixed) = HeaderName::from_bytes(format!("{METADATA_PREFIX}{name}").as_bytes()) {
@@ -76,7 +76,7 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Metadata passed on under its own name.
+/// Metadata passed on under its own name (the IETF rate-limit names last).
 static AS_IS: [HeaderName; 4] = [
     HeaderName::from_static("x-request-id"),
     header::RETRY_AFTER,
@@ -86,11 +86,11 @@ static AS_IS: [HeaderName; 4] = [
 
 /// The metadata most answers carry, with their `Grpc-Metadata-*` names
 /// built once.
-static PREFIXED: [(&str, HeaderName); 4] = [
-    ("x-ratelimit-limit", HeaderName::from_static("grpc-metadata-x-ratelimit-limit")),
-    ("x-ratelimit-remaining", HeaderName::from_static("grpc-metadata-x-ratelimit-remaining")),
-    ("x-ratelimit-reset", HeaderName::from_static("grpc-metadata-x-ratelimit-reset")),
-    ("x-ratelimit-window", HeaderName::from_static("grpc-metadata-x-ratelimit-window")),
+static PREFIXED: [(HeaderName, HeaderName); 4] = [
+    (HeaderName::from_static("x-ratelimit-limit"), HeaderName::from_static("grpc-metadata-x-ratelimit-limit")),
+    (HeaderName::from_static("x-ratelimit-remaining"), HeaderName::from_static("grpc-metadata-x-ratelimit-remaining")),
+    (HeaderName::from_static("x-ratelimit-reset"), HeaderName::from_static("grpc-metadata-x-ratelimit-reset")),
+    (HeaderName::from_static("x-ratelimit-window"), HeaderName::from_static("grpc-metadata-x-ratelimit-window")),
 ];
 
 /// `Retry-After` in seconds: the stack's `retry-after` metadata, else `RetryInfo`.
@@ -107,22 +107,24 @@ fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
 /// The IETF `RateLimit-Policy` / `RateLimit` headers, on every response that
 /// carries the stack's rate-limit metadata.
 fn ratelimit_headers(metadata: &HeaderMap, to: &mut HeaderMap) {
-    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-    let policy = text("ratelimit-policy").map(str::to_owned).or_else(|| {
-        let limit = text("x-ratelimit-limit")?;
-        Some(match text("x-ratelimit-window") {
+    let text = |name: &HeaderName| metadata.get(name).and_then(|v| v.to_str().ok());
+    let [current_name, policy_name] = &AS_IS[2..] else { unreachable!("AS_IS ends with the IETF names") };
+    let [(limit, _), (remaining, _), (reset, _), (window, _)] = &PREFIXED;
+    let policy = text(policy_name).map(str::to_owned).or_else(|| {
+        let limit = text(limit)?;
+        Some(match text(window) {
             Some(window) => format!("\"default\";q={limit};w={window}"),
             None => format!("\"default\";q={limit}"),
         })
     });
-    let current = text("ratelimit").map(str::to_owned).or_else(|| {
-        let remaining = text("x-ratelimit-remaining").unwrap_or("0");
-        let reset = text("x-ratelimit-reset")?;
+    let current = text(current_name).map(str::to_owned).or_else(|| {
+        let remaining = text(remaining).unwrap_or("0");
+        let reset = text(reset)?;
         Some(format!("\"default\";r={remaining};t={reset}"))
     });
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+    for (name, value) in [(policy_name, policy), (current_name, current)] {
         if let Some(value) = value.and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()) {
-            to.insert(HeaderName::from_static(name), value);
+            to.insert(name.clone(), value);
         }
     }
 }
