@@ -310,7 +310,8 @@ impl RateLimiter {
 
     /// One Redis decision as the call sees it (its batch's round trip
     /// included): a `redis` child span of the call and
-    /// `tenantry_redis_call_duration_seconds{operation="rate_limit"}`.
+    /// `tenantry_redis_call_duration_seconds{operation="rate_limit"}`; or
+    /// a decision from this node's lease, which is neither.
     async fn redis_check(
         &self,
         redis: &RedisLimiter,
@@ -318,6 +319,9 @@ impl RateLimiter {
         limits: &Limits,
         cost: u32,
     ) -> Result<Decision, ()> {
+        if let Some(decision) = redis.leased(tenant, limits, cost) {
+            return Ok(decision); // no Redis call: neither a span nor its latency
+        }
         let span = tracing::info_span!(
             target: crate::telemetry::CHILD_SPANS,
             "EVALSHA",

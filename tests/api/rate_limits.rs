@@ -286,15 +286,20 @@ async fn three_server_processes_with_only_a_redis_url_admit_at_most_the_plan() {
     pool.close().await;
 }
 
+/// A Redis limiter on the test Redis, as `serve` builds it.
+async fn redis_limiter() -> tenantry::ratelimit::RedisLimiter {
+    let config = fred::prelude::Config::from_url(crate::harness::redis::url().await).unwrap();
+    let client = fred::prelude::Builder::from_config(config).build().unwrap();
+    fred::prelude::ClientLike::init(&client).await.unwrap();
+    tenantry::ratelimit::RedisLimiter::new(client)
+}
+
 /// Concurrent calls of one tenant share round trips but are decided one by
 /// one in Redis: a bucket of 50 admits exactly 50 of 400 simultaneous calls,
 /// each told how many remain, and a refused call takes no tokens.
 #[tokio::test]
 async fn coalesced_redis_decisions_are_exact() {
-    let config = fred::prelude::Config::from_url(crate::harness::redis::url().await).unwrap();
-    let client = fred::prelude::Builder::from_config(config).build().unwrap();
-    fred::prelude::ClientLike::init(&client).await.unwrap();
-    let limiter = tenantry::ratelimit::RedisLimiter::new(client);
+    let limiter = redis_limiter().await;
     let tenant = tenantry::tenancy::TenantId::generate();
     // One token a second (the slowest refill a plan has): a second must pass
     // before a 51st call could be admitted.
@@ -335,6 +340,53 @@ async fn coalesced_redis_decisions_are_exact() {
     assert!(limiter.check(&other, &limits, 3).await.unwrap().allowed);
     assert!(!limiter.check(&other, &limits, 3).await.unwrap().allowed);
     assert!(limiter.check(&other, &limits, 2).await.unwrap().allowed, "the refused call took nothing");
+}
+
+/// A busy tenant far from its limit is partly decided from leased tokens,
+/// without round trips; the bucket still bounds what is admitted.
+#[tokio::test]
+async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
+    let limiter = redis_limiter().await;
+    let limits = |burst| tenantry::ratelimit::Limits {
+        plan_id: "lease".into(),
+        requests_per_second: 1,
+        burst,
+        monthly_request_quota: 0,
+    };
+    let flood = |tenant: &tenantry::tenancy::TenantId, limits: &tenantry::ratelimit::Limits, calls: usize| {
+        let handles: Vec<_> = (0..calls)
+            .map(|_| {
+                let (limiter, tenant, limits) = (limiter.clone(), tenant.clone(), limits.clone());
+                tokio::spawn(async move {
+                    match limiter.leased(&tenant, &limits, 1) {
+                        Some(decision) => decision,
+                        None => limiter.check(&tenant, &limits, 1).await.expect("Redis answers"),
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut admitted = 0;
+            for handle in handles {
+                admitted += usize::from(handle.await.unwrap().allowed);
+            }
+            admitted
+        }
+    };
+    // Room for every call: all admitted, some from leases.
+    let roomy = tenantry::tenancy::TenantId::generate();
+    let started = Instant::now();
+    assert_eq!(flood(&roomy, &limits(3_200), 2_000).await, 2_000);
+    assert!(limiter.leased_decisions() > 0, "no call was decided from a lease");
+    let (round_trips, leased) = (limiter.round_trips(), limiter.leased_decisions());
+    assert!(round_trips < 2_000 && leased < 2_000, "{round_trips} round trips, {leased} leased");
+
+    // Twice the bucket: no more than the bucket (and its refill) admitted,
+    // and at most one lease's worth (a sixteenth) left unspent.
+    let busy = tenantry::tenancy::TenantId::generate();
+    let admitted = flood(&busy, &limits(1_600), 3_200).await;
+    let refills = started.elapsed().as_secs() as usize + 1;
+    assert!((1_500..=1_600 + refills).contains(&admitted), "{admitted} admitted of a bucket of 1,600");
 }
 
 /// A Redis URL alone selects the Redis engine; `local` must be asked for.
