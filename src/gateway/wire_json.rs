@@ -1,11 +1,11 @@
 //! Response JSON written straight from the protobuf wire bytes, for output
 //! messages made only of plain fields: strings, booleans, integers, enums,
-//! timestamps, and messages of the same, singular or repeated. It writes exactly what
-//! prost-reflect's serializer writes for them (proto3 JSON with every field,
-//! defaults included, in field-number order; 64-bit integers as strings;
-//! enums by name) without building a `DynamicMessage` first: on a REST
-//! WhoAmI that decode and serialization were 16 % of the server's CPU
-//! (docs/performance.md, "REST gateway").
+//! timestamps, and messages of the same, singular or repeated. It writes
+//! exactly what prost-reflect's serializer writes for them (proto3 JSON with
+//! every field, defaults included, in field-number order; 64-bit integers
+//! as strings; enums by name) without building a `DynamicMessage` first: on
+//! a REST WhoAmI that decode and serialization were 16 % of the server's
+//! CPU (docs/performance.md, "Hot path").
 //!
 //! Anything else is left to prost-reflect ([`super::transcode`]): maps,
 //! floats, bytes, well-known types other than timestamps, oneofs (a later
