@@ -16,8 +16,9 @@
 //!
 //! A busy tenant far from its limit also leases tokens: with a batch of at
 //! least four calls, the script takes up to twice the batch's tokens more
-//! (at most a sixteenth of the bucket), but only if half the bucket is still
-//! left after them. The node then admits that many of the tenant's next
+//! (twice the last lease when that one was spent to the last token; at most
+//! a sixteenth of the bucket), but only if half the bucket is still left
+//! after them. The node then admits that many of the tenant's next
 //! calls itself ([`RedisLimiter::leased`]), without a round trip, for up
 //! to 50 ms; what is not spent by then is dropped, never given back. Every
 //! admitted call still spent a token taken in Redis, so all nodes together
@@ -146,6 +147,8 @@ struct TenantState {
 #[derive(Default, Clone, Copy)]
 struct Lease {
     tokens: u32,
+    /// How many tokens it was granted with.
+    granted: u32,
     /// When the lease lapses.
     until: Option<Instant>,
     /// The plan it was taken under (a call under another plan ignores it).
@@ -301,12 +304,14 @@ impl RedisLimiter {
 }
 
 /// Tokens to lease after `batch`: as many as two batches like it, so the
-/// calls that arrive while the next round trip is in flight need none
-/// (capped at a sixteenth of the bucket, and none below [`MIN_LEASE`]:
-/// where `decide` settles it).
-fn lease_size(batch: &[Waiter]) -> u32 {
+/// calls that arrive while the next round trip is in flight need none; or,
+/// when the `last` lease was spent to the last token, twice that lease,
+/// however small the batch that found it spent (capped at a sixteenth of
+/// the bucket, and none below [`MIN_LEASE`]: where `decide` settles it).
+fn lease_size(batch: &[Waiter], last: &Lease) -> u32 {
     let costs: u32 = batch.iter().map(|w| w.cost).sum();
-    costs.saturating_mul(2)
+    let spent = last.tokens == 0 && last.granted > 0;
+    costs.saturating_mul(2).max(if spent { last.granted.saturating_mul(2) } else { 0 })
 }
 
 impl Inner {
@@ -323,7 +328,7 @@ impl Inner {
     async fn drive(self: Arc<Self>, tenant: TenantId) {
         let key = format!("tenantry:rl:{{{tenant}}}");
         loop {
-            let batch: Vec<Waiter> = {
+            let (batch, lease) = {
                 let mut queues = self.shard(&tenant).lock().unwrap_or_else(|e| e.into_inner());
                 let Some(state) = queues.get_mut(&tenant) else { return };
                 let now = Instant::now();
@@ -346,11 +351,11 @@ impl Inner {
                     break;
                 }
                 let take = waiting.len().min(MAX_BATCH);
-                let batch = waiting.drain(..take).collect();
+                let batch: Vec<Waiter> = waiting.drain(..take).collect();
                 state.queue = Some(waiting);
-                batch
+                let lease = lease_size(&batch, &state.lease);
+                (batch, lease)
             };
-            let lease = lease_size(&batch);
             let decided = self.decide(&key, &batch, lease).await;
             if let Ok((_, Some(lease))) = &decided {
                 let mut queues = self.shard(&tenant).lock().unwrap_or_else(|e| e.into_inner());
@@ -401,6 +406,7 @@ impl Inner {
                 let now = Instant::now();
                 let lease = (leased.first() == Some(&1)).then(|| Lease {
                     tokens: lease,
+                    granted: lease,
                     until: Some(now + LEASE_TTL),
                     requests_per_second: newest.requests_per_second,
                     bucket,
@@ -445,6 +451,7 @@ mod tests {
     fn lease(tokens: u32, now: Instant) -> Lease {
         Lease {
             tokens,
+            granted: tokens,
             until: Some(now + LEASE_TTL),
             requests_per_second: 100,
             bucket: 1_000,
@@ -484,9 +491,16 @@ mod tests {
     }
 
     #[test]
-    fn small_batches_and_small_buckets_lease_nothing() {
+    fn leases_follow_the_batch_or_double_when_spent() {
         let waiter = |cost| Waiter { cost, requests_per_second: 1, bucket: 1, reply: oneshot::channel().0 };
-        assert_eq!(lease_size(&[waiter(1), waiter(1), waiter(1)]), 6, "under MIN_LEASE: dropped in decide");
-        assert_eq!(lease_size(&[waiter(3), waiter(1)]), 8);
+        let none = Lease::default();
+        assert_eq!(lease_size(&[waiter(1), waiter(1), waiter(1)], &none), 6, "under MIN_LEASE: dropped in decide");
+        assert_eq!(lease_size(&[waiter(3), waiter(1)], &none), 8);
+        let now = Instant::now();
+        let mut spent = lease(40, now);
+        assert_eq!(lease_size(&[waiter(1)], &spent), 2, "a lease with tokens left asks nothing more");
+        while spent.spend(1, 100, 1_000, now).is_some() {}
+        assert_eq!(lease_size(&[waiter(1)], &spent), 80, "one spent to the last token: twice as much");
+        assert_eq!(lease_size(&[waiter(50)], &spent), 100);
     }
 }
