@@ -13,7 +13,10 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetail, StatusExt};
 
 use super::call::{METADATA_PREFIX, is_transport};
-use crate::error::{ApiError, http_status};
+use crate::{
+    error::{ApiError, http_status},
+    ratelimit::HEADER_NAMES,
+};
 
 /// The JSON body of an error.
 pub fn error_body(status: &Status) -> Value {
@@ -62,8 +65,8 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
             to.insert(name.clone(), value.clone());
             continue;
         }
-        if let Some((_, prefixed)) = PREFIXED.iter().find(|(n, _)| n == name) {
-            to.append(prefixed.clone(), value.clone());
+        if let Some(known) = HEADER_NAMES.iter().position(|n| n == name) {
+            to.append(PREFIXED[known].clone(), value.clone());
             continue;
         }
         let name = name.as_str();
@@ -76,21 +79,20 @@ pub fn copy_response_metadata(metadata: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Metadata passed on under its own name (the IETF rate-limit names last).
-static AS_IS: [HeaderName; 4] = [
-    HeaderName::from_static("x-request-id"),
-    header::RETRY_AFTER,
-    HeaderName::from_static("ratelimit"),
-    HeaderName::from_static("ratelimit-policy"),
-];
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-/// The metadata most answers carry, with their `Grpc-Metadata-*` names
-/// built once.
-static PREFIXED: [(HeaderName, HeaderName); 4] = [
-    (HeaderName::from_static("x-ratelimit-limit"), HeaderName::from_static("grpc-metadata-x-ratelimit-limit")),
-    (HeaderName::from_static("x-ratelimit-remaining"), HeaderName::from_static("grpc-metadata-x-ratelimit-remaining")),
-    (HeaderName::from_static("x-ratelimit-reset"), HeaderName::from_static("grpc-metadata-x-ratelimit-reset")),
-    (HeaderName::from_static("x-ratelimit-window"), HeaderName::from_static("grpc-metadata-x-ratelimit-window")),
+/// Metadata passed on under its own name.
+static AS_IS: [HeaderName; 4] =
+    [HeaderName::from_static("x-request-id"), header::RETRY_AFTER, RATELIMIT, RATELIMIT_POLICY];
+
+/// The `Grpc-Metadata-*` names of the stack's rate-limit metadata, in
+/// [`HEADER_NAMES`]' order, built once.
+static PREFIXED: [HeaderName; 4] = [
+    HeaderName::from_static("grpc-metadata-x-ratelimit-limit"),
+    HeaderName::from_static("grpc-metadata-x-ratelimit-remaining"),
+    HeaderName::from_static("grpc-metadata-x-ratelimit-reset"),
+    HeaderName::from_static("grpc-metadata-x-ratelimit-window"),
 ];
 
 /// `Retry-After` in seconds: the stack's `retry-after` metadata, else `RetryInfo`.
@@ -108,23 +110,22 @@ fn retry_headers(status: &Status, metadata: &HeaderMap, to: &mut HeaderMap) {
 /// carries the stack's rate-limit metadata.
 fn ratelimit_headers(metadata: &HeaderMap, to: &mut HeaderMap) {
     let text = |name: &HeaderName| metadata.get(name).and_then(|v| v.to_str().ok());
-    let [current_name, policy_name] = &AS_IS[2..] else { unreachable!("AS_IS ends with the IETF names") };
-    let [(limit, _), (remaining, _), (reset, _), (window, _)] = &PREFIXED;
-    let policy = text(policy_name).map(str::to_owned).or_else(|| {
+    let [limit, remaining, reset, window] = &HEADER_NAMES;
+    let policy = text(&RATELIMIT_POLICY).map(str::to_owned).or_else(|| {
         let limit = text(limit)?;
         Some(match text(window) {
             Some(window) => format!("\"default\";q={limit};w={window}"),
             None => format!("\"default\";q={limit}"),
         })
     });
-    let current = text(current_name).map(str::to_owned).or_else(|| {
+    let current = text(&RATELIMIT).map(str::to_owned).or_else(|| {
         let remaining = text(remaining).unwrap_or("0");
         let reset = text(reset)?;
         Some(format!("\"default\";r={remaining};t={reset}"))
     });
-    for (name, value) in [(policy_name, policy), (current_name, current)] {
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, current)] {
         if let Some(value) = value.and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()) {
-            to.insert(name.clone(), value);
+            to.insert(name, value);
         }
     }
 }

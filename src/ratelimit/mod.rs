@@ -79,8 +79,9 @@ pub struct RateHeaders {
 
 /// The rate-limit headers' names, in [`RateHeaders::values`]' order.
 const NAMES: [&str; 4] = ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-window"];
-/// The same names, made at compile time (no parsing per call).
-const HEADER_NAMES: [http::HeaderName; 4] = [
+/// The same names, made at compile time (no parsing per call): limit,
+/// remaining, reset, window.
+pub const HEADER_NAMES: [http::HeaderName; 4] = [
     http::HeaderName::from_static(NAMES[0]),
     http::HeaderName::from_static(NAMES[1]),
     http::HeaderName::from_static(NAMES[2]),

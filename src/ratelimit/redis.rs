@@ -22,9 +22,9 @@
 //! calls itself ([`RedisLimiter::leased`]), without a round trip, for up
 //! to 50 ms; what is not spent by then is dropped, never given back. Every
 //! admitted call still spent a token taken in Redis, so all nodes together
-//! never admit more than the bucket and its refill. Near the limit (less than half the bucket left)
-//! no lease is granted and every call is decided in Redis, in order, as
-//! above; buckets under 128 never lease. What leasing can cost: up to a
+//! never admit more than the bucket and its refill. Near the limit (less
+//! than half the bucket left) no lease is granted and every call is decided
+//! in Redis, in order, as above; buckets under 128 never lease. What leasing can cost: up to a
 //! sixteenth of the bucket per node, held for 50 ms at most and dropped if
 //! unspent (docs/limits-and-usage.md, "Leases").
 //!
@@ -157,7 +157,6 @@ struct Lease {
     /// What Redis had left right after granting it, and when the bucket is full again.
     remaining: u64,
     full_at: Option<Instant>,
-    interval: Duration,
 }
 
 impl Lease {
@@ -175,7 +174,7 @@ impl Lease {
                 // The tokens still leased are still this node's to give.
                 remaining: (self.remaining + u64::from(self.tokens)).min(u64::from(self.bucket)),
                 reset: self.full_at.map_or(Duration::ZERO, |full| full.saturating_duration_since(now)),
-                window_seconds: RateHeaders::window_seconds(self.interval, self.bucket),
+                window_seconds: RateHeaders::window_seconds(per_token(self.requests_per_second), self.bucket),
             },
             retry_after: Duration::ZERO,
         })
@@ -303,6 +302,12 @@ impl RedisLimiter {
     }
 }
 
+/// The time one token of a plan of `requests_per_second` takes to refill,
+/// in whole microseconds (as the script counts it).
+fn per_token(requests_per_second: u32) -> Duration {
+    Duration::from_micros((1_000_000 / u64::from(requests_per_second.max(1))).max(1))
+}
+
 /// Tokens to lease after `batch`: as many as two batches like it, so the
 /// calls that arrive while the next round trip is in flight need none; or,
 /// when the `last` lease was spent to the last token, twice that lease,
@@ -384,7 +389,7 @@ impl Inner {
             return Err(());
         }
         let newest = batch.last().expect("batches are never empty");
-        let interval_us = (1_000_000 / u64::from(newest.requests_per_second.max(1))).max(1);
+        let interval = per_token(newest.requests_per_second);
         let bucket = newest.bucket;
         let mut costs = String::with_capacity(batch.len() * 2);
         for waiter in batch {
@@ -395,7 +400,7 @@ impl Inner {
         }
         let lease = lease.min(bucket / 16);
         let lease = if lease >= MIN_LEASE { lease } else { 0 };
-        let args = vec![interval_us.to_string(), bucket.to_string(), costs, lease.to_string()];
+        let args = vec![interval.as_micros().to_string(), bucket.to_string(), costs, lease.to_string()];
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(&self.client, key, args);
         let expected = 4 * (batch.len() + usize::from(lease > 0));
@@ -412,7 +417,6 @@ impl Inner {
                     bucket,
                     remaining: leased[1].clamp(0, i64::from(bucket)) as u64,
                     full_at: Some(now + micros(leased[3])),
-                    interval: Duration::from_micros(interval_us),
                 });
                 let decisions = calls
                     .chunks_exact(4)
@@ -424,7 +428,7 @@ impl Inner {
                             // tells it: what is left does not fit this call.
                             remaining: if r[0] == 1 { r[1].clamp(0, i64::from(bucket)) as u64 } else { 0 },
                             reset: micros(r[3]),
-                            window_seconds: RateHeaders::window_seconds(Duration::from_micros(interval_us), bucket),
+                            window_seconds: RateHeaders::window_seconds(interval, bucket),
                         },
                         retry_after: micros(r[2]),
                     })
@@ -457,7 +461,6 @@ mod tests {
             bucket: 1_000,
             remaining: 600,
             full_at: Some(now + Duration::from_secs(4)),
-            interval: Duration::from_millis(10),
         }
     }
 
