@@ -14,7 +14,13 @@
 # the server writes its access log, RUST_LOG=info, and each run prints the
 # server-side latency of its calls by code, first byte in to status out, from
 # the log's latency_ms: how fast refusals are; the log costs the server CPU, so
-# goodput is lower than without it).
+# goodput is lower than without it), BASELINE ("4x4": CLIENTS x STREAMS of a
+# run below saturation before the floods, "" for none; docs/reliability.md
+# compares floods with it).
+#
+# Every run also prints the CPU each party used per OK call: the server,
+# PostgreSQL (all its processes) and h2load, in milliseconds of CPU per
+# second of the run (1000 = one core) and in microseconds per OK call.
 set -euo pipefail
 
 BIN=${BIN:-target/release/tenantry}
@@ -57,20 +63,45 @@ codes() {
         sed -E 's/.*code="([A-Z_]+)"} ([0-9.e+]+)/\1 \2/'
 }
 
-for run in $(seq "$RUNS"); do
+# CPU ticks (utime + stime) of the server and of every PostgreSQL process.
+ticks() { awk '{ t += $14 + $15 } END { print t + 0 }' "$@" 2>/dev/null || true; }
+cpu_ticks() { echo "$(ticks "/proc/$SERVER/stat") $(ticks $(pgrep -x postgres | sed 's|.*|/proc/&/stat|'))"; }
+
+# One h2load run of $1 clients x $2 streams for $3 seconds, reported as "$4".
+load() {
+    local clients=$1 streams=$2 secs=$3 name=$4 before after
     codes >"$WORK/before"
     logged=$(wc -l <"$WORK/server.log")
     rm -f "$WORK/requests"
-    h2load -c "$CLIENTS" -m "$STREAMS" -D "$SECONDS_PER_RUN" -d "$WORK/empty" --log-file="$WORK/requests" \
+    before=$(cpu_ticks)
+    /usr/bin/time -f '%U %S' -o "$WORK/h2load.time" \
+        h2load -c "$clients" -m "$streams" -D "$secs" -d "$WORK/empty" --log-file="$WORK/requests" \
         -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $KEY" \
         "http://$GRPC/tenantry.v1.TenantService/ListTenants" >"$WORK/h2load" 2>&1 || true
+    after=$(cpu_ticks)
     codes >"$WORK/after"
-    echo "run $run: $(grep -E '^requests:' "$WORK/h2load")"
-    awk -v secs="$SECONDS_PER_RUN" '
+    echo "$name ($clients x $streams, $secs s): $(grep -E '^requests:' "$WORK/h2load")"
+    awk -v secs="$secs" -v cpu="$before $after $(cat "$WORK/h2load.time")" '
         FILENAME == ARGV[1] { before[$1] = $2; next }
         { n = $2 - before[$1]; printf "  %s %d\n", $1, n; if ($1 == "OK") ok = n }
-        END { printf "  goodput %.0f OK/s\n", ok / secs }' "$WORK/before" "$WORK/after"
+        END {
+            split(cpu, c, " ")
+            server = (c[3] - c[1]) * 10; pg = (c[4] - c[2]) * 10; client = (c[5] + c[6]) * 1000
+            printf "  goodput %.0f OK/s\n", ok / secs
+            printf "  CPU ms/s: server %.0f, PostgreSQL %.0f, h2load %.0f", server / secs, pg / secs, client / secs
+            if (ok) printf "; per OK call: server %.0f us, PostgreSQL %.0f us", server * 1000 / ok, pg * 1000 / ok
+            printf "\n"
+        }' "$WORK/before" "$WORK/after"
     sort -n -k3 "$WORK/requests" | awk '{ d[NR] = $3 } END { if (NR) printf "  p50 %.1f ms, p99 %.1f ms over %d responses\n", d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR }'
+}
+
+if [[ -n "${BASELINE-4x4}" ]]; then
+    IFS=x read -r base_clients base_streams <<<"${BASELINE-4x4}"
+    load "$base_clients" "$base_streams" 10 "below saturation"
+    sleep 5
+fi
+for run in $(seq "$RUNS"); do
+    load "$CLIENTS" "$STREAMS" "$SECONDS_PER_RUN" "flood $run"
     if [[ ${ACCESS_LOG:-0} == 1 ]]; then
         tail -n +$((logged + 1)) "$WORK/server.log" | python3 -c '
 import collections, json, sys
