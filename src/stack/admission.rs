@@ -19,8 +19,14 @@
 //! where calls stop queueing for connections, whatever the pool, the
 //! database or the machine.
 //!
-//! **Who waits.** A gated call over the limit is shed at once (UNAVAILABLE
-//! with RetryInfo): a queue only adds latency. The RetryInfo delay is a
+//! **Who waits.** A gated call over the limit waits at most [`ADMIT_WAIT`]
+//! (and never past its deadline) in a queue no longer than what the last
+//! window served in that time; a call ending hands its slot straight to the
+//! first in it. A call that finds the queue full, or whose wait runs out,
+//! is shed (UNAVAILABLE with RetryInfo). So a burst a little larger than
+//! the limit (a connection's worth of streams read at once) is served a few
+//! milliseconds later instead of refused, and excess is still refused
+//! within [`ADMIT_WAIT`]. The RetryInfo delay is a
 //! control loop on the refusals themselves: every window it moves in
 //! proportion to how far calls shed per call served is from
 //! [`SHED_TARGET`] (at most ×4 up or ×0.9 down a window, within [`SHED_RETRY_AFTER`]
@@ -46,7 +52,7 @@
 //! Clients that honour RetryInfo are kept by the pushback near
 //! [`SHED_TARGET`], half the budget, so they are not held. Held connections
 //! queue, and when slots go idle (fewer than the limit in flight, no call
-//! shed lately) a call ending releases the one held longest early, at most
+//! waiting, none shed lately) a call ending releases the one held longest early, at most
 //! one every [`RELEASE_SPACING`]: holds bound the refusals, and the released
 //! connections' calls keep the slots full.
 //!
@@ -70,6 +76,7 @@ use std::{
 };
 
 use http::Request;
+use tokio::sync::oneshot;
 use tonic::body::Body;
 
 use super::guard::{Guard, Handled, context};
@@ -113,6 +120,8 @@ const RELEASE_SPACING: Duration = Duration::from_millis(2);
 /// Most held connections queued for an early release; past it the oldest
 /// is released.
 const MAX_HELD: usize = 10_000;
+/// The longest a call over the limit waits for a slot before it is shed.
+const ADMIT_WAIT: Duration = Duration::from_millis(6);
 
 /// The limit's bounds and starting point.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +172,11 @@ struct Limit {
     /// released early (nanoseconds since `epoch`).
     held: Mutex<VecDeque<Pace>>,
     last_release_ns: AtomicU64,
+    /// Calls waiting for a slot, first come first served, and how many may
+    /// (what the last window served in [`ADMIT_WAIT`]).
+    waiting: Mutex<VecDeque<oneshot::Sender<()>>>,
+    waiters: AtomicUsize,
+    max_waiting: AtomicUsize,
     /// When a call was last shed (nanoseconds since `epoch`).
     last_shed_ns: AtomicU64,
     /// Milliseconds since `epoch` of the last call let through while PostgreSQL is down.
@@ -210,6 +224,16 @@ impl TenantCounts {
     fn shard(&self, tenant: &Option<TenantId>) -> std::sync::MutexGuard<'_, HashMap<Option<TenantId>, usize>> {
         let index = self.hasher.hash_one(tenant) as usize % SHARDS;
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more call of `tenant`, admitted already.
+    fn add(&self, tenant: &Option<TenantId>) {
+        let mut shard = self.shard(tenant);
+        let own = shard.entry(tenant.clone()).or_default();
+        if *own == 0 {
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+        *own += 1;
     }
 
     /// Counts one more call of `tenant` if `admit` (given its calls in
@@ -293,7 +317,11 @@ impl Guard for Admission {
             return Err(self.shed(&context.method, ShedReason::DbDown));
         }
         let tenant = context.tenant_if_any().map(|t| t.id.clone());
-        match limit.enter(&tenant) {
+        let entered = match limit.enter(&tenant) {
+            Err(ShedReason::Concurrency) => limit.wait(&tenant, context.deadline).await,
+            entered => entered,
+        };
+        match entered {
             Ok(()) => {
                 let gated = Some(Gated { limit: limit.clone(), tenant });
                 Ok(Admitted { method: method.cloned(), gated })
@@ -327,9 +355,11 @@ impl Guard for Admission {
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.limit.tenants.leave(&self.tenant);
-        self.limit.release_if_idle();
+        if !self.limit.hand_over() {
+            self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.limit.release_if_idle();
+        }
     }
 }
 
@@ -342,6 +372,9 @@ impl Limit {
             in_flight: AtomicUsize::new(0),
             held: Mutex::default(),
             last_release_ns: AtomicU64::new(0),
+            waiting: Mutex::default(),
+            waiters: AtomicUsize::new(0),
+            max_waiting: AtomicUsize::new(bounds.initial),
             last_shed_ns: AtomicU64::new(0),
             last_probe: AtomicU64::new(NEVER),
             shed: AtomicUsize::new(0),
@@ -392,6 +425,57 @@ impl Limit {
         })
     }
 
+    /// Waits for a slot a call ending hands over, until `deadline` or
+    /// [`ADMIT_WAIT`], whichever is sooner; refused at once when the queue
+    /// is full. The slot comes counted in `in_flight`.
+    async fn wait(&self, tenant: &Option<TenantId>, deadline: Instant) -> Result<(), ShedReason> {
+        let until = deadline.min(Instant::now() + ADMIT_WAIT);
+        let (sender, mut receiver) = oneshot::channel();
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.len() >= self.max_waiting.load(Ordering::Relaxed) {
+                return Err(ShedReason::Concurrency);
+            }
+            waiting.push_back(sender);
+            self.waiters.fetch_add(1, Ordering::AcqRel);
+        }
+        let handed = match tokio::time::timeout_at(until.into(), &mut receiver).await {
+            Ok(result) => result.is_ok(),
+            // A slot handed over as the wait ran out is still this call's.
+            Err(_elapsed) => {
+                receiver.close();
+                receiver.try_recv().is_ok()
+            }
+        };
+        if handed {
+            self.tenants.add(tenant);
+            return Ok(());
+        }
+        // A slot freed with no call ending to hand it over (the limit grew,
+        // or the last call ended before this one queued) is taken now.
+        self.enter(tenant)
+    }
+
+    /// Hands the slot of a call ending to the first call still waiting,
+    /// unless the limit has shrunk below the calls in flight; says whether
+    /// it did (the slot then stays counted in `in_flight`).
+    fn hand_over(&self) -> bool {
+        if self.waiters.load(Ordering::Acquire) == 0
+            || self.in_flight.load(Ordering::Acquire) > self.limit.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(waiter) = waiting.pop_front() {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            // Fails only for a call whose wait ran out.
+            if waiter.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Queues a connection just held, for [`Limit::release_if_idle`].
     fn queue_held(&self, pace: &Pace) {
         if !pace.enqueue() {
@@ -415,7 +499,7 @@ impl Limit {
     /// release anything before the holds run out.
     fn release_if_idle(&self) {
         let in_flight = self.in_flight.load(Ordering::Acquire);
-        if in_flight >= self.limit.load(Ordering::Relaxed) {
+        if in_flight >= self.limit.load(Ordering::Relaxed) || self.waiters.load(Ordering::Acquire) > 0 {
             return;
         }
         let now = self.epoch.elapsed().as_nanos() as u64;
@@ -516,6 +600,9 @@ impl Limit {
         let served_per_second = f64::from(samples) / (now.saturating_sub(started).max(1) as f64 / 1000.0);
         let refusals_per_second = (HOLD_BUDGET * served_per_second).max(MIN_REFUSAL_RATE);
         self.refusal_cost_ns.store((1e9 / refusals_per_second) as u64, Ordering::Relaxed);
+        // A queue no longer than what is served while a call may wait.
+        let max_waiting = (served_per_second * ADMIT_WAIT.as_secs_f64()) as usize;
+        self.max_waiting.store(max_waiting.clamp(1, self.bounds.max), Ordering::Relaxed);
         // Up fast, down slowly: the clients told to wait are still out
         // there, and come back only after the delay they were given.
         let factor = (ratio / SHED_TARGET).clamp(0.9, 4.0);

@@ -11,8 +11,7 @@
 //! calls during one tenant's flood succeed at least 95 % of the time, a
 //! call answered from memory (WhoAmI) keeps succeeding while database-bound
 //! calls are shed, and the flood's goodput, over all its slices, stays at
-//! 80 % of the baseline's or more (issue 13 asks for 90 %: see the note at
-//! the assertion).
+//! 90 % of the baseline's or more (issue 13).
 //!
 //! The clients behave as the SDKs do (`tenantry::client::retry`): a refused
 //! call is retried after the RetryInfo delay the server sent, plus jitter.
@@ -159,19 +158,16 @@ async fn a_flood_is_shed_cleanly_and_leaves_another_tenant_its_share() {
         "the flood was shed"
     );
     // Goodput under the flood against the baseline, over all the slices of
-    // each (they alternate, so both saw the same machine on average). Issue
-    // 13 asks for 90 %. Run alone on 2026-12-02, 14 runs gave 94 % to 131 %
-    // and two more came to about 90 % (docs/reliability.md): the 90 % holds
-    // only just at the low end, so this holds the flood to 80 %, which still
-    // fails on a collapse (before the pushback control loop, release floods
-    // fell to 1 %), and prints where each run lands. Single rounds (a
-    // baseline slice and the flood slice after it) move far more: 73 % to
-    // 151 %.
+    // each (they alternate, so both saw the same machine on average), held
+    // to issue 13's 90 %. Since calls over the limit wait for a slot handed
+    // over in order (2026-12-03), runs alone came to 93–99 %, single rounds
+    // 90–101 % (before: 94–131 % and rounds 73–151 %, so this asserted
+    // 80 %; docs/reliability.md).
     let ratio = goodput / best_goodput.max(1.0);
     ratios.sort_by(f64::total_cmp);
     let percents: Vec<String> = ratios.iter().map(|r| format!("{:.0} %", 100.0 * r)).collect();
     eprintln!("goodput under the flood: {:.0} % of the baseline (target 90 %); per round {percents:?}", 100.0 * ratio);
-    assert!(ratio >= 0.8, "goodput under the flood fell to {:.0} % (rounds {percents:?})", 100.0 * ratio);
+    assert!(ratio >= 0.9, "goodput under the flood fell to {:.0} % (rounds {percents:?})", 100.0 * ratio);
 
     let (flood, mut quiet, from_memory) = tokio::join!(
         run(&app.channel, &flooder, flood_clients, FLOOD, Duration::ZERO),
