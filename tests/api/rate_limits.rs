@@ -294,6 +294,33 @@ async fn redis_limiter() -> tenantry::ratelimit::RedisLimiter {
     tenantry::ratelimit::RedisLimiter::new(client)
 }
 
+/// Makes `calls` concurrent one-token calls of `tenant` on `limiter`, each
+/// spent from a lease when the node holds one, as the stack does; returns
+/// how many were admitted.
+async fn admitted_of(
+    limiter: &tenantry::ratelimit::RedisLimiter,
+    tenant: &tenantry::tenancy::TenantId,
+    limits: &tenantry::ratelimit::Limits,
+    calls: usize,
+) -> usize {
+    let handles: Vec<_> = (0..calls)
+        .map(|_| {
+            let (limiter, tenant, limits) = (limiter.clone(), tenant.clone(), limits.clone());
+            tokio::spawn(async move {
+                match limiter.leased(&tenant, &limits, 1) {
+                    Some(decision) => decision.allowed,
+                    None => limiter.check(&tenant, &limits, 1).await.expect("Redis answers").allowed,
+                }
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for handle in handles {
+        admitted += usize::from(handle.await.unwrap());
+    }
+    admitted
+}
+
 /// Concurrent calls of one tenant share round trips but are decided one by
 /// one in Redis: a bucket of 50 admits exactly 50 of 400 simultaneous calls,
 /// each told how many remain, and a refused call takes no tokens.
@@ -353,30 +380,10 @@ async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
         burst,
         monthly_request_quota: 0,
     };
-    let flood = |tenant: &tenantry::tenancy::TenantId, limits: &tenantry::ratelimit::Limits, calls: usize| {
-        let handles: Vec<_> = (0..calls)
-            .map(|_| {
-                let (limiter, tenant, limits) = (limiter.clone(), tenant.clone(), limits.clone());
-                tokio::spawn(async move {
-                    match limiter.leased(&tenant, &limits, 1) {
-                        Some(decision) => decision,
-                        None => limiter.check(&tenant, &limits, 1).await.expect("Redis answers"),
-                    }
-                })
-            })
-            .collect();
-        async move {
-            let mut admitted = 0;
-            for handle in handles {
-                admitted += usize::from(handle.await.unwrap().allowed);
-            }
-            admitted
-        }
-    };
     // Room for every call: all admitted, some from leases.
     let roomy = tenantry::tenancy::TenantId::generate();
     let started = Instant::now();
-    assert_eq!(flood(&roomy, &limits(3_200), 2_000).await, 2_000);
+    assert_eq!(admitted_of(&limiter, &roomy, &limits(3_200), 2_000).await, 2_000);
     assert!(limiter.leased_decisions() > 0, "no call was decided from a lease");
     let (round_trips, leased) = (limiter.round_trips(), limiter.leased_decisions());
     assert!(round_trips < 2_000 && leased < 2_000, "{round_trips} round trips, {leased} leased");
@@ -384,9 +391,45 @@ async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
     // Twice the bucket: no more than the bucket (and its refill) admitted,
     // and at most one lease's worth (a sixteenth) left unspent.
     let busy = tenantry::tenancy::TenantId::generate();
-    let admitted = flood(&busy, &limits(1_600), 3_200).await;
+    let admitted = admitted_of(&limiter, &busy, &limits(1_600), 3_200).await;
     let refills = started.elapsed().as_secs() as usize + 1;
     assert!((1_500..=1_600 + refills).contains(&admitted), "{admitted} admitted of a bucket of 1,600");
+}
+
+/// Two nodes share a tenant's Redis bucket. Tokens one node holds leased
+/// (at most a sixteenth of the bucket) never refuse a burst on the other
+/// that the rest of the bucket has room for, and together the two never
+/// admit more than the bucket and its refill (docs/limits-and-usage.md,
+/// "Leases").
+#[tokio::test]
+async fn a_lease_on_one_node_leaves_the_rest_of_the_bucket_to_the_others() {
+    let (first, second) = (redis_limiter().await, redis_limiter().await);
+    let tenant = tenantry::tenancy::TenantId::generate();
+    let limits = tenantry::ratelimit::Limits {
+        plan_id: "shared".into(),
+        requests_per_second: 1,
+        burst: 1_600,
+        monthly_request_quota: 0,
+    };
+    let started = Instant::now();
+    assert_eq!(admitted_of(&first, &tenant, &limits, 800).await, 800, "the first node's calls fit the bucket");
+    assert!(first.leased_decisions() > 0, "the first node decided calls from leases");
+    // 800 spent, at most 100 leased and unspent on the first node: the
+    // second node gets every one of the 700 left.
+    assert_eq!(
+        admitted_of(&second, &tenant, &limits, 700).await,
+        700,
+        "a lease elsewhere refused calls the bucket had room for"
+    );
+    // Both nodes now flood what is left: the bucket holds at most its
+    // refill and the first node's unspent lease.
+    let (more_first, more_second) =
+        tokio::join!(admitted_of(&first, &tenant, &limits, 500), admitted_of(&second, &tenant, &limits, 500));
+    let refills = started.elapsed().as_secs() as usize + 1;
+    let total = 800 + 700 + more_first + more_second;
+    assert!(total <= 1_600 + refills, "{total} admitted by two nodes sharing a bucket of 1,600");
+    // What leases can waste: one unspent lease per node.
+    assert!(total >= 1_600 - 2 * 100, "{total} admitted: more than two leases' worth of the bucket went unspent");
 }
 
 /// A Redis URL alone selects the Redis engine; `local` must be asked for.
