@@ -356,9 +356,23 @@ impl Guard for Admission {
 impl Drop for Gated {
     fn drop(&mut self) {
         self.limit.tenants.leave(&self.tenant);
-        if !self.limit.hand_over() {
-            self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.limit.release_if_idle();
+        self.limit.free_slot();
+    }
+}
+
+/// A call's place in the queue for a slot. A call that goes away (its
+/// client cancelled, its deadline passed) after a slot was handed to it,
+/// before it ran, passes the slot on instead of leaking it.
+struct Waiting<'a> {
+    limit: &'a Limit,
+    receiver: oneshot::Receiver<()>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.receiver.close();
+        if self.receiver.try_recv().is_ok() {
+            self.limit.free_slot();
         }
     }
 }
@@ -430,7 +444,7 @@ impl Limit {
     /// is full. The slot comes counted in `in_flight`.
     async fn wait(&self, tenant: &Option<TenantId>, deadline: Instant) -> Result<(), ShedReason> {
         let until = deadline.min(Instant::now() + ADMIT_WAIT);
-        let (sender, mut receiver) = oneshot::channel();
+        let (sender, receiver) = oneshot::channel();
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             if waiting.len() >= self.max_waiting.load(Ordering::Relaxed) {
@@ -439,14 +453,16 @@ impl Limit {
             waiting.push_back(sender);
             self.waiters.fetch_add(1, Ordering::AcqRel);
         }
-        let handed = match tokio::time::timeout_at(until.into(), &mut receiver).await {
+        let mut waiting = Waiting { limit: self, receiver };
+        let handed = match tokio::time::timeout_at(until.into(), &mut waiting.receiver).await {
             Ok(result) => result.is_ok(),
             // A slot handed over as the wait ran out is still this call's.
             Err(_elapsed) => {
-                receiver.close();
-                receiver.try_recv().is_ok()
+                waiting.receiver.close();
+                waiting.receiver.try_recv().is_ok()
             }
         };
+        drop(waiting);
         if handed {
             self.tenants.add(tenant);
             return Ok(());
@@ -454,6 +470,15 @@ impl Limit {
         // A slot freed with no call ending to hand it over (the limit grew,
         // or the last call ended before this one queued) is taken now.
         self.enter(tenant)
+    }
+
+    /// Frees the slot of a call that ended: to the first call waiting, or
+    /// back to the limit (and then perhaps to a held connection).
+    fn free_slot(&self) {
+        if !self.hand_over() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.release_if_idle();
+        }
     }
 
     /// Hands the slot of a call ending to the first call still waiting,
@@ -751,6 +776,39 @@ mod tests {
         drop(Gated { limit: limit.clone(), tenant: None });
         assert!(!second.release(), "the last call in flight ended: released at once");
         assert!(first.release(), "the other still held");
+    }
+
+    #[tokio::test]
+    async fn a_call_over_the_limit_waits_for_a_slot_handed_over_and_no_longer() {
+        let limit = Arc::new(Limit::new(LimitBounds { min: 1, initial: 1, max: 1 }));
+        let platform: Option<TenantId> = None;
+        let far = Instant::now() + Duration::from_secs(30);
+        assert!(limit.enter(&platform).is_ok());
+        let mut waiter = Box::pin(limit.wait(&platform, far));
+        assert!(tokio::time::timeout(Duration::from_millis(1), waiter.as_mut()).await.is_err(), "it waits");
+        drop(Gated { limit: limit.clone(), tenant: None });
+        assert_eq!(waiter.await, Ok(()), "the slot of the call that ended");
+        assert_eq!(limit.in_flight.load(Ordering::Acquire), 1, "handed over, not freed and taken again");
+        // Nothing ends now: the wait runs out and the call is shed.
+        let started = Instant::now();
+        assert_eq!(limit.wait(&platform, far).await, Err(ShedReason::Concurrency));
+        assert!(started.elapsed() >= ADMIT_WAIT, "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(1), "not until the deadline: {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_slot_handed_to_a_call_that_went_away_is_passed_on() {
+        let limit = Arc::new(Limit::new(LimitBounds { min: 1, initial: 1, max: 1 }));
+        let platform: Option<TenantId> = None;
+        let far = Instant::now() + Duration::from_secs(30);
+        assert!(limit.enter(&platform).is_ok());
+        let mut gone = Box::pin(limit.wait(&platform, far));
+        assert!(tokio::time::timeout(Duration::from_millis(1), gone.as_mut()).await.is_err());
+        drop(Gated { limit: limit.clone(), tenant: None });
+        assert_eq!(limit.in_flight.load(Ordering::Acquire), 1, "the slot went to the waiting call");
+        drop(gone); // cancelled before it ran
+        assert_eq!(limit.in_flight.load(Ordering::Acquire), 0, "and came back: no slot leaks");
+        assert!(limit.enter(&platform).is_ok(), "the next call takes it");
     }
 
     #[test]
