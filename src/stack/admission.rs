@@ -52,9 +52,9 @@
 //! Clients that honour RetryInfo are kept by the pushback near
 //! [`SHED_TARGET`], half the budget, so they are not held. Held connections
 //! queue, and when slots go idle (fewer than the limit in flight, no call
-//! waiting, none shed lately) a call ending releases the one held longest early, at most
-//! one every [`RELEASE_SPACING`]: holds bound the refusals, and the released
-//! connections' calls keep the slots full.
+//! waiting, none shed lately) a call ending releases the one held longest
+//! early, at most one every [`RELEASE_SPACING`]: holds bound the refusals,
+//! and the released connections' calls keep the slots full.
 //!
 //! **PostgreSQL down.** While the health probe reports it down, gated calls
 //! are refused at once, except one call every [`PROBE_EVERY`] that tries it,
