@@ -778,12 +778,17 @@ mod tests {
         assert!(first.release(), "the other still held");
     }
 
+    /// A limit of one slot, taken by a platform call, and a deadline far off.
+    fn one_slot_taken() -> (Arc<Limit>, Instant) {
+        let limit = Arc::new(Limit::new(LimitBounds { min: 1, initial: 1, max: 1 }));
+        assert!(limit.enter(&None).is_ok());
+        (limit, Instant::now() + Duration::from_secs(30))
+    }
+
     #[tokio::test]
     async fn a_call_over_the_limit_waits_for_a_slot_handed_over_and_no_longer() {
-        let limit = Arc::new(Limit::new(LimitBounds { min: 1, initial: 1, max: 1 }));
+        let (limit, far) = one_slot_taken();
         let platform: Option<TenantId> = None;
-        let far = Instant::now() + Duration::from_secs(30);
-        assert!(limit.enter(&platform).is_ok());
         let mut waiter = Box::pin(limit.wait(&platform, far));
         assert!(tokio::time::timeout(Duration::from_millis(1), waiter.as_mut()).await.is_err(), "it waits");
         drop(Gated { limit: limit.clone(), tenant: None });
@@ -798,10 +803,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_handed_to_a_call_that_went_away_is_passed_on() {
-        let limit = Arc::new(Limit::new(LimitBounds { min: 1, initial: 1, max: 1 }));
+        let (limit, far) = one_slot_taken();
         let platform: Option<TenantId> = None;
-        let far = Instant::now() + Duration::from_secs(30);
-        assert!(limit.enter(&platform).is_ok());
         let mut gone = Box::pin(limit.wait(&platform, far));
         assert!(tokio::time::timeout(Duration::from_millis(1), gone.as_mut()).await.is_err());
         drop(Gated { limit: limit.clone(), tenant: None });
