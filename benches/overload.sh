@@ -8,6 +8,9 @@
 #   cargo build --release
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres benches/overload.sh
 #
+# Needs h2load (Debian: nghttp2-client), GNU time at /usr/bin/time (Debian:
+# time), psql, curl and pgrep.
+#
 # Settings: BIN (target/release/tenantry), RUNS (3), SECONDS_PER_RUN (15),
 # CLIENTS (200), STREAMS (100: streams per client), IDLE_SECONDS (30: the quiet
 # after each run, then RSS is read again), GRPC_PORT, HTTP_PORT, ACCESS_LOG (1:
@@ -63,7 +66,7 @@ codes() {
         sed -E 's/.*code="([A-Z_]+)"} ([0-9.e+]+)/\1 \2/'
 }
 
-# CPU ticks (utime + stime) of the server and of every PostgreSQL process.
+# CPU ticks (utime + stime, CLK_TCK a second) of the server and of every PostgreSQL process.
 ticks() { awk '{ t += $14 + $15 } END { print t + 0 }' "$@" 2>/dev/null || true; }
 cpu_ticks() { echo "$(ticks "/proc/$SERVER/stat") $(ticks $(pgrep -x postgres | sed 's|.*|/proc/&/stat|'))"; }
 
@@ -81,12 +84,12 @@ load() {
     after=$(cpu_ticks)
     codes >"$WORK/after"
     echo "$name ($clients x $streams, $secs s): $(grep -E '^requests:' "$WORK/h2load")"
-    awk -v secs="$secs" -v cpu="$before $after $(cat "$WORK/h2load.time")" '
+    awk -v secs="$secs" -v hz="$(getconf CLK_TCK)" -v cpu="$before $after $(cat "$WORK/h2load.time")" '
         FILENAME == ARGV[1] { before[$1] = $2; next }
         { n = $2 - before[$1]; printf "  %s %d\n", $1, n; if ($1 == "OK") ok = n }
         END {
             split(cpu, c, " ")
-            server = (c[3] - c[1]) * 10; pg = (c[4] - c[2]) * 10; client = (c[5] + c[6]) * 1000
+            server = (c[3] - c[1]) * 1000 / hz; pg = (c[4] - c[2]) * 1000 / hz; client = (c[5] + c[6]) * 1000
             printf "  goodput %.0f OK/s\n", ok / secs
             printf "  CPU ms/s: server %.0f, PostgreSQL %.0f, h2load %.0f", server / secs, pg / secs, client / secs
             if (ok) printf "; per OK call: server %.0f us, PostgreSQL %.0f us", server * 1000 / ok, pg * 1000 / ok
