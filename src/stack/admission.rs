@@ -172,8 +172,9 @@ struct Limit {
     /// released early (nanoseconds since `epoch`).
     held: Mutex<VecDeque<Pace>>,
     last_release_ns: AtomicU64,
-    /// Calls waiting for a slot, first come first served, and how many may
-    /// (what the last window served in [`ADMIT_WAIT`]).
+    /// Calls waiting for a slot, first come first served; their count,
+    /// readable without the lock by every call that ends; and how many may
+    /// wait (what the last window served in [`ADMIT_WAIT`]).
     waiting: Mutex<VecDeque<oneshot::Sender<()>>>,
     waiters: AtomicUsize,
     max_waiting: AtomicUsize,
@@ -444,15 +445,16 @@ impl Limit {
     /// is full. The slot comes counted in `in_flight`.
     async fn wait(&self, tenant: &Option<TenantId>, deadline: Instant) -> Result<(), ShedReason> {
         let until = deadline.min(Instant::now() + ADMIT_WAIT);
-        let (sender, receiver) = oneshot::channel();
-        {
+        let receiver = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             if waiting.len() >= self.max_waiting.load(Ordering::Relaxed) {
                 return Err(ShedReason::Concurrency);
             }
+            let (sender, receiver) = oneshot::channel();
             waiting.push_back(sender);
             self.waiters.fetch_add(1, Ordering::AcqRel);
-        }
+            receiver
+        };
         let mut waiting = Waiting { limit: self, receiver };
         let handed = match tokio::time::timeout_at(until.into(), &mut waiting.receiver).await {
             Ok(result) => result.is_ok(),

@@ -294,6 +294,12 @@ async fn redis_limiter() -> tenantry::ratelimit::RedisLimiter {
     tenantry::ratelimit::RedisLimiter::new(client)
 }
 
+/// A plan of `burst` tokens refilled at one a second (the slowest refill a
+/// plan has), so a test's few seconds add almost nothing to its bucket.
+fn slow_plan(burst: u32) -> tenantry::ratelimit::Limits {
+    tenantry::ratelimit::Limits { plan_id: "slow".into(), requests_per_second: 1, burst, monthly_request_quota: 0 }
+}
+
 /// Makes `calls` concurrent one-token calls of `tenant` on `limiter`, each
 /// spent from a lease when the node holds one, as the stack does; returns
 /// how many were admitted.
@@ -330,12 +336,7 @@ async fn coalesced_redis_decisions_are_exact() {
     let tenant = tenantry::tenancy::TenantId::generate();
     // One token a second (the slowest refill a plan has): a second must pass
     // before a 51st call could be admitted.
-    let limits = tenantry::ratelimit::Limits {
-        plan_id: "exact".into(),
-        requests_per_second: 1,
-        burst: 50,
-        monthly_request_quota: 0,
-    };
+    let limits = slow_plan(50);
     let started = Instant::now();
     let calls: Vec<_> = (0..400)
         .map(|_| {
@@ -374,16 +375,10 @@ async fn coalesced_redis_decisions_are_exact() {
 #[tokio::test]
 async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
     let limiter = redis_limiter().await;
-    let limits = |burst| tenantry::ratelimit::Limits {
-        plan_id: "lease".into(),
-        requests_per_second: 1,
-        burst,
-        monthly_request_quota: 0,
-    };
     // Room for every call: all admitted, some from leases.
     let roomy = tenantry::tenancy::TenantId::generate();
     let started = Instant::now();
-    assert_eq!(admitted_of(&limiter, &roomy, &limits(3_200), 2_000).await, 2_000);
+    assert_eq!(admitted_of(&limiter, &roomy, &slow_plan(3_200), 2_000).await, 2_000);
     assert!(limiter.leased_decisions() > 0, "no call was decided from a lease");
     let (round_trips, leased) = (limiter.round_trips(), limiter.leased_decisions());
     assert!(round_trips < 2_000 && leased < 2_000, "{round_trips} round trips, {leased} leased");
@@ -391,7 +386,7 @@ async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
     // Twice the bucket: no more than the bucket (and its refill) admitted,
     // and at most one lease's worth (a sixteenth) left unspent.
     let busy = tenantry::tenancy::TenantId::generate();
-    let admitted = admitted_of(&limiter, &busy, &limits(1_600), 3_200).await;
+    let admitted = admitted_of(&limiter, &busy, &slow_plan(1_600), 3_200).await;
     let refills = started.elapsed().as_secs() as usize + 1;
     assert!((1_500..=1_600 + refills).contains(&admitted), "{admitted} admitted of a bucket of 1,600");
 }
@@ -405,12 +400,7 @@ async fn leased_redis_decisions_never_admit_more_than_the_bucket() {
 async fn a_lease_on_one_node_leaves_the_rest_of_the_bucket_to_the_others() {
     let (first, second) = (redis_limiter().await, redis_limiter().await);
     let tenant = tenantry::tenancy::TenantId::generate();
-    let limits = tenantry::ratelimit::Limits {
-        plan_id: "shared".into(),
-        requests_per_second: 1,
-        burst: 1_600,
-        monthly_request_quota: 0,
-    };
+    let limits = slow_plan(1_600);
     let started = Instant::now();
     assert_eq!(admitted_of(&first, &tenant, &limits, 800).await, 800, "the first node's calls fit the bucket");
     assert!(first.leased_decisions() > 0, "the first node decided calls from leases");
