@@ -30,9 +30,12 @@
 # BUILD (1: cargo build --release first; 0 to use what is built), BIN and
 # BARE_BIN (the binaries), BIN_B (a second tenantry binary, measured as
 # variant `alt` next to jwt, `altredis` next to redis and `altrest` next to
-# rest: an A/B of a change in one run), PERF_OUT
+# rest: an A/B of a change in one run), LOG_B (RUST_LOG of BIN_B's servers
+# only: BIN_B=$BIN LOG_B=warn measures what the access log and the call spans
+# cost, in one run), PERF_OUT
 # (a file: `perf record` (flat) the server of PERF_VARIANT, default jwt, while
-# it is measured; read it with `perf report -i FILE`), SYSCALLS (1: count each
+# it is measured; read it with `perf report -i FILE`; PERF_ARGS adds to perf's
+# arguments, e.g. "--call-graph dwarf,16384" for call chains), SYSCALLS (1: count each
 # gRPC variant's server system calls and context switches per call with
 # `perf stat`, REST's too; exact counts, unlike the timings, so a change to how the server
 # reads and writes shows at once; needs perf's syscall tracepoints).
@@ -88,7 +91,7 @@ start_full() { # name [bin] [env...]
     if [[ ${1:-} == --bin ]]; then bin=$2; shift 2; fi
     grpc=127.0.0.1:$(free_port)
     http=127.0.0.1:$(free_port)
-    env "$@" DATABASE_URL="$URL" ${LOG:+RUST_LOG=$LOG} "$bin" serve --no-workers --log-format json \
+    env ${LOG:+RUST_LOG=$LOG} "$@" DATABASE_URL="$URL" "$bin" serve --no-workers --log-format json \
         --grpc-addr "$grpc" --http-addr "$http" 2>"$WORK/$name.log" >/dev/null &
     PIDS+=($!)
     eval "${name}_PID=$! ${name}_GRPC=$grpc ${name}_HTTP=$http"
@@ -101,8 +104,8 @@ start_full redis REDIS_URL="$REDIS"
 # Redis limiter) and `altrest` next to rest, each where the variant it
 # mirrors is measured.
 if [[ -n ${BIN_B:-} ]]; then
-    start_full alt --bin "$BIN_B" -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local
-    [[ " $VARIANTS " == *" redis "* ]] && start_full altredis --bin "$BIN_B" REDIS_URL="$REDIS"
+    start_full alt --bin "$BIN_B" -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local ${LOG_B:+RUST_LOG=$LOG_B}
+    [[ " $VARIANTS " == *" redis "* ]] && start_full altredis --bin "$BIN_B" REDIS_URL="$REDIS" ${LOG_B:+RUST_LOG=$LOG_B}
     VARIANTS=$(sed -E 's/(^| )jwt( |$)/\1jwt alt\2/; s/(^| )redis( |$)/\1redis altredis\2/; s/(^| )rest( |$)/\1rest altrest\2/' <<<"$VARIANTS")
 fi
 BARE=127.0.0.1:$(free_port)
@@ -166,7 +169,7 @@ run() { # variant pid addr path body token metrics_http method [clients streams]
     before_cpu=$(cpu_ticks "$pid")
     local perf=""
     if [[ -n ${PERF_OUT:-} && $CHECKED == 1 && $variant == "${PERF_VARIANT:-jwt}" ]]; then
-        perf record -F 1999 -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
+        perf record -F 1999 ${PERF_ARGS:-} -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
         perf=$!
     fi
     count_syscalls_start "$pid"
@@ -204,7 +207,7 @@ run_rest() { # variant pid http: WhoAmI over REST (the gateway), wrk with CLIENT
     before_cpu=$(cpu_ticks "$pid")
     local perf=""
     if [[ -n ${PERF_OUT:-} && $CHECKED == 1 && $variant == "${PERF_VARIANT:-jwt}" ]]; then
-        perf record -F 1999 -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
+        perf record -F 1999 ${PERF_ARGS:-} -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 &
         perf=$!
     fi
     count_syscalls_start "$pid"
