@@ -122,6 +122,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 /// which only the exporter sees. Use it with `tracing::info_span!(target: ..)`.
 pub const CHILD_SPANS: &str = "tenantry_trace";
 
+/// The W3C trace-context header, parsed once (it is looked up on every call).
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// Whether spans are exported. The subscriber is process-global, so this is
 /// too; it lets the hot path skip trace work (context extraction, ids) when
 /// nobody would receive it.
@@ -181,7 +184,7 @@ pub fn parent_context(headers: &http::HeaderMap) -> opentelemetry::Context {
 pub fn record_trace_ids(span: &Span, headers: &http::HeaderMap) {
     let context = if exporting() {
         span.context().span().span_context().clone()
-    } else if headers.contains_key("traceparent") {
+    } else if headers.contains_key(TRACEPARENT) {
         let parent = parent_context(headers).span().span_context().clone();
         if parent.is_valid() {
             span.record("trace_id", tracing::field::display(parent.trace_id()));

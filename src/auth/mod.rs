@@ -18,6 +18,9 @@ use http::HeaderMap;
 
 use crate::{error::ApiError, tenancy::TenantId};
 
+/// The API-key header, parsed once (every call looks for it).
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -147,7 +150,7 @@ pub fn credential_from_headers(headers: &HeaderMap) -> Result<Credential<'_>, Au
             Some(token.trim())
         }
     };
-    let api_key = match headers.get("x-api-key") {
+    let api_key = match headers.get(X_API_KEY) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| AuthError::Malformed("x-api-key is not ASCII"))?.trim()),
     };

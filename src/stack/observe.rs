@@ -24,7 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Frame;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
@@ -39,7 +39,12 @@ use crate::{
 };
 
 /// Header carrying the request id, in and out.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+// Header names looked up on every call, parsed once: a lookup by `&str`
+// parses and hashes the name each time.
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Builds [`Observe`].
 #[derive(Clone)]
@@ -114,7 +119,7 @@ where
         };
         let deadline = started + self.layer.max_deadline;
         request.extensions_mut().insert(RequestContext::new(request_id.clone(), method, deadline));
-        let encoded = request.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity");
+        let encoded = request.headers().get(GRPC_ENCODING).is_some_and(|e| e.as_bytes() != b"identity");
         let max = self.layer.max_message_bytes;
         let request = request.map(|body| Body::new(FramedBody::new(body, max, encoded, client_gone)));
         let clone = self.inner.clone();
@@ -194,9 +199,12 @@ pub fn latency_ms(elapsed: Duration) -> f64 {
 
 /// Adds the request id and arranges the call's log line and metrics.
 fn finish(mut response: Response<Body>, request_id: &RequestId, outcome: Outcome) -> Response<Body> {
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        const NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
-        response.headers_mut().insert(NAME, value);
+    if let Ok(mut value) = HeaderValue::from_str(request_id.as_str()) {
+        // Never HPACK-indexed: no two calls share an id, so an index entry
+        // would never be used again, and every call would walk and evict the
+        // connection's table (about 3,500 instructions per call).
+        value.set_sensitive(true);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     // A trailers-only response (every error the stack makes) has its status
     // in the headers; otherwise it comes in the trailers at the body's end.
@@ -208,7 +216,7 @@ fn finish(mut response: Response<Body>, request_id: &RequestId, outcome: Outcome
 }
 
 fn status_code(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let value = headers.get(GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
     Some(Code::from_i32(value))
 }
 

@@ -20,6 +20,9 @@ use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
 
+/// The client's deadline header, parsed once (it is looked up on every call).
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// How long a client shed by the load-shed layer should wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_millis(100);
 
@@ -84,7 +87,7 @@ where
 /// starts for it).
 fn apply_deadline(request: &mut Request<Body>) -> Result<Instant, ApiError> {
     let timeout =
-        match request.headers().get("grpc-timeout") {
+        match request.headers().get(GRPC_TIMEOUT) {
             None => None,
             Some(value) => Some(value.to_str().ok().and_then(parse_grpc_timeout).ok_or_else(|| {
                 ApiError::invalid("grpc-timeout", "must be 1 to 8 digits and a unit (H, M, S, m, u, n)")

@@ -16,6 +16,8 @@ use crate::{
 
 /// The header a platform admin names a tenant with.
 pub const TENANT_HEADER: &str = "x-tenant-id";
+/// [`TENANT_HEADER`] parsed once, for the lookup every call makes.
+const TENANT_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(TENANT_HEADER);
 
 /// See the module docs.
 #[derive(Clone)]
@@ -34,7 +36,7 @@ impl Guard for TenantContext {
     type Pass = ();
 
     async fn check(&self, request: &mut Request<Body>) -> Result<(), ApiError> {
-        let named = match request.headers().get(TENANT_HEADER) {
+        let named = match request.headers().get(TENANT_HEADER_NAME) {
             None => None,
             Some(value) => Some(
                 value
