@@ -18,6 +18,8 @@ use std::{collections::HashSet, io::Write as _};
 
 use prost_reflect::{EnumDescriptor, Kind, MessageDescriptor};
 
+use crate::telemetry::log::json_plain;
+
 /// Whether every field of `message`, through nested messages, is one
 /// [`write`] handles.
 pub fn plain(message: &MessageDescriptor) -> bool {
@@ -182,10 +184,21 @@ fn separate(out: &mut Vec<u8>, empty: &mut bool) {
     }
 }
 
+/// Text that needs no escaping (see [`json_plain`]), quoted.
+fn verbatim(out: &mut Vec<u8>, plain: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(plain);
+    out.push(b'"');
+}
+
 /// A JSON string, escaped as serde_json escapes it.
 fn string(out: &mut Vec<u8>, text: &str) {
-    // Writing a `&str` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    if json_plain(text.as_bytes(), false) {
+        verbatim(out, text.as_bytes());
+    } else {
+        // Writing a `&str` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
 }
 
 fn number(out: &mut Vec<u8>, value: impl std::fmt::Display) {
@@ -222,6 +235,8 @@ fn value_json(kind: &Kind, value: Wire<'_>, out: &mut Vec<u8>) -> Option<()> {
         (Kind::Fixed64, Wire::Fixed64(v)) => quoted(out, v),
         (Kind::Sfixed64, Wire::Fixed64(v)) => quoted(out, v as i64),
         (Kind::Enum(e), Wire::Varint(v)) => enum_json(e, v as i32, out),
+        // Plain ASCII needs neither decoding nor escaping.
+        (Kind::String, Wire::Len(bytes)) if json_plain(bytes, true) => verbatim(out, bytes),
         (Kind::String, Wire::Len(bytes)) => string(out, std::str::from_utf8(bytes).ok()?),
         (Kind::Message(inner), Wire::Len(bytes)) => write(inner, bytes, out)?,
         _ => return None,

@@ -215,9 +215,42 @@ where
     }
 }
 
+/// Whether `text` goes into a JSON string as it is: no control character,
+/// quote or backslash, and with `ascii`, no byte above 0x7f either (so it
+/// is UTF-8 without decoding it). Nearly all text the hot path writes (ids,
+/// names, methods, permissions) is, and is copied at once. The check takes
+/// eight bytes at a time: for the short strings it sees (10 to 40 bytes), a
+/// byte-by-byte loop cost about 8 instructions per byte, even vectorised.
+pub(crate) fn json_plain(text: &[u8], ascii: bool) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Non-zero when some byte of `word` is below `n` (n <= 0x80): a byte
+    // borrows into its high bit only when it is itself below `n`.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let zero_byte = |word: u64| below(word, 1);
+    let high = if ascii { HIGH } else { 0 };
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(bytes);
+        let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if below(word, 0x20) | quote | backslash | (word & high) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&byte| byte >= 0x20 && byte != b'"' && byte != b'\\' && (!ascii || byte < 0x80))
+}
+
 /// Appends `value` as a JSON string (quoted, escaped).
 fn push_json_str(out: &mut String, value: &str) {
     out.push('"');
+    if json_plain(value.as_bytes(), false) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, byte) in value.bytes().enumerate() {
         let escape = match byte {
@@ -518,6 +551,35 @@ mod tests {
         let mut json = String::new();
         push_json_str(&mut json, &text);
         assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text);
+        // Text with nothing to escape is copied as it is.
+        let mut plain = String::new();
+        push_json_str(&mut plain, "/tenantry.v1.AuthService/WhoAmI é\u{7f}");
+        assert_eq!(plain, "\"/tenantry.v1.AuthService/WhoAmI é\u{7f}\"");
+    }
+
+    #[test]
+    fn plain_text_is_told_from_text_to_escape_at_every_position() {
+        for length in 0..40 {
+            let base = vec![b'a'; length];
+            assert!(json_plain(&base, true) && json_plain(&base, false));
+            for at in 0..length {
+                for (byte, plain, ascii) in [
+                    (b'"', false, false),
+                    (b'\\', false, false),
+                    (0x00, false, false),
+                    (0x1f, false, false),
+                    (b' ', true, true),
+                    (0x7f, true, true),
+                    (0x80, true, false),
+                    (0xff, true, false),
+                ] {
+                    let mut text = base.clone();
+                    text[at] = byte;
+                    assert_eq!(json_plain(&text, false), plain, "{byte:#x} at {at} of {length}");
+                    assert_eq!(json_plain(&text, true), ascii, "{byte:#x} at {at} of {length} (ASCII)");
+                }
+            }
+        }
     }
 
     #[test]
