@@ -85,7 +85,7 @@ impl App {
                 serve.max_message_bytes,
                 state.metrics.clone(),
             );
-            http = http.fallback_service(gateway.router());
+            http = http.fallback_service(gateway);
         }
         let http = (bind(serve.http_addr).await?, http);
         let supervisor = supervise(&state, &config).await;

@@ -41,14 +41,16 @@ pub mod template;
 pub mod transcode;
 pub mod wire_json;
 
-use std::{sync::Arc, time::Instant};
-
-use axum::{
-    Router,
-    body::Body,
-    extract::{Request, State},
-    response::Response,
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
 };
+
+use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use clap::Args;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -150,11 +152,6 @@ impl Gateway {
                 metrics,
             }),
         }
-    }
-
-    /// The gateway as a router, to mount as the HTTP listener's fallback.
-    pub fn router(self) -> Router {
-        Router::new().fallback(handle).with_state(self)
     }
 
     /// Handles one HTTP request.
@@ -394,8 +391,22 @@ struct Incoming<'a> {
     span: Span,
 }
 
-async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
-    gateway.handle(request).await
+/// The gateway as a service, to mount as the HTTP listener's fallback:
+/// every request reaches [`Gateway::handle`] without a router of its own
+/// between (the route table does the matching).
+impl tower::Service<Request> for Gateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let gateway = self.clone();
+        Box::pin(async move { Ok(gateway.handle(request).await) })
+    }
 }
 
 fn document(bytes: &Bytes, content_type: &'static str) -> Response {
