@@ -35,7 +35,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, prelude::*};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -84,7 +84,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     // lines keep the call's span), and only the exporter asks for sqlx's
     // per-statement events, so without one those are never even built.
     let mut installed_dispatch = None;
-    let otel = provider.as_ref().map(|provider| -> BoxedLayer {
+    let otel = provider.as_ref().map(|provider| {
         let tracer = provider.tracer("tenantry");
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
@@ -99,14 +99,15 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         let (statements, dispatch) = statements::StatementSpans::new(tracer);
         installed_dispatch = Some(dispatch);
         let statements = statements.with_filter(statements::filter());
-        spans.and_then(statements).boxed()
+        spans.and_then(statements)
     });
-    // Only the layers in use are installed. An absent (`None`) layer counts
-    // as one that wants every callsite, so with one in the stack the
-    // registry built every child span for nobody (each about 1,000
-    // instructions to make, enter and close; two per REST call).
-    let layers: Vec<BoxedLayer> = otel.into_iter().chain([log_layer(json)]).collect();
-    let installed = tracing_subscriber::registry().with(layers).try_init().is_ok();
+    // Logs go to stderr: stdout is reserved for what commands print (keys).
+    // JSON lines carry the current span's fields (request id, trace id,
+    // method, tenant, principal) next to the event's own (code, latency).
+    let json_layer = json.then(|| log::JsonLog::stderr().with_filter(filter(&[(CHILD_SPANS, "off")])));
+    let pretty_layer =
+        (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_filter(filter(&[(CHILD_SPANS, "off")])));
+    let installed = tracing_subscriber::registry().with(otel).with(json_layer).with(pretty_layer).try_init().is_ok();
     if installed {
         JSON_LOGS.store(json, Ordering::Relaxed);
     }
@@ -115,21 +116,6 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(Telemetry { provider: provider.filter(|_| installed) })
-}
-
-type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
-
-/// The log layer: JSON lines or the human format, on stderr (stdout is
-/// reserved for what commands print, such as keys). JSON lines carry the
-/// current span's fields (request id, trace id, method, tenant, principal)
-/// next to the event's own (code, latency). Child spans never reach it.
-fn log_layer(json: bool) -> BoxedLayer {
-    let filter = filter(&[(CHILD_SPANS, "off")]);
-    if json {
-        log::JsonLog::stderr().with_filter(filter).boxed()
-    } else {
-        fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
-    }
 }
 
 /// The target of child spans (transactions, Redis, hashing, transcoding),
@@ -299,25 +285,24 @@ mod tests {
 
     #[test]
     fn without_an_exporter_child_spans_are_disabled_and_log_lines_keep_the_call_span() {
-        for json in [true, false] {
-            // The subscriber `init` installs when no OTLP endpoint is set.
-            let subscriber = tracing_subscriber::registry().with(vec![log_layer(json)]);
-            tracing::subscriber::with_default(subscriber, || {
-                let mut evaluated = false;
-                let child = tracing::info_span!(target: CHILD_SPANS, "child", field = {
-                    evaluated = true;
-                    1
-                });
-                assert!(child.is_disabled());
-                assert!(!evaluated, "a disabled span's fields are never evaluated");
-                assert!(!exporting());
-                let call = tracing::info_span!("rpc", trace_id = tracing::field::Empty);
-                assert!(!call.is_disabled(), "the call's span feeds the log line");
-                // No traceparent: nothing to record, nothing extracted.
-                record_trace_ids(&call, &http::HeaderMap::new());
-                assert_eq!(traceparent(&call), None);
+        // The subscriber `init` installs when no OTLP endpoint is set.
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt::layer().with_writer(std::io::sink).with_filter(filter(&[(CHILD_SPANS, "off")])));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut evaluated = false;
+            let child = tracing::info_span!(target: CHILD_SPANS, "child", field = {
+                evaluated = true;
+                1
             });
-        }
+            assert!(child.is_disabled());
+            assert!(!evaluated, "a disabled span's fields are never evaluated");
+            assert!(!exporting());
+            let call = tracing::info_span!("rpc", trace_id = tracing::field::Empty);
+            assert!(!call.is_disabled(), "the call's span feeds the log line");
+            // No traceparent: nothing to record, nothing extracted.
+            record_trace_ids(&call, &http::HeaderMap::new());
+            assert_eq!(traceparent(&call), None);
+        });
     }
 
     #[test]
