@@ -73,7 +73,7 @@ use crate::{
     metrics::{GatewayRefusal, Metrics},
     policy::PolicyTable,
     stack::observe::{self, CallSpan, REQUEST_ID_HEADER},
-    telemetry::CHILD_SPANS,
+    telemetry::child_span,
 };
 
 pub use self::routes::RouteError;
@@ -312,8 +312,7 @@ impl Gateway {
         request: Incoming<'_>,
     ) -> (Response, Option<GatewayRefusal>) {
         let Incoming { headers, connection, query, body, pretty, span } = request;
-        let transcoding =
-            || tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_request", otel.kind = "internal");
+        let transcoding = || child_span!("gateway.transcode_request", otel.kind = "internal");
         let deny = self.inner.deny_unknown_fields;
         let message = match transcoding().in_scope(|| transcode::request_message(route, captures, query, body, deny)) {
             Ok(message) => message,
@@ -342,8 +341,7 @@ impl Gateway {
         let response = match (message, status.code()) {
             (Some(message), Code::Ok) => {
                 let output = route.rpc.output();
-                let transcoding =
-                    tracing::info_span!(target: CHILD_SPANS, "gateway.transcode_response", otel.kind = "internal");
+                let transcoding = child_span!("gateway.transcode_response", otel.kind = "internal");
                 match transcoding.in_scope(|| transcode::response_json(output, &message, pretty, route.plain_output)) {
                     Ok(json) => {
                         let mut response = Response::new(Body::from(json));

@@ -98,7 +98,7 @@ impl PasswordHasherPool {
         work: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, IdentityError> {
         let _permit = self.permits.acquire().await.map_err(|e| IdentityError::Internal(e.to_string()))?;
-        let span = tracing::info_span!(target: crate::telemetry::CHILD_SPANS, "argon2id", otel.name = operation);
+        let span = crate::telemetry::child_span!("argon2id", otel.name = operation);
         tracing::Instrument::instrument(tokio::task::spawn_blocking(work), span)
             .await
             .map_err(|e| IdentityError::Internal(e.to_string()))?

@@ -323,8 +323,7 @@ impl RateLimiter {
         if let Some(decision) = redis.leased(tenant, limits, cost) {
             return Ok(decision); // no Redis call: neither a span nor its latency
         }
-        let span = tracing::info_span!(
-            target: crate::telemetry::CHILD_SPANS,
+        let span = crate::telemetry::child_span!(
             "EVALSHA",
             otel.kind = "client",
             db.system = "redis",

@@ -43,8 +43,7 @@ pub struct TenantTx {
 
 /// The transaction's span; the name is what `telemetry::statements` looks for.
 fn transaction_span() -> tracing::Span {
-    tracing::info_span!(
-        target: crate::telemetry::CHILD_SPANS,
+    crate::telemetry::child_span!(
         "db.transaction",
         otel.kind = "client",
         db.system = "postgresql",
@@ -74,8 +73,7 @@ impl TenantTx {
             timeout_ms(deadline)
         );
         // sqlx reports no statement event for BEGIN: its span is made here.
-        let begin = tracing::info_span!(
-            target: crate::telemetry::CHILD_SPANS,
+        let begin = crate::telemetry::child_span!(
             parent: &span,
             "BEGIN",
             otel.kind = "client",
