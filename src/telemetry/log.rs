@@ -580,6 +580,17 @@ mod tests {
                 }
             }
         }
+        // Mixed text, bytes next to each other near every boundary, against
+        // the byte-by-byte rule.
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+        const BYTES: [u8; 12] = [0x00, 0x01, 0x1f, 0x20, 0x21, b'"', 0x23, 0x5b, b'\\', 0x5d, 0x7f, 0x80];
+        for _ in 0..20_000 {
+            let text: Vec<u8> = (0..rng.random_range(0..24)).map(|_| BYTES[rng.random_range(0..BYTES.len())]).collect();
+            let escapes = text.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            assert_eq!(json_plain(&text, false), !escapes, "{text:?}");
+            assert_eq!(json_plain(&text, true), !escapes && text.is_ascii(), "{text:?}");
+        }
     }
 
     #[test]
