@@ -85,13 +85,14 @@ DATABASE_URL=$URL "$BIN" migrate >/dev/null 2>&1
 psql -q "$URL" -c "INSERT INTO platform.plans (id, display_name, requests_per_second, burst, monthly_request_quota,
     max_concurrent_jobs, min_replicas, max_replicas) VALUES ('bench', 'Bench', 200000, 4000, 0, 10, 1, 2)"
 
-start_full() { # name [bin] [env...]
-    local name=$1 bin=$BIN grpc http
+start_full() { # name [--bin bin] [--log filter] [env options and assignments...]
+    local name=$1 bin=$BIN log=${LOG:-} grpc http
     shift
     if [[ ${1:-} == --bin ]]; then bin=$2; shift 2; fi
+    if [[ ${1:-} == --log ]]; then log=$2; shift 2; fi
     grpc=127.0.0.1:$(free_port)
     http=127.0.0.1:$(free_port)
-    env ${LOG:+RUST_LOG=$LOG} "$@" DATABASE_URL="$URL" "$bin" serve --no-workers --log-format json \
+    env "$@" DATABASE_URL="$URL" ${log:+RUST_LOG=$log} "$bin" serve --no-workers --log-format json \
         --grpc-addr "$grpc" --http-addr "$http" 2>"$WORK/$name.log" >/dev/null &
     PIDS+=($!)
     eval "${name}_PID=$! ${name}_GRPC=$grpc ${name}_HTTP=$http"
@@ -104,8 +105,8 @@ start_full redis REDIS_URL="$REDIS"
 # Redis limiter) and `altrest` next to rest, each where the variant it
 # mirrors is measured.
 if [[ -n ${BIN_B:-} ]]; then
-    start_full alt --bin "$BIN_B" -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local ${LOG_B:+RUST_LOG=$LOG_B}
-    [[ " $VARIANTS " == *" redis "* ]] && start_full altredis --bin "$BIN_B" REDIS_URL="$REDIS" ${LOG_B:+RUST_LOG=$LOG_B}
+    start_full alt --bin "$BIN_B" ${LOG_B:+--log "$LOG_B"} -u REDIS_URL TENANTRY_RATE_LIMIT_ENGINE=local
+    [[ " $VARIANTS " == *" redis "* ]] && start_full altredis --bin "$BIN_B" ${LOG_B:+--log "$LOG_B"} REDIS_URL="$REDIS"
     VARIANTS=$(sed -E 's/(^| )jwt( |$)/\1jwt alt\2/; s/(^| )redis( |$)/\1redis altredis\2/; s/(^| )rest( |$)/\1rest altrest\2/' <<<"$VARIANTS")
 fi
 BARE=127.0.0.1:$(free_port)
