@@ -337,4 +337,14 @@ mod tests {
         assert_eq!(count("OK").as_deref(), Some("1"), "{text}");
         assert!(text.lines().any(|l| l == "tenantry_rpc_in_flight 0"), "{text}");
     }
+
+    #[test]
+    fn the_request_id_goes_out_never_indexed() {
+        let outcome = Outcome::new(Span::none(), Instant::now(), None, Metrics::new(), Arc::default());
+        let id = RequestId::generate();
+        let response = finish(Response::new(Body::empty()), &id, outcome);
+        let value = &response.headers()[REQUEST_ID_HEADER];
+        assert_eq!(value.to_str().unwrap(), id.as_str());
+        assert!(value.is_sensitive(), "unique per call: HPACK must not index it");
+    }
 }
