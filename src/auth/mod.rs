@@ -19,7 +19,7 @@ use http::HeaderMap;
 use crate::{error::ApiError, tenancy::TenantId};
 
 /// The API-key header, parsed once (every call looks for it).
-const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+pub(crate) const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,11 +18,11 @@ pub use crate::stack::StackService;
 /// Request headers passed to the stack as gRPC metadata under their own name.
 static FORWARDED: [HeaderName; 8] = [
     header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("x-tenant-id"),
-    HeaderName::from_static("x-request-id"),
-    HeaderName::from_static("grpc-timeout"),
-    HeaderName::from_static("traceparent"),
+    crate::auth::X_API_KEY,
+    crate::stack::tenant::TENANT_HEADER_NAME,
+    crate::stack::observe::REQUEST_ID_HEADER,
+    crate::stack::rescue::GRPC_TIMEOUT,
+    crate::telemetry::TRACEPARENT,
     HeaderName::from_static("tracestate"),
     header::USER_AGENT,
 ];

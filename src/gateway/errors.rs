@@ -84,7 +84,7 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 
 /// Metadata passed on under its own name.
 static AS_IS: [HeaderName; 4] =
-    [HeaderName::from_static("x-request-id"), header::RETRY_AFTER, RATELIMIT, RATELIMIT_POLICY];
+    [crate::stack::observe::REQUEST_ID_HEADER, header::RETRY_AFTER, RATELIMIT, RATELIMIT_POLICY];
 
 /// The `Grpc-Metadata-*` names of the stack's rate-limit metadata, in
 /// [`HEADER_NAMES`]' order, built once.

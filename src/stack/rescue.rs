@@ -21,7 +21,7 @@ use tower::{BoxError, Layer, Service};
 use crate::error::ApiError;
 
 /// The client's deadline header, parsed once (it is looked up on every call).
-const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// How long a client shed by the load-shed layer should wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_millis(100);

@@ -17,7 +17,7 @@ use crate::{
 /// The header a platform admin names a tenant with.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 /// [`TENANT_HEADER`] parsed once, for the lookup every call makes.
-const TENANT_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(TENANT_HEADER);
+pub(crate) const TENANT_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(TENANT_HEADER);
 
 /// See the module docs.
 #[derive(Clone)]
