@@ -165,8 +165,8 @@ impl PolicyTable {
     }
 
     /// Every method with a policy.
-    pub fn iter(&self) -> impl Iterator<Item = &MethodPolicy> {
-        self.methods.values().map(|p| p.as_ref())
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<MethodPolicy>> {
+        self.methods.values()
     }
 }
 

@@ -42,7 +42,7 @@ use prometheus_client::{
 use sqlx::PgPool;
 
 pub use self::{
-    calls::{GatewayRefusal, ShedReason, code_name},
+    calls::{GatewayRefusal, MethodCalls, ShedReason, code_name},
     jobs::{JobOutcome, ScalingDirection},
     limits::{FlushOutcome, Quota, RateLimitDecision, RateLimitEngine},
     pool::{AcquireFailure, Waiting},

@@ -12,6 +12,7 @@
 //! `trace_id`/`span_id` every log line inside the call shows.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -34,7 +35,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::protocol::FramedBody;
 use crate::{
     context::{RequestContext, RequestId},
-    metrics::Metrics,
+    metrics::{MethodCalls, Metrics},
     policy::{MethodPolicy, PolicyTable},
 };
 
@@ -49,10 +50,9 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// Builds [`Observe`].
 #[derive(Clone)]
 pub struct ObserveLayer {
-    policies: Arc<PolicyTable>,
+    methods: Arc<Methods>,
     max_deadline: Duration,
     max_message_bytes: usize,
-    metrics: Metrics,
 }
 
 impl ObserveLayer {
@@ -60,8 +60,28 @@ impl ObserveLayer {
     /// request messages may be up to `max_message_bytes`; finished calls are
     /// counted in `metrics`.
     pub fn new(policies: Arc<PolicyTable>, max_deadline: Duration, max_message_bytes: usize, metrics: Metrics) -> Self {
-        ObserveLayer { policies, max_deadline, max_message_bytes, metrics }
+        let observed = |policy: Option<Arc<MethodPolicy>>| {
+            let calls = metrics.method_calls(policy.as_deref());
+            Arc::new(Observed { policy, calls })
+        };
+        let by_path = policies.iter().map(|p| (p.path.clone(), observed(Some(p.clone())))).collect();
+        let methods = Methods { by_path, unknown: observed(None) };
+        ObserveLayer { methods: Arc::new(methods), max_deadline, max_message_bytes }
     }
+}
+
+/// Every method of the policy table with its kept metric series, by gRPC
+/// path, and the one unknown paths are counted under.
+struct Methods {
+    by_path: HashMap<String, Arc<Observed>>,
+    unknown: Arc<Observed>,
+}
+
+/// A method as this layer sees it: its policy (`None`: an unknown path) and
+/// the series its calls are recorded in.
+struct Observed {
+    policy: Option<Arc<MethodPolicy>>,
+    calls: MethodCalls,
 }
 
 impl<S> Layer<S> for ObserveLayer {
@@ -99,19 +119,22 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
-        let method = self.layer.policies.get(request.uri().path()).cloned();
+        let methods = &self.layer.methods;
+        let observed = methods.by_path.get(request.uri().path()).unwrap_or(&methods.unknown).clone();
         // The REST gateway opened the call's span (with its `http.*`
         // attributes) before transcoding; a gRPC call gets one here.
         let span = match request.extensions_mut().remove::<CallSpan>() {
             Some(CallSpan(span)) => span,
             None => {
-                let span = server_span(&request_id, method.as_ref().map(|m| m.path.as_str()), request.uri().path());
+                let known_path = observed.policy.as_ref().map(|m| m.path.as_str());
+                let span = server_span(&request_id, known_path, request.uri().path());
                 set_parent(&span, request.headers());
                 span
             }
         };
         let client_gone = Arc::new(AtomicBool::new(false));
-        let outcome = Outcome::new(span, started, method.clone(), self.layer.metrics.clone(), client_gone.clone());
+        let method = observed.policy.clone();
+        let outcome = Outcome::new(span, started, observed, client_gone.clone());
         let Some(method) = method else {
             let status = Status::unimplemented(format!("unknown method {}", request.uri().path()));
             let response = finish(status.into_http(), &request_id, outcome);
@@ -226,23 +249,16 @@ fn status_code(headers: &http::HeaderMap) -> Option<Code> {
 struct Outcome {
     span: Span,
     started: Instant,
-    method: Option<Arc<MethodPolicy>>,
-    metrics: Metrics,
+    observed: Arc<Observed>,
     /// Set by the request body when the client went away.
     client_gone: Arc<AtomicBool>,
     reported: bool,
 }
 
 impl Outcome {
-    fn new(
-        span: Span,
-        started: Instant,
-        method: Option<Arc<MethodPolicy>>,
-        metrics: Metrics,
-        client_gone: Arc<AtomicBool>,
-    ) -> Self {
-        metrics.call_started();
-        Outcome { span, started, method, metrics, client_gone, reported: false }
+    fn new(span: Span, started: Instant, observed: Arc<Observed>, client_gone: Arc<AtomicBool>) -> Self {
+        observed.calls.started();
+        Outcome { span, started, observed, client_gone, reported: false }
     }
 
     fn record(mut self, code: Code) {
@@ -255,7 +271,7 @@ impl Outcome {
         }
         let code = if self.client_gone.load(Ordering::Acquire) { Code::Cancelled } else { code };
         let elapsed = self.started.elapsed();
-        self.metrics.record_call(self.method.as_deref(), code, elapsed);
+        self.observed.calls.record(code, elapsed);
         let latency_ms = latency_ms(elapsed);
         self.span.record("rpc.grpc.status_code", i32::from(code));
         if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable | Code::DeadlineExceeded)
@@ -326,21 +342,24 @@ mod tests {
     #[test]
     fn every_call_is_reported_once_and_a_dropped_one_as_cancelled() {
         let metrics = Metrics::new();
-        drop(Outcome::new(Span::none(), Instant::now(), None, metrics.clone(), Arc::default()));
-        Outcome::new(Span::none(), Instant::now(), None, metrics.clone(), Arc::default()).record(Code::Ok);
+        let unknown = Arc::new(Observed { policy: None, calls: metrics.method_calls(None) });
+        drop(Outcome::new(Span::none(), Instant::now(), unknown.clone(), Arc::default()));
+        Outcome::new(Span::none(), Instant::now(), unknown.clone(), Arc::default()).record(Code::Ok);
+        Outcome::new(Span::none(), Instant::now(), unknown, Arc::default()).record(Code::Ok);
         let text = metrics.render();
         let count = |code: &str| {
             let prefix = format!("tenantry_rpc_calls_total{{service=\"unknown\",method=\"unknown\",code=\"{code}\"}} ");
             text.lines().find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
         };
         assert_eq!(count("CANCELLED").as_deref(), Some("1"), "{text}");
-        assert_eq!(count("OK").as_deref(), Some("1"), "{text}");
+        assert_eq!(count("OK").as_deref(), Some("2"), "the kept series counts on: {text}");
         assert!(text.lines().any(|l| l == "tenantry_rpc_in_flight 0"), "{text}");
     }
 
     #[test]
     fn the_request_id_goes_out_never_indexed() {
-        let outcome = Outcome::new(Span::none(), Instant::now(), None, Metrics::new(), Arc::default());
+        let unknown = Arc::new(Observed { policy: None, calls: Metrics::new().method_calls(None) });
+        let outcome = Outcome::new(Span::none(), Instant::now(), unknown, Arc::default());
         let id = RequestId::generate();
         let response = finish(Response::new(Body::empty()), &id, outcome);
         let value = &response.headers()[REQUEST_ID_HEADER];
